@@ -1,0 +1,33 @@
+# astroembed developer commands. Every target creates/uses .venv; nothing is installed globally.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+DEMO   ?= demo-output
+# CPU wheel of torch, installed before the project so the `train` extra never resolves to a
+# multi-GB CUDA build.
+TORCH  ?= torch==2.13.0
+
+.PHONY: install demo test test-fast clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[cpu,train,test]"
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/astroembed simulate $(DEMO)/survey --n-galaxies 2000 --seed 0 --overwrite
+	$(VENV)/bin/astroembed inspect $(DEMO)/survey
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) $(DEMO) .pytest_cache .hypothesis

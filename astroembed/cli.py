@@ -1,0 +1,178 @@
+"""The ``astroembed`` command line: parse, call one API function, print.
+
+Nothing imports this module. Heavy libraries are imported inside commands so that
+``astroembed --help`` is instant. Problems the user can fix arrive as ``AstroembedError`` and
+leave as one line on stderr and a non-zero exit code (1, or 2 for usage errors).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import __version__
+from .errors import AstroembedError
+
+app = typer.Typer(
+    name="astroembed",
+    help="Foundation-model embeddings for survey catalogs: cross-match Legacy Survey images "
+    "with DESI spectra, embed them with ONNX encoders, probe and search.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+log = logging.getLogger("astroembed")
+
+
+def _stderr():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+@contextlib.contextmanager
+def _user_errors():
+    """Turn AstroembedError into one line on stderr and its exit code."""
+    try:
+        yield
+    except AstroembedError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted; no partial output was kept.", err=True)
+        raise typer.Exit(130) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"astroembed {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True,
+                                         help="More detail on stderr (-vv for debug).")] = 0,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet",
+                                        help="Only errors on stderr; no progress.")] = False,
+) -> None:
+    """astroembed: survey catalogs in, catalogs with embeddings out."""
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.captureWarnings(True)
+    log.setLevel(level)
+
+
+def _quiet() -> bool:
+    return log.getEffectiveLevel() >= logging.ERROR
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Argument(help="Directory to create (must be new or empty).")],
+    n_galaxies: Annotated[int, typer.Option("--n-galaxies", "-n", help="Galaxies with r < 19.5 in the imaging.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives identical files.")] = 0,
+    cutout_size: Annotated[int, typer.Option("--cutout-size", help="Cutout width and height in 0.262\" pixels.")] = 64,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it already holds data.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+) -> None:
+    """Write a simulated mini-survey in the real DESI and Legacy Survey file formats.
+
+    Galaxies (BGS-like, r < 19.5, z ~ 0.01-0.6) with DESI coadds and redshift catalogs,
+    Legacy Survey sweeps and g,r,z cutouts, and truth.parquet with every true property.
+
+    Example:  astroembed simulate demo/survey --n-galaxies 2000 --seed 0
+    """
+    from . import simulate as run_simulation
+
+    with _user_errors():
+        if _quiet():
+            summary = run_simulation(out, n_galaxies=n_galaxies, seed=seed,
+                                     cutout_size=cutout_size, overwrite=overwrite)
+        else:
+            with _stderr().status("simulating...") as status:
+                summary = run_simulation(
+                    out, n_galaxies=n_galaxies, seed=seed, cutout_size=cutout_size,
+                    overwrite=overwrite, progress=lambda m: status.update(f"simulating {m}..."))
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    ra0, ra1 = summary["ra_range"]
+    typer.echo(
+        f"Simulated {summary['n_galaxies']} galaxies and {summary['n_stars']} stars over "
+        f"{summary['area_deg2']} deg^2 (RA {ra0} -> {ra1}, Dec {summary['dec_range'][0]} -> "
+        f"{summary['dec_range'][1]}), {summary['n_fibres']} DESI fibres, "
+        f"{len(summary['files'])} files in {out}")
+
+
+@app.command()
+def inspect(
+    paths: Annotated[list[Path], typer.Argument(help="Files or directories (searched recursively).")],
+    files: Annotated[bool, typer.Option("--files", help="One line per file, not just totals.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
+) -> None:
+    """Show what astroembed reads from input files: kind, rows, usable spectra, redshifts.
+
+    Every file is read in full, so a file that would fail a cross-match fails here first,
+    with its name and what to fix. Exits 1 if any file cannot be read.
+
+    Example:  astroembed inspect demo/survey
+    """
+    from .inventory import describe
+
+    with _user_errors():
+        report = describe(paths)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        _print_inventory(report, files)
+    for err in report["errors"]:
+        typer.echo(f"error: {err['error']}", err=True)
+    if report["errors"]:
+        raise typer.Exit(1)
+
+
+def _print_inventory(report: dict, per_file: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    labels = {"desi_spectra": "DESI spectra", "desi_redshifts": "DESI redshifts",
+              "ls_catalog": "Legacy Survey catalogs", "ls_cutout_stack": "cutout stacks (HDF5)",
+              "ls_cutout_fits": "cutouts (FITS)", "table": "tables with RA/Dec"}
+    t = Table(title="inputs", title_justify="left")
+    for col in ("kind", "files", "rows", "details"):
+        t.add_column(col, justify="right" if col in ("files", "rows") else "left")
+    for kind, tot in report["totals"].items():
+        details = []
+        if "usable" in tot:
+            details.append(f"{tot['usable']} usable, {tot['sky']} sky, {tot['bad_status']} bad status")
+        if "zwarn_ok" in tot:
+            details.append(f"{tot['zwarn_ok']} with ZWARN = 0")
+        t.add_row(labels.get(kind, kind), str(tot["files"]), str(tot["rows"]), "; ".join(details))
+    console.print(t)
+    if per_file:
+        ft = Table(title="files", title_justify="left")
+        for col in ("path", "kind", "rows"):
+            ft.add_column(col)
+        for f in report["files"]:
+            ft.add_row(f["path"], f["kind"], str(f["rows"]))
+        console.print(ft)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Errors meant for people.
+
+Every failure a user can cause (a bad file, a wrong flag, an existing output) is raised as an
+``AstroembedError`` subclass whose message says what is wrong, where, and what to do. The CLI
+turns these into one line on stderr and a non-zero exit; anything else is a bug and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+
+class AstroembedError(Exception):
+    """Base class: a problem the user can fix. ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class InputError(AstroembedError):
+    """An input file is missing, unreadable, or not in the format it claims to be."""
+
+
+class OutputError(AstroembedError):
+    """The output location is unusable (exists already, not writable, ...)."""
+
+
+class ConfigError(AstroembedError):
+    """A configuration value or file is invalid."""
+
+    exit_code = 2
+
+
+class ModelError(AstroembedError):
+    """A model file is missing, corrupt, or does not declare the expected contract."""
+
+
+def where(path: object, hdu: object | None = None, column: str | None = None,
+          row: int | None = None) -> str:
+    """Format a location as ``file[HDU] column X row N`` for error messages."""
+    text = str(path)
+    if hdu is not None:
+        text += f"[{hdu}]"
+    if column is not None:
+        text += f" column {column}"
+    if row is not None:
+        text += f" row {row}"
+    return text
