@@ -12,7 +12,7 @@ from .config import SimulationConfig  # noqa: E402
 from .errors import AstroembedError, ConfigError, InputError, ModelError, OutputError  # noqa: E402
 
 
-def simulate(out, n_galaxies: int = 2000, seed: int = 0, cutout_size: int = 64,
+def simulate_survey(out, n_galaxies: int = 2000, seed: int = 0, cutout_size: int = 64,
              overwrite: bool = False, progress=None) -> dict:
     """Write a simulated mini-survey in the real DESI and Legacy Survey formats to ``out``.
 
@@ -24,7 +24,7 @@ def simulate(out, n_galaxies: int = 2000, seed: int = 0, cutout_size: int = 64,
     return write_survey(out, cfg, overwrite=overwrite, progress=progress)
 
 
-def describe(paths) -> dict:
+def describe_inputs(paths) -> dict:
     """What astroembed reads from input files or directories: kind, rows, usable spectra, ..."""
     from .inventory import describe as _describe
 
@@ -32,4 +32,4 @@ def describe(paths) -> dict:
 
 
 __all__ = ["AstroembedError", "ConfigError", "InputError", "ModelError", "OutputError",
-           "SimulationConfig", "__version__", "describe", "simulate"]
+           "SimulationConfig", "__version__", "describe_inputs", "simulate_survey"]

@@ -92,7 +92,7 @@ def simulate(
 
     Example:  astroembed simulate demo/survey --n-galaxies 2000 --seed 0
     """
-    from . import simulate as run_simulation
+    from . import simulate_survey as run_simulation
 
     with _user_errors():
         if _quiet():

@@ -16,3 +16,13 @@ def real_fixtures() -> Path:
         pytest.skip(f"real survey fixtures not found at {REAL_FIXTURES} (a fresh clone has "
                     "no ../shared/fixtures/real)")
     return REAL_FIXTURES
+
+
+@pytest.fixture(scope="session")
+def small_survey(tmp_path_factory) -> Path:
+    """A small simulated survey (written once per test session through the public API)."""
+    import astroembed
+
+    out = tmp_path_factory.mktemp("sim") / "survey"
+    astroembed.simulate_survey(out, n_galaxies=200, seed=7, cutout_size=32)
+    return out

@@ -21,7 +21,7 @@ R_LIMIT = 19.5
 Z_MAX = 0.6
 H0, OM0 = 70.0, 0.3
 # r-band Schechter parameters at z = 0.1 for H0 = 70 (Blanton et al. 2005-like, split by colour).
-RED_LF = dict(mstar=-21.45, alpha=-0.7, phistar=0.0055, q=1.2)
+RED_LF = dict(mstar=-21.45, alpha=-0.9, phistar=0.0055, q=1.2)
 BLUE_LF = dict(mstar=-21.1, alpha=-1.1, phistar=0.005, q=1.6)
 DECAM = ("decam2014-g", "decam2014-r", "decam2014-z")
 SDSS = ("sdss2010-g", "sdss2010-r")

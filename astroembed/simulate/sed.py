@@ -70,7 +70,7 @@ def _step_blue(wave: np.ndarray, edge: float, width: float) -> np.ndarray:
 
 def population_templates(wave: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Old, intermediate and young continua (no absorption lines), each 1 at 5500 A."""
-    old = planck(wave, 4550.0) * (1.0 - 0.45 * _step_blue(wave, 4000.0, 15.0))
+    old = planck(wave, 4620.0) * (1.0 - 0.45 * _step_blue(wave, 4000.0, 15.0))
     old = old * np.where(wave < 3200.0, (np.maximum(wave, 1.0) / 3200.0) ** 1.5, 1.0)
     inter = planck(wave, 8200.0) * (1.0 - 0.45 * _step_blue(wave, 3700.0, 35.0))
     young = planck(wave, 22000.0) * (1.0 - 0.15 * _step_blue(wave, 3660.0, 30.0))
