@@ -242,3 +242,22 @@ def test_redshift_distribution_matches_sdss(sdss, bright_sample):
 
     assert abs(np.median(bright_sample["z"]) - np.median(sdss["z"])) < 0.015
     assert ks_2samp(bright_sample["z"], sdss["z"]).statistic < 0.08
+
+
+def test_every_reader_reads_simulated_files(small_survey):
+    from astroembed.io import read_table
+
+    truth = _truth(small_survey)
+    redrock = pa.concat_tables([read_redshifts(f) for f in _files(small_survey, "redrock-main-*.fits")])
+    spectra = _spectra(small_survey)
+    assert redrock.num_rows == spectra.num_rows
+    # redrock positions come from the same file's FIBERMAP, in the same fibre order
+    assert np.array_equal(redrock["TARGETID"].to_numpy(), spectra["TARGETID"].to_numpy())
+    by_id = truth.set_index("TARGETID")
+    good = (redrock["ZWARN"].to_numpy() == 0) & (redrock["TARGETID"].to_numpy() > 0)
+    tids = redrock["TARGETID"].to_numpy()[good]
+    z = redrock["Z"].to_numpy()[good]
+    z_true = by_id.loc[tids, "z"].to_numpy()
+    assert np.median(np.abs(z - z_true) / (1 + z_true)) < 1e-3
+    table = read_table(small_survey / "truth.parquet")
+    assert table.num_rows == len(truth)
