@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections import Counter
 import logging
 import sys
 from pathlib import Path
@@ -70,6 +71,9 @@ def main_options(
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.captureWarnings(True)
     log.setLevel(level)
+    # Dask's own INFO chatter (workers starting and stopping) only with -vv.
+    for name in ("distributed", "dask"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose >= 2 else max(level, logging.ERROR))
 
 
 def _quiet() -> bool:
@@ -167,6 +171,116 @@ def _print_inventory(report: dict, per_file: bool) -> None:
         for f in report["files"]:
             ft.add_row(f["path"], f["kind"], str(f["rows"]))
         console.print(ft)
+
+
+@app.command()
+def crossmatch(
+    images: Annotated[Path, typer.Argument(help="Legacy Survey side (left): catalogs + cutouts, or a table with RA/Dec; file or directory.")],
+    spectra: Annotated[Path, typer.Argument(help="DESI side (right): coadds + redshift catalogs, or a table with RA/Dec; file or directory.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Catalog directory to write (HATS layout).")],
+    radius: Annotated[float, typer.Option(help="Match radius, arcsec.")] = 1.0,
+    mode: Annotated[str, typer.Option(help="best | best-symmetric | all.")] = "best",
+    how: Annotated[str, typer.Option(help="inner | left (keep unmatched left rows).")] = "inner",
+    margin: Annotated[Optional[float], typer.Option(help="Tile margin, arcsec (default: what the mode needs).")] = None,
+    match_on: Annotated[str, typer.Option("--match-on", help="position | ids (RELEASE, BRICKID, OBJID).")] = "position",
+    compare_ids: Annotated[bool, typer.Option("--compare-ids", help="Report how positional and ID matches agree.")] = False,
+    keep_all_spectra: Annotated[bool, typer.Option("--keep-all-spectra", help="Turn the spectrum quality cuts off.")] = False,
+    suffixes: Annotated[str, typer.Option(help="Suffixes for column names on both sides.")] = "_left,_right",
+    id_column: Annotated[str, typer.Option("--id-column", help="Object key of the catalog.")] = "TARGETID",
+    max_bytes: Annotated[float, typer.Option("--max-bytes", help="Split a tile above this many bytes.")] = 512e6,
+    max_rows: Annotated[int, typer.Option("--max-rows", help="Split a tile above this many rows.")] = 1_000_000,
+    scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address, e.g. tcp://host:8786.")] = None,
+    workers: Annotated[int, typer.Option(help="Local Dask workers (ignored with --scheduler).")] = 2,
+    processes: Annotated[bool, typer.Option("--processes/--threads", help="Local workers as processes or threads.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing catalog.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+) -> None:
+    """Cross-match Legacy Survey objects with DESI spectra by HEALPix tile into a HATS catalog.
+
+    Spectra are kept when usable (TARGETID > 0, OBJTYPE TGT, fibre status 0, ZWARN 0,
+    primary redshift); the summary counts what each cut removed. A killed run started again
+    with the same arguments continues where it stopped.
+
+    Example:  astroembed crossmatch demo/survey/legacysurvey demo/survey/desi --out demo/matched
+    """
+    from .config import CrossmatchConfig
+    from .pipeline import crossmatch as run_crossmatch
+
+    with _user_errors():
+        parts = tuple(s.strip() for s in suffixes.split(","))
+        cfg = CrossmatchConfig(
+            images=[str(images)], spectra=[str(spectra)], out=str(out), radius=radius, mode=mode,
+            how=how, margin=margin, match_on=match_on, compare_ids=compare_ids,
+            keep_all_spectra=keep_all_spectra, suffixes=parts, id_column=id_column,
+            max_bytes=max_bytes, max_rows=max_rows, scheduler=scheduler, workers=workers,
+            processes=processes, overwrite=overwrite)
+        summary = _with_progress(lambda p: run_crossmatch(cfg, progress=p))
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    dropped = ", ".join(f"{k} {v}" for k, v in summary["dropped"].items() if v) or "none"
+    typer.echo(f"{summary['left_rows']} left rows, {summary['right_rows']} right rows "
+               f"({summary['right_usable']} usable; dropped: {dropped}); {summary['matched']} "
+               f"matched; {summary['output_rows']} rows in {summary['tiles_written']} tiles of "
+               f"{out} ({summary['seconds']} s)")
+    if summary["id_comparison"]:
+        c = summary["id_comparison"]
+        typer.echo(f"positional vs ID match: {c.get('both', 0)} agree, {c.get('position_only', 0)} "
+                   f"by position only, {c.get('ids_only', 0)} by IDs only")
+
+
+def _with_progress(run):
+    """Run ``run(progress)`` under a rich progress bar on stderr (none with -q)."""
+    if _quiet():
+        return run(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bars: dict[str, int] = {}
+    with Progress(TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=_stderr(), transient=False) as progress:
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in bars:
+                bars[stage] = progress.add_task(stage, total=total)
+            progress.update(bars[stage], completed=done)
+
+        return run(update)
+
+
+@app.command()
+def info(
+    catalog: Annotated[Path, typer.Argument(help="A catalog written by astroembed (HATS layout).")],
+    tiles: Annotated[bool, typer.Option("--tiles", help="Print one ORDER/PIXEL per line (for job arrays).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print everything as JSON.")] = False,
+) -> None:
+    """What a catalog holds: tiles, rows, columns, provenance, whether it is complete.
+
+    Example:  astroembed info demo/matched --tiles
+    """
+    from .io.catalog import read_catalog_info
+
+    with _user_errors():
+        cat = read_catalog_info(catalog)
+    if tiles:
+        for order, pixel in cat.tiles:
+            typer.echo(f"{order}/{pixel}")
+        return
+    if as_json:
+        typer.echo(json.dumps({
+            "path": str(cat.path), "complete": cat.complete, "total_rows": cat.total_rows,
+            "tiles": [{"order": o, "pixel": p, "rows": cat.rows.get((o, p), 0)} for o, p in cat.tiles],
+            "columns": [{"name": f.name, "type": str(f.type)} for f in cat.schema],
+            "properties": cat.properties, "provenance": cat.provenance}, indent=2, default=str))
+        return
+    state = "complete" if cat.complete else "INCOMPLETE (a run is under way or was interrupted)"
+    typer.echo(f"{cat.path}: {cat.total_rows} rows in {len(cat.tiles)} tiles, {state}")
+    orders = Counter(o for o, _ in cat.tiles)
+    typer.echo("tiles per order: " + ", ".join(f"{o}: {n}" for o, n in sorted(orders.items())))
+    typer.echo(f"columns ({len(cat.schema)}): " + ", ".join(f.name for f in cat.schema))
+    prov = cat.provenance or {}
+    if prov.get("config"):
+        c = prov["config"]
+        typer.echo(f"made by: astroembed {prov.get('command', '?')} radius {c.get('radius')}\" "
+                   f"mode {c.get('mode')} how {c.get('how')} from {len(prov.get('inputs', []))} input files")
 
 
 def main() -> None:

@@ -64,3 +64,55 @@ class SimulationConfig:
                 f"the declination centre must be within +-80 deg (got {self.dec_centre}).")
         if self.seed < 0:
             raise ConfigError(f"--seed must be a non-negative integer (got {self.seed}).")
+
+
+MATCH_MODES = ("best", "best-symmetric", "all")
+JOINS = ("inner", "left")
+
+
+@dataclass
+class CrossmatchConfig:
+    """What ``astroembed crossmatch`` does. See DESIGN.md sections 3 and 4."""
+
+    images: list[str] = dataclasses.field(default_factory=list)
+    spectra: list[str] = dataclasses.field(default_factory=list)
+    out: str = ""
+    radius: float = 1.0  # arcsec
+    mode: str = "best"
+    how: str = "inner"
+    margin: float | None = None  # arcsec; None = the smallest the mode needs
+    match_on: str = "position"
+    compare_ids: bool = False
+    keep_all_spectra: bool = False
+    suffixes: tuple[str, str] = ("_left", "_right")
+    id_column: str = "TARGETID"
+    max_bytes: float = 512e6
+    max_rows: int = 1_000_000
+    scheduler: str | None = None
+    workers: int = 2
+    processes: bool = False  # threads measured faster on 2 cores (see README)
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        def choice(name: str, value: str, options: tuple[str, ...]) -> None:
+            if value not in options:
+                close = difflib.get_close_matches(value, options, n=1)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
+                raise ConfigError(f"--{name} must be one of {', '.join(options)} (got '{value}').{hint}")
+
+        if not self.radius > 0:
+            raise ConfigError(f"--radius must be > 0 arcsec (got {self.radius}).")
+        choice("mode", self.mode, MATCH_MODES)
+        choice("how", self.how, JOINS)
+        choice("match-on", self.match_on, ("position", "ids"))
+        if self.margin is not None and not self.margin >= 0:
+            raise ConfigError(f"--margin must be >= 0 arcsec (got {self.margin}).")
+        if len(self.suffixes) != 2 or self.suffixes[0] == self.suffixes[1]:
+            raise ConfigError(f"--suffixes needs two different suffixes, e.g. _left,_right "
+                              f"(got {','.join(self.suffixes)}).")
+        if self.max_rows < 1 or self.max_bytes <= 0:
+            raise ConfigError("--max-rows and --max-bytes must be positive.")
+        if self.workers < 1:
+            raise ConfigError(f"--workers must be at least 1 (got {self.workers}).")
+        if not self.images or not self.spectra or not self.out:
+            raise ConfigError("crossmatch needs IMAGES, SPECTRA and --out.")

@@ -199,7 +199,7 @@ def test_cutout(real_fixtures):
     cube = t.column("image").combine_chunks().to_numpy_ndarray()
     assert cube.shape == (1, 3, 256, 256) and cube.dtype == np.float32 and cube.dtype.isnative
     np.testing.assert_array_equal(cube[0], _raw(path, 0))
-    centre = SkyCoord(t.column("ra")[0].as_py() * u.deg, t.column("dec")[0].as_py() * u.deg)
+    centre = SkyCoord(t.column("RA")[0].as_py() * u.deg, t.column("DEC")[0].as_py() * u.deg)
     assert centre.separation(SkyCoord(357.9087 * u.deg, -54.8817 * u.deg)) < 1 * u.arcsec
     assert t.column("pixscale")[0].as_py() == pytest.approx(0.262, abs=1e-3)
 

@@ -261,3 +261,11 @@ def test_every_reader_reads_simulated_files(small_survey):
     assert np.median(np.abs(z - z_true) / (1 + z_true)) < 1e-3
     table = read_table(small_survey / "truth.parquet")
     assert table.num_rows == len(truth)
+
+
+def test_redrock_positions_from_its_fibermap(small_survey):
+    for f in _files(small_survey, "redrock-main-*.fits")[:2]:
+        z = read_redshifts(f)
+        with fits.open(f) as h:
+            assert np.allclose(z["TARGET_RA"].to_numpy(), h["FIBERMAP"].data["TARGET_RA"])
+        assert z["SURVEY"].to_pylist() == ["main"] * z.num_rows

@@ -31,7 +31,7 @@ Cutouts (``image`` is always ``fixed_shape_tensor(float32, (3, H, W))``, bands g
 that order, nanomaggies; Arrow stores it as a fixed-size list, so any Parquet reader can
 read it):
 
-* :func:`read_cutout_fits`, one row: ``image``, ``ra`` float64 and ``dec`` float64 (deg,
+* :func:`read_cutout_fits`, one row: ``image``, ``RA`` float64 and ``DEC`` float64 (deg,
   WCS position of the centre pixel ((W-1)/2, (H-1)/2), 0-based), ``pixscale`` float64
   (arcsec/pixel).
 * :func:`read_cutout_stack` (HDF5 like the Legacy Survey SSL data sets), N rows: ``RA``,
@@ -350,8 +350,8 @@ def read_cutout_fits(path: str | os.PathLike) -> pa.Table:
             b"bands": b"grz", b"image_unit": b"nanomaggy"}
     schema = pa.schema([
         pa.field("image", image_type(h, w)),
-        pa.field("ra", pa.float64(), metadata={b"unit": b"deg"}),
-        pa.field("dec", pa.float64(), metadata={b"unit": b"deg"}),
+        pa.field("RA", pa.float64(), metadata={b"unit": b"deg"}),
+        pa.field("DEC", pa.float64(), metadata={b"unit": b"deg"}),
         pa.field("pixscale", pa.float64(), metadata={b"unit": b"arcsec"}),
     ], metadata=meta)
     return pa.Table.from_arrays(

@@ -489,10 +489,20 @@ def _write_coadd(path: Path, fm: dict, arms: dict, survey: str, program: str, pi
 
 
 def _write_redrock(path: Path, fm: dict, zres: dict, survey: str, program: str, pix: int) -> None:
-    cols = {"TARGETID": fm["TARGETID"], **zres}
-    _write_fits_table(path, cols, extname="REDSHIFTS",
-                      primary_header=dict(SPGRP="healpix", SPGRPVAL=pix, SURVEY=survey,
-                                          PROGRAM=program))
+    """REDSHIFTS plus the FIBERMAP in the same fibre order, as redrock writes them."""
+    from astropy.io import fits
+    from astropy.table import Table
+
+    primary = fits.PrimaryHDU()
+    for k, v in dict(SPGRP="healpix", SPGRPVAL=pix, SURVEY=survey, PROGRAM=program).items():
+        primary.header[k] = v
+    redshifts = fits.BinTableHDU(Table({k: _fits_ready(v) for k, v in
+                                        {"TARGETID": fm["TARGETID"], **zres}.items()}))
+    redshifts.name = "REDSHIFTS"
+    fibermap = fits.BinTableHDU(Table({k: _fits_ready(v) for k, v in fm.items()}))
+    fibermap.name = "FIBERMAP"
+    with atomic_path(path) as tmp:
+        fits.HDUList([primary, redshifts, fibermap]).writeto(tmp, overwrite=True)
 
 
 def _write_cutout_stack(path: Path, images: np.ndarray, ls: dict, sel: np.ndarray) -> None:

@@ -1,0 +1,291 @@
+"""Partition cross-match inputs by HEALPix tile, the way hats-import does (map, plan, split).
+
+1. ``stage_input`` (one task per input file): read the file with its reader, apply the
+   fibre-level quality cuts, compute ``_healpix_29`` and a catalog-wide row key, and write a
+   Parquet copy sorted by ``_healpix_29``; return a histogram of positions.
+2. ``make_plan`` (on the client): adaptive tiles from the histograms, margins for the mode.
+3. ``split_input`` (one task per staged file): cut it into one fragment per tile it touches,
+   holding the tile's own rows and, flagged ``_margin``, rows within the margin of the tile.
+
+Tile tasks then read only their own fragments, so no data travels inside the task graph and
+each step writes its files atomically: a killed run restarts where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import InputError
+from .io.atomic import atomic_path
+
+LEFT_ROLES = ("catalog", "images")
+RIGHT_ROLES = ("spectra", "redshifts", "table")
+HIST_ORDER = 12  # histogram resolution (~51" pixels); also the deepest tile order
+IMAGE_JOIN_ARCSEC = 0.5  # single FITS cutouts join the nearest catalog row within this
+ROW_GROUP_BYTES = 32 * 2**20
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One input file, what it holds and which side of the match it feeds."""
+
+    path: str
+    side: str  # "left" (Legacy Survey) or "right" (DESI)
+    role: str  # catalog | images | spectra | redshifts | table
+    kind: str  # astroembed.io kind
+    size: int
+    mtime: float
+    index: int  # position in the sorted input list; high bits of the row keys
+
+    @property
+    def key(self) -> str:
+        return f"{self.side}-{self.role}-{self.index:05d}"
+
+
+@dataclass
+class StageResult:
+    key: str
+    rows: int
+    bytes_per_row: float
+    hist_pixels: np.ndarray  # order HIST_ORDER pixels that hold rows
+    hist_counts: np.ndarray
+    dropped: Counter = field(default_factory=Counter)
+
+    def to_json(self) -> str:
+        return json.dumps({"key": self.key, "rows": self.rows, "bytes_per_row": self.bytes_per_row,
+                           "hist_pixels": self.hist_pixels.tolist(),
+                           "hist_counts": self.hist_counts.tolist(), "dropped": dict(self.dropped)})
+
+    @classmethod
+    def from_json(cls, text: str) -> "StageResult":
+        d = json.loads(text)
+        return cls(d["key"], d["rows"], d["bytes_per_row"], np.array(d["hist_pixels"], np.int64),
+                   np.array(d["hist_counts"], np.int64), Counter(d["dropped"]))
+
+
+_ROLE_OF_KIND = {
+    "left": {"ls_catalog": "catalog", "table": "catalog", "ls_cutout_stack": "images",
+             "ls_cutout_fits": "images"},
+    "right": {"desi_spectra": "spectra", "desi_redshifts": "redshifts", "table": "table"},
+}
+
+
+def classify_inputs(images: list, spectra: list) -> list[InputFile]:
+    """Find every input file under IMAGES and SPECTRA and decide its role.
+
+    Fails before any work starts when a file is unreadable as any known kind, sits on the
+    wrong side, or a side has nothing to match. When zcatalogs (with ZCAT_PRIMARY) and
+    per-healpix redrock files are both given, the zcatalogs win and redrock files are left
+    out, so no redshift is counted twice.
+    """
+    from .inventory import input_files
+    from .io import detect_kind
+
+    found: list[InputFile] = []
+    for side, paths, label in (("left", images, "IMAGES"), ("right", spectra, "SPECTRA")):
+        for path in input_files(paths):
+            if path.name in ("truth.parquet",):
+                continue  # the simulator's answer key is not an input
+            kind = detect_kind(path)
+            role = _ROLE_OF_KIND[side].get(kind)
+            if role is None:
+                other = "SPECTRA" if side == "left" else "IMAGES"
+                raise InputError(f"{path}: a {kind} file given as {label}; it belongs with "
+                                 f"{other} (the Legacy Survey side comes first).")
+            stat = path.stat()
+            found.append(InputFile(str(path), side, role, kind, stat.st_size, stat.st_mtime, 0))
+    zcats = [f for f in found if f.role == "redshifts" and _is_zcatalog(f.path)]
+    if zcats:
+        found = [f for f in found if f.role != "redshifts" or f in zcats]
+    if not any(f.role == "catalog" for f in found):
+        raise InputError(f"{', '.join(map(str, images))}: no Legacy Survey catalog or table with "
+                         "RA/Dec found on the IMAGES side.")
+    if not any(f.side == "right" for f in found):
+        raise InputError(f"{', '.join(map(str, spectra))}: no DESI spectra, redshift catalog or "
+                         "table with RA/Dec found on the SPECTRA side.")
+    return [InputFile(f.path, f.side, f.role, f.kind, f.size, f.mtime, i)
+            for i, f in enumerate(sorted(found, key=lambda f: (f.side, f.role, f.path)))]
+
+
+def _is_zcatalog(path: str) -> bool:
+    from astropy.io import fits
+
+    with fits.open(path, memmap=True) as hdul:
+        return any(h.name == "ZCATALOG" for h in hdul)
+
+
+def read_input(f: InputFile) -> pa.Table:
+    """The file's rows through its reader."""
+    from . import io
+
+    return io._READERS[f.kind](f.path)
+
+
+def radec_names(table: pa.Table | pa.Schema) -> tuple[str, str]:
+    """Position columns: TARGET_RA/DEC for DESI tables, RA/DEC or ra/dec otherwise."""
+    from .io import radec_columns
+
+    names = table.names if isinstance(table, pa.Schema) else table.column_names
+    if "TARGET_RA" in names and "TARGET_DEC" in names:
+        return "TARGET_RA", "TARGET_DEC"
+    return radec_columns(names)
+
+
+def stage_input(f: InputFile, staging: str, keep_all: bool = False) -> StageResult:
+    """Read, cut and stage one input file sorted by ``_healpix_29``.
+
+    ``keep_all`` turns the fibre-level quality cuts off (``--keep-all-spectra``).
+    """
+    from .quality import fibre_cuts
+    from .sky import healpix29
+
+    done = Path(staging) / "inputs" / f"{f.key}.json"
+    if done.exists():  # staged by an earlier, interrupted run
+        return StageResult.from_json(done.read_text())
+    table = read_input(f)
+    dropped: Counter = Counter()
+    if f.role == "spectra" and not keep_all:
+        keep, dropped = fibre_cuts(table)
+        table = table.filter(pa.array(keep))
+    ra_col, dec_col = radec_names(table)
+    ra = table.column(ra_col).to_numpy(zero_copy_only=False).astype(float)
+    dec = table.column(dec_col).to_numpy(zero_copy_only=False).astype(float)
+    if f.role == "redshifts" and (np.isnan(ra).any() or np.isnan(dec).any()):
+        raise InputError(f"{f.path}: redshift rows without TARGET_RA/TARGET_DEC (a redrock file "
+                         "without its FIBERMAP?); pass the zcatalog or complete redrock files.")
+    h29 = healpix29(ra, dec)
+    keys = (np.int64(f.index) << np.int64(40)) + np.arange(table.num_rows, dtype=np.int64)
+    table = _strip_metadata(table).append_column("_healpix_29", pa.array(h29, pa.int64()))
+    table = table.append_column("_key", pa.array(keys, pa.int64()))
+    order = np.argsort(h29, kind="stable")
+    table = table.take(pa.array(order))
+    bytes_per_row = table.nbytes / max(table.num_rows, 1)
+    _write_parquet(Path(staging) / "inputs" / f"{f.key}.parquet", table, bytes_per_row)
+    pixels, counts = np.unique(h29 >> np.int64(2 * (29 - HIST_ORDER)), return_counts=True)
+    result = StageResult(f.key, table.num_rows, bytes_per_row, pixels, counts, dropped)
+    with atomic_path(done) as tmp:
+        tmp.write_text(result.to_json())
+    return result
+
+
+def _strip_metadata(table: pa.Table) -> pa.Table:
+    """Drop per-file schema metadata (source names) so tables from many files concatenate."""
+    return table.replace_schema_metadata(None)
+
+
+def _write_parquet(path: Path, table: pa.Table, bytes_per_row: float) -> None:
+    rows_per_group = max(64, int(ROW_GROUP_BYTES / max(bytes_per_row, 1)))
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=rows_per_group)
+
+
+@dataclass
+class Plan:
+    """The tile layout and margins of one cross-match run (stored as staging/plan.json)."""
+
+    tiles: list[tuple[int, int]]
+    left_margin: float
+    right_margin: float
+    image_margin: float
+    inputs: list[dict]
+    config_hash: str
+    write_path: str  # where the catalog is being written (beside it when replacing one)
+
+    def save(self, staging: Path) -> None:
+        with atomic_path(staging / "plan.json") as tmp:
+            tmp.write_text(json.dumps(asdict(self)))
+
+    @classmethod
+    def load(cls, staging: Path) -> "Plan":
+        data = json.loads((staging / "plan.json").read_text())
+        data["tiles"] = [tuple(t) for t in data["tiles"]]
+        return cls(**data)
+
+
+def make_tiles(results: list[StageResult], max_rows: int, max_bytes: float) -> list[tuple[int, int]]:
+    """Adaptive tiles over both sides' rows, sized by the rows and bytes they will write."""
+    from .sky import adaptive_tiles
+
+    if not any(r.rows for r in results):
+        return []
+    shift = np.int64(2 * (29 - HIST_ORDER))
+    h29 = np.concatenate([np.repeat(r.hist_pixels << shift, r.hist_counts) for r in results])
+    row_bytes = np.concatenate([np.full(int(r.hist_counts.sum()), r.bytes_per_row) for r in results])
+    return [tuple(map(int, t)) for t in adaptive_tiles(h29, row_bytes, max_rows, max_bytes,
+                                                       max_order=HIST_ORDER)]
+
+
+def margin_for(plan: Plan, role: str) -> float:
+    if role == "images":
+        return plan.image_margin
+    return plan.left_margin if role == "catalog" else plan.right_margin
+
+
+def tile_dir(staging: str | Path, tile: tuple[int, int]) -> Path:
+    return Path(staging) / "tiles" / f"{tile[0]}-{tile[1]}"
+
+
+def split_input(key: str, role: str, staging: str, plan: Plan) -> int:
+    """Write one fragment per tile that the staged file ``key`` touches (own + margin rows)."""
+    from .sky import assign_tiles, margin_members
+
+    staged = Path(staging) / "inputs" / f"{key}.parquet"
+    done = Path(staging) / "split" / f"{key}.done"
+    if done.exists():
+        return 0
+    table = pq.read_table(staged)
+    h29 = table.column("_healpix_29").to_numpy()
+    own = assign_tiles(h29, plan.tiles)
+    rows, tiles = [np.flatnonzero(own >= 0)], [own[own >= 0]]
+    margin = margin_for(plan, role)
+    n_margin = 0
+    if margin > 0 and len(h29):
+        m_rows, m_tiles = margin_members(h29, plan.tiles, margin)
+        rows.append(m_rows)
+        tiles.append(m_tiles)
+        n_margin = len(m_rows)
+    rows_all = np.concatenate(rows)
+    tiles_all = np.concatenate(tiles)
+    is_margin = np.r_[np.zeros(len(rows[0]), bool), np.ones(n_margin, bool)]
+    order = np.lexsort((rows_all, tiles_all))
+    rows_all, tiles_all, is_margin = rows_all[order], tiles_all[order], is_margin[order]
+    bounds = np.flatnonzero(np.diff(tiles_all)) + 1
+    bytes_per_row = table.nbytes / max(table.num_rows, 1)
+    starts = np.r_[0, bounds]
+    for start, chunk_rows, chunk_margin in zip(starts, np.split(rows_all, bounds),
+                                               np.split(is_margin, bounds)):
+        if not len(chunk_rows):
+            continue
+        tile = plan.tiles[int(tiles_all[start])]
+        frag = table.take(pa.array(chunk_rows)).append_column("_margin", pa.array(chunk_margin))
+        _write_parquet(tile_dir(staging, tile) / f"{key}.parquet", frag, bytes_per_row)
+    done.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(done) as tmp:
+        tmp.write_text("ok\n")
+    return len(rows_all)
+
+
+def config_hash(config: dict, inputs: list[InputFile]) -> str:
+    """Identifies a run: the same config and the same input files (path, size, mtime)."""
+    blob = json.dumps({"config": config,
+                       "inputs": [(f.path, f.size, f.mtime) for f in inputs]}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def read_fragments(staging: str | Path, tile: tuple[int, int], prefix: str) -> pa.Table | None:
+    """All fragments of a tile whose input key starts with ``prefix`` (e.g. 'left-catalog')."""
+    files = sorted(tile_dir(staging, tile).glob(f"{prefix}-*.parquet"))
+    if not files:
+        return None
+    tables = [pq.read_table(f) for f in files]
+    return pa.concat_tables(tables, promote_options="permissive")
+
+

@@ -1,0 +1,223 @@
+"""Dask orchestration: the only module that imports dask.
+
+``crossmatch`` runs the stages of ``partition`` and ``tilematch`` as Dask tasks (one per input
+file, then one per tile) on a LocalCluster or an existing scheduler, shows progress, and
+finishes the HATS catalog. Tasks get file paths and small plans, never data, and each writes
+its output atomically, so a killed run started again picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .config import CrossmatchConfig
+from .errors import AstroembedError, ConfigError, InputError, OutputError
+
+log = logging.getLogger("astroembed")
+STAGING = ".astroembed-staging"
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None, workers: int, processes: bool) -> Iterator:
+    """A client on ``scheduler`` (tcp://host:port) or on a new LocalCluster."""
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError) as exc:
+            raise ConfigError(f"cannot reach the Dask scheduler at {scheduler} ({exc}); check "
+                              "the address or leave out --scheduler to run locally.") from None
+        with client:
+            yield client
+        return
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
+                      dashboard_address=None, silence_logs=logging.ERROR) as cluster:
+        with Client(cluster) as client:
+            yield client
+
+
+def _run_all(client, fn, items: list, stage: str, progress: Progress | None, **kwargs) -> list:
+    """Map ``fn`` over ``items`` on the cluster; results in input order; first error raised."""
+    from dask.distributed import as_completed
+
+    if not items:
+        return []
+    futures = client.map(fn, items, pure=False, **kwargs)
+    index = {f.key: i for i, f in enumerate(futures)}
+    results: list = [None] * len(items)
+    done = 0
+    try:
+        for future in as_completed(futures):
+            results[index[future.key]] = future.result()
+            done += 1
+            if progress:
+                progress(stage, done, len(items))
+    except BaseException:
+        client.cancel(futures)
+        raise
+    return results
+
+
+def _stage_one(f, staging: str, keep_all: bool):
+    from .partition import stage_input
+
+    return stage_input(f, staging, keep_all=keep_all)
+
+
+def _split_one(item, staging: str, plan):
+    from .partition import split_input
+
+    key, role = item
+    return split_input(key, role, staging, plan)
+
+
+def _tile_one(tile, staging: str, catalog: str, plan, opts, keep_all: bool):
+    from .tilematch import build_tile
+
+    return build_tile(tile, staging, catalog, plan, opts, keep_all=keep_all)
+
+
+def crossmatch(cfg: CrossmatchConfig, progress: Progress | None = None) -> dict:
+    """Cross-match IMAGES (left) with SPECTRA (right) into the HATS catalog ``cfg.out``.
+
+    Returns a summary: rows in, matched, dropped per quality-cut reason, tiles, time.
+    """
+    from .crossmatch import check_margin, required_margins
+    from .io.catalog import CatalogWriter
+    from .partition import IMAGE_JOIN_ARCSEC, Plan, classify_inputs, config_hash, make_tiles
+    from .tilematch import TileOptions
+
+    start = time.time()
+    cfg.validate()
+    left_margin, right_margin = required_margins(cfg.mode, cfg.radius)
+    if cfg.margin is not None:
+        check_margin(cfg.mode, cfg.radius, cfg.margin)
+        right_margin = cfg.margin
+        left_margin = cfg.margin if left_margin > 0 else 0.0
+    inputs = classify_inputs(cfg.images, cfg.spectra)
+    out = Path(cfg.out)
+    staging = staging_dir(out)
+    resolved = _resolved(cfg, left_margin, right_margin)
+    run_id = config_hash(resolved, inputs)
+    ra_col, dec_col = _left_radec(inputs)
+    writer = CatalogWriter(out, ra_column=ra_col, dec_column=dec_col, overwrite=cfg.overwrite)
+    plan = _resumable_plan(staging, run_id)
+    if plan is not None:
+        writer.adopt(plan.write_path)
+        log.info("resuming the interrupted run in %s", plan.write_path)
+    else:
+        shutil.rmtree(staging, ignore_errors=True)
+        writer.begin()
+    opts = TileOptions(radius=cfg.radius, mode=cfg.mode, how=cfg.how, match_on=cfg.match_on,
+                       compare_ids=cfg.compare_ids, suffixes=tuple(cfg.suffixes))
+    try:
+        with dask_client(cfg.scheduler, cfg.workers, cfg.processes) as client:
+            stage_results = _run_all(client, _stage_one, inputs, "read", progress,
+                                     staging=str(staging), keep_all=cfg.keep_all_spectra)
+            if plan is None:
+                tiles = make_tiles(stage_results, cfg.max_rows, cfg.max_bytes)
+                plan = Plan(tiles=tiles, left_margin=left_margin, right_margin=right_margin,
+                            image_margin=IMAGE_JOIN_ARCSEC * 1.01,
+                            inputs=[dataclasses.asdict(f) for f in inputs], config_hash=run_id,
+                            write_path=str(writer.write_path))
+                plan.save(staging)
+            _run_all(client, _split_one, [(f.key, f.role) for f in inputs], "partition",
+                     progress, staging=str(staging), plan=plan)
+            tile_results = _run_all(client, _tile_one, plan.tiles, "match", progress,
+                                    staging=str(staging), catalog=plan.write_path, plan=plan,
+                                    opts=opts, keep_all=cfg.keep_all_spectra)
+    except AstroembedError:
+        # A bad input is found while reading, before any tile exists: leave nothing behind.
+        writer.abort()
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    summary = _summary(inputs, stage_results, tile_results, plan, time.time() - start)
+    provenance = {"command": "crossmatch", "config": resolved, "run_id": run_id,
+                  "inputs": [{"path": f.path, "kind": f.kind, "role": f.role, "size": f.size,
+                              "mtime": f.mtime} for f in inputs],
+                  "summary": {k: v for k, v in summary.items() if k not in ("seconds", "tiles_skipped")}}
+    info = writer.finish(provenance,
+                         extra_properties={"astroembed_id_column": cfg.id_column,
+                                           "hats_max_rows": cfg.max_rows,
+                                           "hats_max_bytes": int(cfg.max_bytes)})
+    shutil.rmtree(staging, ignore_errors=True)
+    summary["tiles_written"] = len(info.tiles)
+    if info.total_rows == 0:
+        log.warning("the inputs do not overlap: %s is an empty, valid catalog", out)
+    return summary
+
+
+def _resolved(cfg: CrossmatchConfig, left_margin: float, right_margin: float) -> dict:
+    """The config as it will run (margins filled in), minus what does not change results."""
+    data = dataclasses.asdict(cfg)
+    for key in ("scheduler", "workers", "processes", "overwrite"):
+        data.pop(key)
+    data.update(left_margin=left_margin, right_margin=right_margin,
+                images=[str(p) for p in cfg.images], spectra=[str(p) for p in cfg.spectra],
+                suffixes=list(cfg.suffixes))
+    return data
+
+
+def staging_dir(out: Path) -> Path:
+    """Work files of a run, beside the catalog (never inside it, so LSDB never sees them)."""
+    return out.with_name(f".{out.name}{STAGING}")
+
+
+def _resumable_plan(staging: Path, run_id: str):
+    """The plan of an interrupted run of the same config on the same inputs, if any."""
+    from .partition import Plan
+
+    try:
+        plan = Plan.load(staging)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return plan if plan.config_hash == run_id and Path(plan.write_path).exists() else None
+
+
+
+def _left_radec(inputs) -> tuple[str, str]:
+    import pyarrow.parquet as pq  # noqa: F401  (readers below import pyarrow anyway)
+
+    from .partition import radec_names, read_input
+
+    first = next(f for f in inputs if f.role == "catalog")
+    if first.kind == "ls_catalog":
+        return "RA", "DEC"
+    return radec_names(read_input(first).schema)
+
+
+def _summary(inputs, stage_results, tile_results, plan, seconds: float) -> dict:
+    """Rows in per side, rows dropped per quality-cut reason, pairs matched, rows written."""
+    dropped: Counter = Counter()
+    ids: Counter = Counter()
+    for r in stage_results:
+        dropped.update(r.dropped)
+    for t in tile_results:
+        dropped.update(t.dropped)
+        ids.update(t.id_comparison)
+    rows_read = Counter()
+    for r, f in zip(stage_results, inputs):
+        rows_read[f.role] += r.rows + sum(r.dropped.values())
+    right_role = next(role for role in ("spectra", "redshifts", "table") if rows_read[role])
+    return {
+        "left_rows": rows_read["catalog"],
+        "right_rows": rows_read[right_role],
+        "right_usable": rows_read[right_role] - sum(dropped.values()),
+        "dropped": dict(dropped),
+        "matched": sum(t.matched for t in tile_results),
+        "output_rows": sum(t.output_rows for t in tile_results),
+        "id_comparison": dict(ids),
+        "tiles": len(plan.tiles),
+        "tiles_skipped": sum(t.skipped for t in tile_results),
+        "seconds": round(seconds, 2),
+    }
