@@ -22,6 +22,8 @@ $(STAMP): pyproject.toml
 demo: install
 	$(VENV)/bin/astroembed simulate $(DEMO)/survey --n-galaxies 2000 --seed 0 --overwrite
 	$(VENV)/bin/astroembed inspect $(DEMO)/survey
+	$(VENV)/bin/astroembed crossmatch $(DEMO)/survey/legacysurvey $(DEMO)/survey/desi --out $(DEMO)/matched --overwrite
+	$(VENV)/bin/astroembed info $(DEMO)/matched
 
 test: install
 	$(PY) -m pytest -q

@@ -71,9 +71,6 @@ def main_options(
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.captureWarnings(True)
     log.setLevel(level)
-    # Dask's own INFO chatter (workers starting and stopping) only with -vv.
-    for name in ("distributed", "dask"):
-        logging.getLogger(name).setLevel(logging.DEBUG if verbose >= 2 else max(level, logging.ERROR))
 
 
 def _quiet() -> bool:

@@ -31,6 +31,11 @@ def dask_client(scheduler: str | None, workers: int, processes: bool) -> Iterato
     """A client on ``scheduler`` (tcp://host:port) or on a new LocalCluster."""
     from dask.distributed import Client, LocalCluster
 
+    # distributed sets its loggers to INFO when imported; its chatter only with -vv.
+    quiet_level = logging.DEBUG if log.getEffectiveLevel() <= logging.DEBUG else logging.ERROR
+    for name in ("distributed", "dask"):
+        logging.getLogger(name).setLevel(quiet_level)
+
     if scheduler:
         try:
             client = Client(scheduler, timeout="10s")

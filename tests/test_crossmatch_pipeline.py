@@ -252,3 +252,55 @@ def test_existing_catalog_refused_without_overwrite(matched, tmp_path, small_sur
     result = run_cli("crossmatch", small_survey / "legacysurvey", small_survey / "desi",
                      "--out", out, "--radius", "2")
     assert result.exit_code == 1 and "--overwrite" in result.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_external_dask_scheduler_gives_the_same_catalog(small_survey, matched, tmp_path):
+    """Real `dask scheduler` and `dask worker` processes on localhost, as on a cluster."""
+    import subprocess
+    import sys
+    import time
+
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    worker = [sys.executable, "-m", "distributed.cli.dask_worker"]
+    procs = [subprocess.Popen([*dask, "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        time.sleep(2)
+        procs += [subprocess.Popen([*worker, address, "--nthreads", "1", "--no-dashboard"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                  for _ in range(2)]
+        from dask.distributed import Client
+
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(2, timeout=60)
+        out = tmp_path / "cat"
+        result = run_cli("-q", "crossmatch", small_survey / "legacysurvey", small_survey / "desi",
+                         "--out", out, "--compare-ids", "--max-rows", 120, "--scheduler", address)
+        assert result.exit_code == 0, result.output
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+    ref_out, _ = matched
+    assert _catalog_rows(out).equals(_catalog_rows(ref_out))
+
+
+def test_unreachable_scheduler_is_a_clear_error(small_survey, tmp_path):
+    out = tmp_path / "cat"
+    result = run_cli("-q", "crossmatch", small_survey / "legacysurvey", small_survey / "desi",
+                     "--out", out, "--scheduler", f"tcp://127.0.0.1:{_free_port()}")
+    assert result.exit_code == 2
+    assert "scheduler" in result.stderr
+    assert not out.exists()
