@@ -31,6 +31,7 @@ RIGHT_ROLES = ("spectra", "redshifts", "table")
 HIST_ORDER = 12  # histogram resolution (~51" pixels); also the deepest tile order
 IMAGE_JOIN_ARCSEC = 0.5  # single FITS cutouts join the nearest catalog row within this
 ROW_GROUP_BYTES = 32 * 2**20
+CHUNK_ROWS = 1_000_000  # rows of a Parquet input staged at a time (bounds memory)
 
 
 @dataclass(frozen=True)
@@ -139,18 +140,39 @@ def radec_names(table: pa.Table | pa.Schema) -> tuple[str, str]:
     return radec_columns(names)
 
 
-def stage_input(f: InputFile, staging: str, keep_all: bool = False) -> StageResult:
-    """Read, cut and stage one input file sorted by ``_healpix_29``.
+def _chunks(f: InputFile):
+    """``(first_row, table)`` pieces of an input: Parquet tables in bounded chunks, the rest whole."""
+    from .io import is_parquet
+    from .io.tables import iter_table_chunks
 
-    ``keep_all`` turns the fibre-level quality cuts off (``--keep-all-spectra``).
+    if f.kind == "table" and Path(f.path).is_file() and is_parquet(f.path):
+        yield from iter_table_chunks(f.path, CHUNK_ROWS)
+    else:
+        yield 0, read_input(f)
+
+
+def stage_input(f: InputFile, staging: str, keep_all: bool = False) -> list[StageResult]:
+    """Read, cut and stage one input file, in chunks, each sorted by ``_healpix_29``.
+
+    ``keep_all`` turns the fibre-level quality cuts off (``--keep-all-spectra``). Chunks
+    already staged by an interrupted run are not redone.
     """
+    done = Path(staging) / "inputs" / f"{f.key}.json"
+    if done.exists():
+        return [StageResult.from_json(line) for line in done.read_text().splitlines()]
+    results = [_stage_chunk(f, n, first, table, staging, keep_all)
+               for n, (first, table) in enumerate(_chunks(f))]
+    with atomic_path(done) as tmp:
+        tmp.write_text("\n".join(r.to_json() for r in results) + "\n")
+    return results
+
+
+def _stage_chunk(f: InputFile, n: int, first_row: int, table: pa.Table, staging: str,
+                 keep_all: bool) -> StageResult:
     from .quality import fibre_cuts
     from .sky import healpix29
 
-    done = Path(staging) / "inputs" / f"{f.key}.json"
-    if done.exists():  # staged by an earlier, interrupted run
-        return StageResult.from_json(done.read_text())
-    table = read_input(f)
+    key = f"{f.key}-{n:04d}"
     dropped: Counter = Counter()
     if f.role == "spectra" and not keep_all:
         keep, dropped = fibre_cuts(table)
@@ -162,18 +184,15 @@ def stage_input(f: InputFile, staging: str, keep_all: bool = False) -> StageResu
         raise InputError(f"{f.path}: redshift rows without TARGET_RA/TARGET_DEC (a redrock file "
                          "without its FIBERMAP?); pass the zcatalog or complete redrock files.")
     h29 = healpix29(ra, dec)
-    keys = (np.int64(f.index) << np.int64(40)) + np.arange(table.num_rows, dtype=np.int64)
+    # Catalog-wide row keys: input index in the high bits, row number in the file below.
+    keys = (np.int64(f.index) << np.int64(40)) + first_row + np.arange(table.num_rows, dtype=np.int64)
     table = _strip_metadata(table).append_column("_healpix_29", pa.array(h29, pa.int64()))
     table = table.append_column("_key", pa.array(keys, pa.int64()))
-    order = np.argsort(h29, kind="stable")
-    table = table.take(pa.array(order))
+    table = table.take(pa.array(np.argsort(h29, kind="stable")))
     bytes_per_row = table.nbytes / max(table.num_rows, 1)
-    _write_parquet(Path(staging) / "inputs" / f"{f.key}.parquet", table, bytes_per_row)
+    _write_parquet(Path(staging) / "inputs" / f"{key}.parquet", table, bytes_per_row)
     pixels, counts = np.unique(h29 >> np.int64(2 * (29 - HIST_ORDER)), return_counts=True)
-    result = StageResult(f.key, table.num_rows, bytes_per_row, pixels, counts, dropped)
-    with atomic_path(done) as tmp:
-        tmp.write_text(result.to_json())
-    return result
+    return StageResult(key, table.num_rows, bytes_per_row, pixels, counts, dropped)
 
 
 def _strip_metadata(table: pa.Table) -> pa.Table:

@@ -127,8 +127,10 @@ def crossmatch(cfg: CrossmatchConfig, progress: Progress | None = None) -> dict:
                        compare_ids=cfg.compare_ids, suffixes=tuple(cfg.suffixes))
     try:
         with dask_client(cfg.scheduler, cfg.workers, cfg.processes) as client:
-            stage_results = _run_all(client, _stage_one, inputs, "read", progress,
-                                     staging=str(staging), keep_all=cfg.keep_all_spectra)
+            per_input = _run_all(client, _stage_one, inputs, "read", progress,
+                                 staging=str(staging), keep_all=cfg.keep_all_spectra)
+            stage_results = [r for results in per_input for r in results]
+            chunks = [(r.key, f.role) for f, results in zip(inputs, per_input) for r in results]
             if plan is None:
                 tiles = make_tiles(stage_results, cfg.max_rows, cfg.max_bytes)
                 plan = Plan(tiles=tiles, left_margin=left_margin, right_margin=right_margin,
@@ -136,8 +138,8 @@ def crossmatch(cfg: CrossmatchConfig, progress: Progress | None = None) -> dict:
                             inputs=[dataclasses.asdict(f) for f in inputs], config_hash=run_id,
                             write_path=str(writer.write_path))
                 plan.save(staging)
-            _run_all(client, _split_one, [(f.key, f.role) for f in inputs], "partition",
-                     progress, staging=str(staging), plan=plan)
+            _run_all(client, _split_one, chunks, "partition", progress, staging=str(staging),
+                     plan=plan)
             tile_results = _run_all(client, _tile_one, plan.tiles, "match", progress,
                                     staging=str(staging), catalog=plan.write_path, plan=plan,
                                     opts=opts, keep_all=cfg.keep_all_spectra)
@@ -146,13 +148,15 @@ def crossmatch(cfg: CrossmatchConfig, progress: Progress | None = None) -> dict:
         writer.abort()
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    summary = _summary(inputs, stage_results, tile_results, plan, time.time() - start)
+    summary = _summary(inputs, per_input, tile_results, plan, time.time() - start)
     provenance = {"command": "crossmatch", "config": resolved, "run_id": run_id,
                   "inputs": [{"path": f.path, "kind": f.kind, "role": f.role, "size": f.size,
                               "mtime": f.mtime} for f in inputs],
                   "summary": {k: v for k, v in summary.items() if k not in ("seconds", "tiles_skipped")}}
+    out_ra, out_dec = _output_radec(Path(plan.write_path), ra_col, dec_col, cfg.suffixes[0])
     info = writer.finish(provenance,
-                         extra_properties={"astroembed_id_column": cfg.id_column,
+                         extra_properties={"hats_col_ra": out_ra, "hats_col_dec": out_dec,
+                                           "astroembed_id_column": cfg.id_column,
                                            "hats_max_rows": cfg.max_rows,
                                            "hats_max_bytes": int(cfg.max_bytes)})
     shutil.rmtree(staging, ignore_errors=True)
@@ -160,6 +164,71 @@ def crossmatch(cfg: CrossmatchConfig, progress: Progress | None = None) -> dict:
     if info.total_rows == 0:
         log.warning("the inputs do not overlap: %s is an empty, valid catalog", out)
     return summary
+
+
+def _output_radec(catalog: Path, ra: str, dec: str, left_suffix: str) -> tuple[str, str]:
+    """The left position columns as written: suffixed when the right side had them too."""
+    import pyarrow.parquet as pq
+
+    tile = next((catalog / "dataset").rglob("Npix=*.parquet"), None)
+    if tile is None:
+        return ra, dec
+    names = pq.read_schema(tile).names
+    return tuple(c if c in names else c + left_suffix for c in (ra, dec))
+
+
+def _resolved(cfg: CrossmatchConfig, left_margin: float, right_margin: float) -> dict:
+    """The config as it will run (margins filled in), minus what does not change results."""
+    data = dataclasses.asdict(cfg)
+    for key in ("scheduler", "workers", "processes", "overwrite"):
+        data.pop(key)
+    data.update(left_margin=left_margin, right_margin=right_margin,
+                images=[str(p) for p in cfg.images], spectra=[str(p) for p in cfg.spectra],
+                suffixes=list(cfg.suffixes))
+    return data
+
+
+def staging_dir(out: Path) -> Path:
+    """Work files of a run, beside the catalog (never inside it, so LSDB never sees them)."""
+    return out.with_name(f".{out.name}{STAGING}")
+
+
+def _resumable_plan(staging: Path, run_id: str):
+    """The plan of an interrupted run of the same config on the same inputs, if any."""
+    from .partition import Plan
+
+    try:
+        plan = Plan.load(staging)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return plan if plan.config_hash == run_id and Path(plan.write_path).exists() else None
+
+
+
+def _left_radec(inputs) -> tuple[str, str]:
+    """Position columns of the left side (from the schema alone where that is cheap)."""
+    import pyarrow.parquet as pq
+
+    from .io import is_parquet
+    from .partition import radec_names, read_input
+
+    first = next(f for f in inputs if f.role == "catalog")
+    if first.kind == "ls_catalog":
+        return "RA", "DEC"
+    if Path(first.path).is_file() and is_parquet(first.path):
+        return radec_names(pq.read_schema(first.path))
+    return radec_names(read_input(first).schema)
+
+
+def _output_radec(catalog: Path, ra: str, dec: str, left_suffix: str) -> tuple[str, str]:
+    """The left position columns as written: suffixed when the right side had them too."""
+    import pyarrow.parquet as pq
+
+    tile = next((catalog / "dataset").rglob("Npix=*.parquet"), None)
+    if tile is None:
+        return ra, dec
+    names = pq.read_schema(tile).names
+    return tuple(c if c in names else c + left_suffix for c in (ra, dec))
 
 
 def _resolved(cfg: CrossmatchConfig, left_margin: float, right_margin: float) -> dict:
@@ -201,18 +270,18 @@ def _left_radec(inputs) -> tuple[str, str]:
     return radec_names(read_input(first).schema)
 
 
-def _summary(inputs, stage_results, tile_results, plan, seconds: float) -> dict:
+def _summary(inputs, per_input, tile_results, plan, seconds: float) -> dict:
     """Rows in per side, rows dropped per quality-cut reason, pairs matched, rows written."""
     dropped: Counter = Counter()
     ids: Counter = Counter()
-    for r in stage_results:
-        dropped.update(r.dropped)
+    rows_read: Counter = Counter()
+    for f, results in zip(inputs, per_input):
+        for r in results:
+            dropped.update(r.dropped)
+            rows_read[f.role] += r.rows + sum(r.dropped.values())
     for t in tile_results:
         dropped.update(t.dropped)
         ids.update(t.id_comparison)
-    rows_read = Counter()
-    for r, f in zip(stage_results, inputs):
-        rows_read[f.role] += r.rows + sum(r.dropped.values())
     right_role = next(role for role in ("spectra", "redshifts", "table") if rows_read[role])
     return {
         "left_rows": rows_read["catalog"],

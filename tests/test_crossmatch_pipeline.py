@@ -304,3 +304,65 @@ def test_unreachable_scheduler_is_a_clear_error(small_survey, tmp_path):
     assert result.exit_code == 2
     assert "scheduler" in result.stderr
     assert not out.exists()
+
+
+def _random_tables(tmp_path, n_left=600, seed=1):
+    """Parquet tables around RA = 0: right = 70% of left offset by < 1.5" + unrelated rows."""
+    rng = np.random.default_rng(seed)
+    ra = np.mod(rng.uniform(-0.3, 0.3, n_left), 360.0)
+    dec = rng.uniform(-0.3, 0.3, n_left)
+    k = int(0.7 * n_left)
+    pa_ = rng.uniform(0, 2 * np.pi, k)
+    sep = rng.uniform(0, 1.5, k) / 3600
+    r_ra = np.mod(ra[:k] + sep * np.sin(pa_) / np.cos(np.radians(dec[:k])), 360.0)
+    r_dec = dec[:k] + sep * np.cos(pa_)
+    extra = 200
+    r_ra = np.r_[r_ra, np.mod(rng.uniform(-0.3, 0.3, extra), 360)]
+    r_dec = np.r_[r_dec, rng.uniform(-0.3, 0.3, extra)]
+    left = pa.table({"id": np.arange(n_left), "ra": ra, "dec": dec, "p": rng.normal(size=n_left)})
+    right = pa.table({"rid": np.arange(len(r_ra)) + 10_000, "ra": r_ra, "dec": r_dec,
+                      "p": rng.normal(size=len(r_ra))})
+    pq.write_table(left, tmp_path / "left.parquet")
+    pq.write_table(right, tmp_path / "right.parquet")
+    return left, right
+
+
+def _oracle_best(left, right, radius):
+    """Each left row's nearest right row within the radius: astropy search_around_sky."""
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord, search_around_sky
+
+    lc = SkyCoord(left["ra"].to_numpy() * u.deg, left["dec"].to_numpy() * u.deg)
+    rc = SkyCoord(right["ra"].to_numpy() * u.deg, right["dec"].to_numpy() * u.deg)
+    li, ri, d, _ = search_around_sky(lc, rc, radius * u.arcsec)
+    best = {}
+    for a, b, s in zip(li, ri, d.arcsec):
+        if a not in best or s < best[a][1]:
+            best[a] = (b, s)
+    lid, rid = left["id"].to_numpy(), right["rid"].to_numpy()
+    return {(int(lid[a]), int(rid[b])): s for a, (b, s) in best.items()}
+
+
+@pytest.mark.parametrize("how", ["inner", "left"])
+def test_parquet_tables_in_chunks_equal_astropy(tmp_path, monkeypatch, how):
+    from astroembed import partition
+
+    monkeypatch.setattr(partition, "CHUNK_ROWS", 170)  # several chunks per input
+    left, right = _random_tables(tmp_path)
+    out = tmp_path / "cat"
+    summary = crossmatch(CrossmatchConfig(images=[str(tmp_path / "left.parquet")],
+                                          spectra=[str(tmp_path / "right.parquet")],
+                                          out=str(out), radius=1.0, how=how, max_rows=150,
+                                          id_column="id", suffixes=("_l", "_r")))
+    rows = _catalog_rows(out)
+    assert summary["tiles_written"] > 1
+    expected = _oracle_best(left, right, 1.0)
+    matched = rows.filter(pa.compute.is_valid(rows["rid"]))
+    got = dict(zip(zip(matched["id"].to_pylist(), matched["rid"].to_pylist()),
+                   matched["_dist_arcsec"].to_pylist()))
+    assert set(got) == set(expected)
+    assert max(abs(got[k] - expected[k]) for k in got) < 1e-6
+    assert rows.num_rows == (left.num_rows if how == "left" else len(expected))
+    assert sorted(rows["id"].to_pylist()) == sorted(
+        left["id"].to_pylist() if how == "left" else [k[0] for k in expected])
+    assert {"ra_l", "ra_r", "p_l", "p_r"} <= set(rows.column_names)

@@ -559,7 +559,8 @@ def _finalize(root: Path, props: dict, provenance: dict, extra: dict | None,
     _check_disjoint(list(tiles), root)
     footers = _read_footers(tiles)
     found = _tile_schema(footers, root)
-    ra, dec = props.get("hats_col_ra", "ra"), props.get("hats_col_dec", "dec")
+    named = dict(props) | {k: v for k, v in (extra or {}).items() if v is not None}
+    ra, dec = named.get("hats_col_ra", "ra"), named.get("hats_col_dec", "dec")
     schema = found if found is not None else (
         schema if schema is not None else _minimal_schema(ra, dec))
     for column in (SPATIAL_INDEX_COLUMN, ra, dec):

@@ -297,12 +297,13 @@ def canonical_column(table: pa.Table, name: str, type_: pa.DataType,
 
 
 def validate_radec(ra, dec, path: str | os.PathLike, hdu: object | None = None,
-                   ra_name: str = "RA", dec_name: str = "DEC") -> None:
+                   ra_name: str = "RA", dec_name: str = "DEC", row_offset: int = 0) -> None:
     """Check positions: RA finite in [0, 360], Dec finite in [-90, 90] (degrees).
 
     Arrow nulls count as bad. The message names the file, HDU, column and the first bad
     row (0-based), how many rows are bad, and asks the user to fix or drop them, because a
-    silently dropped or wrapped position would corrupt the cross-match.
+    silently dropped or wrapped position would corrupt the cross-match. ``row_offset`` is
+    added to row numbers when the arrays are one chunk of a longer file.
     """
     checks = ((ra, ra_name, 0.0, 360.0, "RA"), (dec, dec_name, -90.0, 90.0, "Dec"))
     for values, column, lo, hi, what in checks:
@@ -331,7 +332,7 @@ def validate_radec(ra, dec, path: str | os.PathLike, hdu: object | None = None,
             rows = np.flatnonzero(bad)
             first = int(rows[0])
             raise InputError(
-                f"{where(path, hdu, column, first)}: {what} = {float(arr[first])!r} is not "
+                f"{where(path, hdu, column, first + row_offset)}: {what} = {float(arr[first])!r} is not "
                 f"a finite number in [{lo:g}, {hi:g}] degrees ({rows.size} bad row(s) of "
                 f"{arr.size}; rows count from 0). Fix or drop those rows and try again."
             )

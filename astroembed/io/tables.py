@@ -182,3 +182,29 @@ def read_table(path: str | os.PathLike) -> pa.Table:
     ra, dec = radec_columns(table, where(p, hdu))
     validate_radec(table.column(ra), table.column(dec), p, hdu, ra, dec)
     return _with_source(table, p.name)
+
+
+def iter_table_chunks(path: str | os.PathLike, rows: int):
+    """Yield ``(first_row, table)`` chunks of a Parquet file, positions checked per chunk.
+
+    Lets the cross-match stage a table of any size with bounded memory; other inputs are
+    read whole by their readers.
+    """
+    p = check_file(path)
+    try:
+        parquet = pq.ParquetFile(p)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{p}: cannot be read as Parquet ({str(exc).splitlines()[0]}). The "
+                         "file may be truncated or corrupt; write or copy it again.") from None
+    ra_name, dec_name = radec_columns(parquet.schema_arrow.names, str(p))
+    offset = 0
+    try:
+        for batch in parquet.iter_batches(batch_size=rows):
+            table = pa.Table.from_batches([batch])
+            validate_radec(table.column(ra_name), table.column(dec_name), p, None, ra_name,
+                           dec_name, row_offset=offset)
+            yield offset, _with_source(table, p.name)
+            offset += table.num_rows
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{p}: cannot be read as Parquet after row {offset} "
+                         f"({str(exc).splitlines()[0]}); the file may be truncated.") from None
