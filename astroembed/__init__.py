@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .config import SimulationConfig  # noqa: E402
+from .config import CrossmatchConfig, SimulationConfig  # noqa: E402
 from .errors import AstroembedError, ConfigError, InputError, ModelError, OutputError  # noqa: E402
 
 
@@ -24,6 +24,26 @@ def simulate_survey(out, n_galaxies: int = 2000, seed: int = 0, cutout_size: int
     return write_survey(out, cfg, overwrite=overwrite, progress=progress)
 
 
+def crossmatch_surveys(images, spectra, out, **options) -> dict:
+    """Cross-match Legacy Survey objects (``images``) with DESI spectra (``spectra``) into the
+    HATS catalog ``out``; ``options`` are the fields of :class:`CrossmatchConfig` (radius, mode,
+    how, margin, match_on, ...). Returns the run summary (rows, matched, dropped per reason).
+    """
+    from .config import CrossmatchConfig
+    from .pipeline import crossmatch
+
+    as_list = lambda x: [str(p) for p in x] if isinstance(x, (list, tuple)) else [str(x)]  # noqa: E731
+    cfg = CrossmatchConfig(images=as_list(images), spectra=as_list(spectra), out=str(out), **options)
+    return crossmatch(cfg)
+
+
+def catalog_info(path):
+    """Tiles, rows, schema, properties and provenance of a catalog written by astroembed."""
+    from .io.catalog import read_catalog_info
+
+    return read_catalog_info(path)
+
+
 def describe_inputs(paths) -> dict:
     """What astroembed reads from input files or directories: kind, rows, usable spectra, ..."""
     from .inventory import describe as _describe
@@ -31,5 +51,6 @@ def describe_inputs(paths) -> dict:
     return _describe(list(paths))
 
 
-__all__ = ["AstroembedError", "ConfigError", "InputError", "ModelError", "OutputError",
-           "SimulationConfig", "__version__", "describe_inputs", "simulate_survey"]
+__all__ = ["AstroembedError", "ConfigError", "CrossmatchConfig", "InputError", "ModelError",
+           "OutputError", "SimulationConfig", "__version__", "catalog_info", "crossmatch_surveys",
+           "describe_inputs", "simulate_survey"]

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import shutil
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterator
@@ -45,8 +46,12 @@ def dask_client(scheduler: str | None, workers: int, processes: bool) -> Iterato
         with client:
             yield client
         return
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
-                      dashboard_address=None, silence_logs=logging.ERROR) as cluster:
+    with warnings.catch_warnings():
+        # The scheduler's HTTP endpoint moves off a busy port 8787 with a warning; harmless.
+        warnings.filterwarnings("ignore", message=r"Port \d+ is already in use")
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
+                               dashboard_address=None, silence_logs=logging.ERROR)
+    with cluster:
         with Client(cluster) as client:
             yield client
 
@@ -287,7 +292,7 @@ def _summary(inputs, per_input, tile_results, plan, seconds: float) -> dict:
         "left_rows": rows_read["catalog"],
         "right_rows": rows_read[right_role],
         "right_usable": rows_read[right_role] - sum(dropped.values()),
-        "dropped": dict(dropped),
+        "dropped": {k: v for k, v in dropped.items() if v},
         "matched": sum(t.matched for t in tile_results),
         "output_rows": sum(t.output_rows for t in tile_results),
         "id_comparison": dict(ids),

@@ -1,4 +1,4 @@
-"""Quickstart: simulate a mini-survey and read it back through the public API.
+"""Quickstart: simulate a mini-survey, read it back and cross-match it, through the public API.
 
     .venv/bin/python examples/quickstart.py [OUT]
 
@@ -37,6 +37,14 @@ def main(out: Path) -> None:
           f"{wave[0]:.0f}-{wave[-1]:.0f} A, median flux {np.median(flux):.3f} 1e-17 erg/s/cm2/A")
     z = read_redshifts(sorted(out.rglob("zpix-main-*.fits"))[0])
     print(f"redshift catalog: {z.num_rows} primary rows, median Z {np.median(z['Z']):.3f}")
+
+    catalog = out.parent / (out.name + "-matched")
+    summary = astroembed.crossmatch_surveys(out / "legacysurvey", out / "desi", catalog,
+                                            radius=1.0, mode="best", overwrite=True)
+    print(f"cross-match: {summary['matched']} pairs; dropped {summary['dropped']}")
+    info = astroembed.catalog_info(catalog)
+    print(f"{catalog}: {info.total_rows} rows in {len(info.tiles)} tiles; columns include "
+          f"{', '.join(n for n in ('image', 'flux', 'Z', '_dist_arcsec') if n in info.schema.names)}")
 
 
 if __name__ == "__main__":
