@@ -32,6 +32,7 @@ HIST_ORDER = 12  # histogram resolution (~51" pixels); also the deepest tile ord
 IMAGE_JOIN_ARCSEC = 0.5  # single FITS cutouts join the nearest catalog row within this
 ROW_GROUP_BYTES = 32 * 2**20
 CHUNK_ROWS = 1_000_000  # rows of a Parquet input staged at a time (bounds memory)
+SPLIT_ROWS = 200_000  # rows whose tile and margin membership is computed at a time
 
 
 @dataclass(frozen=True)
@@ -236,10 +237,11 @@ def make_tiles(results: list[StageResult], max_rows: int, max_bytes: float) -> l
     if not any(r.rows for r in results):
         return []
     shift = np.int64(2 * (29 - HIST_ORDER))
-    h29 = np.concatenate([np.repeat(r.hist_pixels << shift, r.hist_counts) for r in results])
-    row_bytes = np.concatenate([np.full(int(r.hist_counts.sum()), r.bytes_per_row) for r in results])
-    return [tuple(map(int, t)) for t in adaptive_tiles(h29, row_bytes, max_rows, max_bytes,
-                                                       max_order=HIST_ORDER)]
+    h29 = np.concatenate([r.hist_pixels << shift for r in results])
+    counts = np.concatenate([r.hist_counts for r in results])
+    row_bytes = np.concatenate([np.full(len(r.hist_counts), r.bytes_per_row) for r in results])
+    tiles = adaptive_tiles(h29, row_bytes, max_rows, max_bytes, max_order=HIST_ORDER, counts=counts)
+    return [tuple(map(int, t)) for t in tiles]
 
 
 def margin_for(plan: Plan, role: str) -> float:
@@ -262,18 +264,26 @@ def split_input(key: str, role: str, staging: str, plan: Plan) -> int:
         return 0
     table = pq.read_table(staged)
     h29 = table.column("_healpix_29").to_numpy()
-    own = assign_tiles(h29, plan.tiles)
-    rows, tiles = [np.flatnonzero(own >= 0)], [own[own >= 0]]
     margin = margin_for(plan, role)
-    n_margin = 0
-    if margin > 0 and len(h29):
-        m_rows, m_tiles = margin_members(h29, plan.tiles, margin)
-        rows.append(m_rows)
-        tiles.append(m_tiles)
-        n_margin = len(m_rows)
+    rows, tiles, flags = [], [], []
+    # Membership in slices: margin search temporaries grow with rows x neighbours.
+    for start in range(0, len(h29), SPLIT_ROWS):
+        part = h29[start:start + SPLIT_ROWS]
+        own = assign_tiles(part, plan.tiles)
+        inside = np.flatnonzero(own >= 0)
+        rows.append(start + inside)
+        tiles.append(own[inside])
+        flags.append(np.zeros(len(inside), bool))
+        if margin > 0:
+            m_rows, m_tiles = margin_members(part, plan.tiles, margin)
+            rows.append(start + m_rows)
+            tiles.append(m_tiles)
+            flags.append(np.ones(len(m_rows), bool))
+    if not rows:
+        rows, tiles, flags = [np.empty(0, np.int64)], [np.empty(0, np.int64)], [np.empty(0, bool)]
     rows_all = np.concatenate(rows)
     tiles_all = np.concatenate(tiles)
-    is_margin = np.r_[np.zeros(len(rows[0]), bool), np.ones(n_margin, bool)]
+    is_margin = np.concatenate(flags)
     order = np.lexsort((rows_all, tiles_all))
     rows_all, tiles_all, is_margin = rows_all[order], tiles_all[order], is_margin[order]
     bounds = np.flatnonzero(np.diff(tiles_all)) + 1

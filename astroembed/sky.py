@@ -125,32 +125,36 @@ def _check_tiling_limits(max_rows, max_bytes, min_order, max_order) -> None:
 
 
 def adaptive_tiles(h29, row_bytes, max_rows: int | None, max_bytes: float | None,
-                   min_order: int = 0, max_order: int = DEFAULT_MAX_ORDER) -> list[Tile]:
+                   min_order: int = 0, max_order: int = DEFAULT_MAX_ORDER,
+                   counts=None) -> list[Tile]:
     """HATS-like tiling: split a pixel into its 4 children while it holds too much.
 
     A pixel becomes a tile once its rows and summed ``row_bytes`` are within ``max_rows`` and
     ``max_bytes`` (``None``: no limit), or at ``max_order``, where it may stay over the limit
     (the caller reports it). Empty pixels make no tile. Tiles come sorted by sky range.
+    ``counts`` (optional) says how many rows each entry stands for, so a histogram of
+    positions can be tiled without expanding it to one entry per row.
     """
     _check_tiling_limits(max_rows, max_bytes, min_order, max_order)
     active = np.asarray(h29, dtype=np.int64).ravel()
-    weights = np.broadcast_to(np.asarray(row_bytes, dtype=np.float64), active.shape)
+    mult = np.ones(active.shape) if counts is None else np.asarray(counts, np.float64).ravel()
+    weights = np.broadcast_to(np.asarray(row_bytes, dtype=np.float64), active.shape) * mult
     orders, pixels = [], []
     for k in range(min_order, max_order + 1):
         if active.size == 0:
             break
-        upix, inv, counts = np.unique(active >> _shift(k), return_inverse=True,
-                                      return_counts=True)
+        upix, inv = np.unique(active >> _shift(k), return_inverse=True)
+        inv = inv.ravel()
         split = np.zeros(upix.size, dtype=bool)
         if k < max_order:
             if max_rows is not None:
-                split |= counts > max_rows
+                split |= np.bincount(inv, weights=mult, minlength=upix.size) > max_rows
             if max_bytes is not None:
                 split |= np.bincount(inv, weights=weights, minlength=upix.size) > max_bytes
         orders.append(np.full(int((~split).sum()), k, dtype=np.int64))
         pixels.append(upix[~split])
         keep = split[inv]
-        active, weights = active[keep], weights[keep]
+        active, weights, mult = active[keep], weights[keep], mult[keep]
     if not orders:
         return []
     order, pixel = np.concatenate(orders), np.concatenate(pixels)

@@ -312,3 +312,15 @@ def test_margin_members_trivial_cases():
     # wider than any pixel gap: every other tile is listed
     rows, tiles = sky.margin_members(h29, [(0, 4), (0, 5), (0, 0)], 200_000.0)
     assert sorted(zip(rows.tolist(), tiles.tolist())) == [(0, 1), (0, 2), (1, 1), (1, 2)]
+
+
+def test_adaptive_tiles_from_a_histogram_equal_tiles_from_rows():
+    """Tiling a histogram (one entry per pixel with a row count) equals tiling the rows."""
+    rng = np.random.default_rng(5)
+    ra, dec = rng.uniform(0, 40, 5000), rng.uniform(-10, 30, 5000)
+    h29 = sky.healpix29(ra, dec)
+    pixels, counts = np.unique(h29 >> np.int64(2 * (29 - 9)), return_counts=True)
+    from_rows = sky.adaptive_tiles(h29, 10.0, 300, 2500.0, max_order=9)
+    from_hist = sky.adaptive_tiles(pixels << np.int64(2 * (29 - 9)), 10.0, 300, 2500.0,
+                                   max_order=9, counts=counts)
+    assert from_rows == from_hist and len(from_rows) > 4
