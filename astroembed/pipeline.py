@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .config import CrossmatchConfig
-from .errors import AstroembedError, ConfigError, InputError, OutputError
+from .errors import AstroembedError, ConfigError
 
 log = logging.getLogger("astroembed")
 STAGING = ".astroembed-staging"
@@ -209,7 +209,6 @@ def _resumable_plan(staging: Path, run_id: str):
     return plan if plan.config_hash == run_id and Path(plan.write_path).exists() else None
 
 
-
 def _left_radec(inputs) -> tuple[str, str]:
     """Position columns of the left side (from the schema alone where that is cheap)."""
     import pyarrow.parquet as pq
@@ -222,56 +221,6 @@ def _left_radec(inputs) -> tuple[str, str]:
         return "RA", "DEC"
     if Path(first.path).is_file() and is_parquet(first.path):
         return radec_names(pq.read_schema(first.path))
-    return radec_names(read_input(first).schema)
-
-
-def _output_radec(catalog: Path, ra: str, dec: str, left_suffix: str) -> tuple[str, str]:
-    """The left position columns as written: suffixed when the right side had them too."""
-    import pyarrow.parquet as pq
-
-    tile = next((catalog / "dataset").rglob("Npix=*.parquet"), None)
-    if tile is None:
-        return ra, dec
-    names = pq.read_schema(tile).names
-    return tuple(c if c in names else c + left_suffix for c in (ra, dec))
-
-
-def _resolved(cfg: CrossmatchConfig, left_margin: float, right_margin: float) -> dict:
-    """The config as it will run (margins filled in), minus what does not change results."""
-    data = dataclasses.asdict(cfg)
-    for key in ("scheduler", "workers", "processes", "overwrite"):
-        data.pop(key)
-    data.update(left_margin=left_margin, right_margin=right_margin,
-                images=[str(p) for p in cfg.images], spectra=[str(p) for p in cfg.spectra],
-                suffixes=list(cfg.suffixes))
-    return data
-
-
-def staging_dir(out: Path) -> Path:
-    """Work files of a run, beside the catalog (never inside it, so LSDB never sees them)."""
-    return out.with_name(f".{out.name}{STAGING}")
-
-
-def _resumable_plan(staging: Path, run_id: str):
-    """The plan of an interrupted run of the same config on the same inputs, if any."""
-    from .partition import Plan
-
-    try:
-        plan = Plan.load(staging)
-    except (OSError, ValueError, TypeError, KeyError):
-        return None
-    return plan if plan.config_hash == run_id and Path(plan.write_path).exists() else None
-
-
-
-def _left_radec(inputs) -> tuple[str, str]:
-    import pyarrow.parquet as pq  # noqa: F401  (readers below import pyarrow anyway)
-
-    from .partition import radec_names, read_input
-
-    first = next(f for f in inputs if f.role == "catalog")
-    if first.kind == "ls_catalog":
-        return "RA", "DEC"
     return radec_names(read_input(first).schema)
 
 

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from astroembed import sky
+from oracles import haversine_arcsec, offset
 from astroembed.crossmatch import (MODES, check_margin, join_pairs, match_tile,
                                    required_margins)
 from astroembed.errors import ConfigError
@@ -27,23 +28,8 @@ SETTINGS = settings(max_examples=120, deadline=None,
 
 # --- test-owned geometry ------------------------------------------------------------------
 
-def haversine_arcsec(ra1, dec1, ra2, dec2):
-    ra1, dec1, ra2, dec2 = (np.radians(np.asarray(a, dtype=float)) for a in (ra1, dec1, ra2, dec2))
-    a = (np.sin((dec2 - dec1) / 2) ** 2
-         + np.cos(dec1) * np.cos(dec2) * np.sin((ra2 - ra1) / 2) ** 2)
-    return np.degrees(2 * np.arcsin(np.sqrt(np.clip(a, 0, 1)))) * 3600
 
 
-def offset(ra, dec, dist_arcsec, pa_deg):
-    """The point ``dist_arcsec`` from (ra, dec) towards position angle ``pa_deg`` (vectors)."""
-    r, d = np.radians(ra), np.radians(dec)
-    delta, pa = np.radians(np.asarray(dist_arcsec) / 3600.0), np.radians(pa_deg)
-    p = np.stack([np.cos(d) * np.cos(r), np.cos(d) * np.sin(r), np.sin(d)])
-    east = np.stack([-np.sin(r), np.cos(r), np.zeros_like(r)])
-    north = np.stack([-np.sin(d) * np.cos(r), -np.sin(d) * np.sin(r), np.cos(d)])
-    v = np.cos(delta) * p + np.sin(delta) * (np.cos(pa) * north + np.sin(pa) * east)
-    ra2 = np.degrees(np.arctan2(v[1], v[0])) % 360.0
-    return ra2, np.degrees(np.arctan2(v[2], np.hypot(v[0], v[1])))
 
 
 # --- catalogs -------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from astroembed import sky
+from oracles import haversine_arcsec, offset
 from astroembed.errors import ConfigError
 
 SETTINGS = settings(max_examples=150, deadline=None,
@@ -27,27 +28,8 @@ decs = st.one_of(st.sampled_from(DEC_EDGES), st.floats(-90.0, 90.0))
 positions = st.lists(st.tuples(ras, decs), min_size=1, max_size=60)
 
 
-def haversine_arcsec(ra1, dec1, ra2, dec2):
-    """Test-owned great-circle distance (the oracle)."""
-    ra1, dec1, ra2, dec2 = (np.radians(np.asarray(a, dtype=float)) for a in (ra1, dec1, ra2, dec2))
-    a = (np.sin((dec2 - dec1) / 2) ** 2
-         + np.cos(dec1) * np.cos(dec2) * np.sin((ra2 - ra1) / 2) ** 2)
-    return np.degrees(2 * np.arcsin(np.sqrt(np.clip(a, 0, 1)))) * 3600
 
 
-def offset(ra, dec, dist_arcsec, pa_deg):
-    """The point ``dist_arcsec`` from (ra, dec) towards position angle ``pa_deg``.
-
-    Built from vectors (not arcsin), so it stays exact to ~1e-16 rad at the poles.
-    """
-    r, d = np.radians(ra), np.radians(dec)
-    delta, pa = np.radians(np.asarray(dist_arcsec) / 3600.0), np.radians(pa_deg)
-    p = np.stack([np.cos(d) * np.cos(r), np.cos(d) * np.sin(r), np.sin(d)])
-    east = np.stack([-np.sin(r), np.cos(r), np.zeros_like(r)])
-    north = np.stack([-np.sin(d) * np.cos(r), -np.sin(d) * np.sin(r), np.cos(d)])
-    v = np.cos(delta) * p + np.sin(delta) * (np.cos(pa) * north + np.sin(pa) * east)
-    ra2 = np.degrees(np.arctan2(v[1], v[0])) % 360.0
-    return ra2, np.degrees(np.arctan2(v[2], np.hypot(v[0], v[1])))
 
 
 def as_arrays(pos):
