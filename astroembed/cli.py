@@ -187,7 +187,7 @@ def crossmatch(
     max_bytes: Annotated[float, typer.Option("--max-bytes", help="Split a tile above this many bytes.")] = 512e6,
     max_rows: Annotated[int, typer.Option("--max-rows", help="Split a tile above this many rows.")] = 1_000_000,
     scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address, e.g. tcp://host:8786.")] = None,
-    workers: Annotated[int, typer.Option(help="Local Dask workers (ignored with --scheduler).")] = 2,
+    workers: Annotated[Optional[int], typer.Option(help="Local Dask workers (default 2; inputs under 64 MB run in-process unless given).")] = None,
     processes: Annotated[bool, typer.Option("--processes/--threads", help="Local workers as processes or threads.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing catalog.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,

@@ -89,7 +89,7 @@ class CrossmatchConfig:
     max_bytes: float = 512e6
     max_rows: int = 1_000_000
     scheduler: str | None = None
-    workers: int = 2
+    workers: int | None = None  # None: 2 local workers, or in-process for small inputs
     processes: bool = False  # threads measured faster on 2 cores (see README)
     overwrite: bool = False
 
@@ -112,7 +112,7 @@ class CrossmatchConfig:
                               f"(got {','.join(self.suffixes)}).")
         if self.max_rows < 1 or self.max_bytes <= 0:
             raise ConfigError("--max-rows and --max-bytes must be positive.")
-        if self.workers < 1:
+        if self.workers is not None and self.workers < 1:
             raise ConfigError(f"--workers must be at least 1 (got {self.workers}).")
         if not self.images or not self.spectra or not self.out:
             raise ConfigError("crossmatch needs IMAGES, SPECTRA and --out.")

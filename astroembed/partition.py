@@ -131,14 +131,14 @@ def read_input(f: InputFile) -> pa.Table:
     return io._READERS[f.kind](f.path)
 
 
-def radec_names(table: pa.Table | pa.Schema) -> tuple[str, str]:
+def radec_names(table: pa.Table | pa.Schema, path: str | None = None) -> tuple[str, str]:
     """Position columns: TARGET_RA/DEC for DESI tables, RA/DEC or ra/dec otherwise."""
     from .io import radec_columns
 
     names = table.names if isinstance(table, pa.Schema) else table.column_names
     if "TARGET_RA" in names and "TARGET_DEC" in names:
         return "TARGET_RA", "TARGET_DEC"
-    return radec_columns(names)
+    return radec_columns(names, path)
 
 
 def _chunks(f: InputFile):

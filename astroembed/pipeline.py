@@ -27,6 +27,29 @@ STAGING = ".astroembed-staging"
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
+SMALL_INPUT_BYTES = 64 * 2**20  # below this, starting a cluster costs more than it saves
+DEFAULT_WORKERS = 2
+
+
+class InProcess:
+    """Runs tasks one after another in this process: no cluster to start for small jobs."""
+
+    def run(self, fn, items, **kwargs):
+        for item in items:
+            yield fn(item, **kwargs)
+
+
+@contextlib.contextmanager
+def compute_client(scheduler: str | None, workers: int | None, processes: bool,
+                   input_bytes: int) -> Iterator:
+    """Dask for real work; in-process when no cluster was asked for and the inputs are small."""
+    if scheduler is None and workers is None and input_bytes < SMALL_INPUT_BYTES:
+        yield InProcess()
+        return
+    with dask_client(scheduler, workers or DEFAULT_WORKERS, processes) as client:
+        yield client
+
+
 @contextlib.contextmanager
 def dask_client(scheduler: str | None, workers: int, processes: bool) -> Iterator:
     """A client on ``scheduler`` (tcp://host:port) or on a new LocalCluster."""
@@ -58,10 +81,17 @@ def dask_client(scheduler: str | None, workers: int, processes: bool) -> Iterato
 
 def _run_all(client, fn, items: list, stage: str, progress: Progress | None, **kwargs) -> list:
     """Map ``fn`` over ``items`` on the cluster; results in input order; first error raised."""
-    from dask.distributed import as_completed
-
     if not items:
         return []
+    if isinstance(client, InProcess):
+        results = []
+        for done, result in enumerate(client.run(fn, items, **kwargs), start=1):
+            results.append(result)
+            if progress:
+                progress(stage, done, len(items))
+        return results
+    from dask.distributed import as_completed
+
     futures = client.map(fn, items, pure=False, **kwargs)
     index = {f.key: i for i, f in enumerate(futures)}
     results: list = [None] * len(items)
@@ -131,7 +161,8 @@ def crossmatch(cfg: CrossmatchConfig, progress: Progress | None = None) -> dict:
     opts = TileOptions(radius=cfg.radius, mode=cfg.mode, how=cfg.how, match_on=cfg.match_on,
                        compare_ids=cfg.compare_ids, suffixes=tuple(cfg.suffixes))
     try:
-        with dask_client(cfg.scheduler, cfg.workers, cfg.processes) as client:
+        input_bytes = sum(f.size for f in inputs)
+        with compute_client(cfg.scheduler, cfg.workers, cfg.processes, input_bytes) as client:
             per_input = _run_all(client, _stage_one, inputs, "read", progress,
                                  staging=str(staging), keep_all=cfg.keep_all_spectra)
             stage_results = [r for results in per_input for r in results]
@@ -220,8 +251,8 @@ def _left_radec(inputs) -> tuple[str, str]:
     if first.kind == "ls_catalog":
         return "RA", "DEC"
     if Path(first.path).is_file() and is_parquet(first.path):
-        return radec_names(pq.read_schema(first.path))
-    return radec_names(read_input(first).schema)
+        return radec_names(pq.read_schema(first.path), first.path)
+    return radec_names(read_input(first).schema, first.path)
 
 
 def _summary(inputs, per_input, tile_results, plan, seconds: float) -> dict:

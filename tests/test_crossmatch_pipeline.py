@@ -101,8 +101,8 @@ def matched(small_survey, tmp_path_factory):
     out = tmp_path_factory.mktemp("xm") / "matched"
     summary = crossmatch(CrossmatchConfig(images=[str(small_survey / "legacysurvey")],
                                           spectra=[str(small_survey / "desi")], out=str(out),
-                                          compare_ids=True, max_rows=120))
-    return out, summary
+                                          compare_ids=True, max_rows=120, workers=2))
+    return out, summary  # workers=2: a real LocalCluster (small inputs would run in-process)
 
 
 def test_positional_matches_equal_truth_without_ids(small_survey, tmp_path):
