@@ -8,7 +8,7 @@ DEMO   ?= demo-output
 # multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo test test-fast bench clean
 
 install: $(STAMP)
 
@@ -30,6 +30,13 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
+
+# Peer benchmarks (DESIGN.md section 11): LSDB, hats-import, astropy, STILTS, bare cKDTree.
+# STILTS comes from Debian (apt-get install -y stilts); without it that peer is reported as missing.
+BENCH_SIZES ?= 1e5,1e6,1e7
+bench: install
+	$(PY) -m pip install --quiet -e ".[cpu,train,test,bench]"
+	$(PY) bench/crossmatch_bench.py --sizes $(BENCH_SIZES)
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache .hypothesis

@@ -28,7 +28,7 @@ from .io.atomic import atomic_path
 
 LEFT_ROLES = ("catalog", "images")
 RIGHT_ROLES = ("spectra", "redshifts", "table")
-HIST_ORDER = 12  # histogram resolution (~51" pixels); also the deepest tile order
+HIST_ORDER = 10  # histogram resolution (~3.4' pixels); also the deepest tile order
 IMAGE_JOIN_ARCSEC = 0.5  # single FITS cutouts join the nearest catalog row within this
 ROW_GROUP_BYTES = 32 * 2**20
 CHUNK_ROWS = 1_000_000  # rows of a Parquet input staged at a time (bounds memory)
@@ -161,8 +161,11 @@ def stage_input(f: InputFile, staging: str, keep_all: bool = False) -> list[Stag
     done = Path(staging) / "inputs" / f"{f.key}.json"
     if done.exists():
         return [StageResult.from_json(line) for line in done.read_text().splitlines()]
-    results = [_stage_chunk(f, n, first, table, staging, keep_all)
-               for n, (first, table) in enumerate(_chunks(f))]
+    results = []
+    for n, (first, table) in enumerate(_chunks(f)):
+        results.append(_stage_chunk(f, n, first, table, staging, keep_all))
+        del table
+        pa.default_memory_pool().release_unused()  # keep a many-chunk file's footprint flat
     with atomic_path(done) as tmp:
         tmp.write_text("\n".join(r.to_json() for r in results) + "\n")
     return results
@@ -202,9 +205,11 @@ def _strip_metadata(table: pa.Table) -> pa.Table:
 
 
 def _write_parquet(path: Path, table: pa.Table, bytes_per_row: float) -> None:
+    """Staging files are read once, soon, from local disk: no compression beats any."""
     rows_per_group = max(64, int(ROW_GROUP_BYTES / max(bytes_per_row, 1)))
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, row_group_size=rows_per_group)
+        pq.write_table(table, tmp, row_group_size=rows_per_group, compression="none",
+                       use_dictionary=False)
 
 
 @dataclass
@@ -236,11 +241,16 @@ def make_tiles(results: list[StageResult], max_rows: int, max_bytes: float) -> l
 
     if not any(r.rows for r in results):
         return []
+    # One histogram for all inputs first: tiling then works on occupied pixels, not chunks.
+    pixels = np.concatenate([r.hist_pixels for r in results])
+    counts = np.concatenate([r.hist_counts for r in results]).astype(np.float64)
+    nbytes = np.concatenate([r.hist_counts * r.bytes_per_row for r in results])
+    pixels, inv = np.unique(pixels, return_inverse=True)
+    counts = np.bincount(inv.ravel(), weights=counts)
+    row_bytes = np.bincount(inv.ravel(), weights=nbytes) / counts
     shift = np.int64(2 * (29 - HIST_ORDER))
-    h29 = np.concatenate([r.hist_pixels << shift for r in results])
-    counts = np.concatenate([r.hist_counts for r in results])
-    row_bytes = np.concatenate([np.full(len(r.hist_counts), r.bytes_per_row) for r in results])
-    tiles = adaptive_tiles(h29, row_bytes, max_rows, max_bytes, max_order=HIST_ORDER, counts=counts)
+    tiles = adaptive_tiles(pixels << shift, row_bytes, max_rows, max_bytes, max_order=HIST_ORDER,
+                           counts=counts)
     return [tuple(map(int, t)) for t in tiles]
 
 

@@ -438,9 +438,24 @@ class TreeRSS(threading.Thread):
         self.join(timeout=2)
 
 
+def _busy_cpu_s():
+    """Machine-wide busy CPU seconds (all cores) from /proc/stat, or None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()[1:]
+        vals = [int(x) for x in fields]
+        idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+        # guest time is already counted in user/nice
+        total = sum(vals[:8]) if len(vals) >= 8 else sum(vals)
+        return (total - idle) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def timed(cmd: list[str], timeout: float, log: Path) -> dict:
     """Run cmd under /usr/bin/time; return wall, max RSS, stdout, status."""
-    full = ["/usr/bin/time", "-f", "__TIME__ %e %M"] + cmd
+    full = ["/usr/bin/time", "-f", "__TIME__ %e %M %U %S"] + cmd
+    busy0 = _busy_cpu_s()
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     with open(log, "w") as err:
@@ -459,12 +474,13 @@ def timed(cmd: list[str], timeout: float, log: Path) -> dict:
             status = "timeout"
         sampler.stop()
     elapsed = time.time() - t0
+    busy1 = _busy_cpu_s()
     stderr = log.read_text(errors="replace")
-    wall = rss_kb = None
+    wall = rss_kb = cpu_s = None
     for line in stderr.splitlines()[::-1]:
         if line.startswith("__TIME__"):
-            _, w, m = line.split()
-            wall, rss_kb = float(w), int(m)
+            _, w, m, us, ss = line.split()
+            wall, rss_kb, cpu_s = float(w), int(m), float(us) + float(ss)
             break
     res = {
         "status": status,
@@ -472,9 +488,14 @@ def timed(cmd: list[str], timeout: float, log: Path) -> dict:
         "wall_s": wall if wall is not None else round(elapsed, 2),
         "peak_rss_mb": round(rss_kb / 1024, 1) if rss_kb else None,
         "tree_peak_rss_mb": round(sampler.peak / 2**20, 1) if sampler.peak else None,
+        "cpu_s": round(cpu_s, 2) if cpu_s is not None else None,
         "command": shlex.join(cmd),
         "stdout": out,
     }
+    if busy0 is not None and busy1 is not None and cpu_s is not None and elapsed > 0:
+        # Cores' worth of CPU used by other processes on the machine while this peer ran
+        # (system busy time minus the peer's own user+sys); > ~0.2 means the timing was disturbed.
+        res["other_cpu_cores"] = round(max(0.0, (busy1 - busy0) - cpu_s) / elapsed, 2)
     if status != "ok":
         tail = [ln for ln in stderr.splitlines()
                 if ln.strip() and not ln.startswith(("__TIME__", "Command exited with non-zero",
@@ -548,12 +569,19 @@ def read_pairs(out: Path, kind: str, n_right: int):
 
 
 def compare_pairs(ref, got) -> dict:
+    """Both arrays sorted; ref unique. Counts pairs missing from got, extra in got, duplicates."""
     import numpy as np
 
-    missing = np.setdiff1d(ref, got, assume_unique=True).size
-    extra = np.setdiff1d(got, ref, assume_unique=False).size
-    dup = int(got.size - np.unique(got).size)
-    return {"missing_vs_ref": int(missing), "extra_vs_ref": int(extra), "duplicates": dup}
+    def present(sorted_hay, needles):
+        if sorted_hay.size == 0:
+            return np.zeros(needles.size, dtype=bool)
+        i = np.searchsorted(sorted_hay, needles).clip(max=sorted_hay.size - 1)
+        return sorted_hay[i] == needles
+
+    dup = int(np.count_nonzero(got[1:] == got[:-1])) if got.size else 0
+    missing = int(np.count_nonzero(~present(got, ref)))
+    extra = int(np.count_nonzero(~present(ref, got)))
+    return {"missing_vs_ref": missing, "extra_vs_ref": extra, "duplicates": dup}
 
 
 # --- peer command lines ------------------------------------------------------------------------
@@ -642,6 +670,12 @@ def _bench(n: int, a, peers: list[str]) -> dict:
             _clean(out)
             if name == "lsdb-import":
                 _clean(outdir / "lsdb-hats-inputs")
+            if name == "stilts" and not (shutil.which(a.stilts) or Path(a.stilts).is_file()):
+                results[name] = {"status": "skipped", "error": f"{a.stilts} not found "
+                                 "(apt-get install stilts)", "command": shlex.join(cmd),
+                                 "wall_s": None, "pairs": None}
+                print(f"[n={n:.0e}] stilts: skipped, {a.stilts} not found", flush=True)
+                continue
             if name == "lsdb-hats" and results.get("lsdb-import", {}).get("status") != "ok":
                 results[name] = {"status": "skipped", "error": "lsdb-import failed",
                                  "command": shlex.join(cmd), "wall_s": None, "pairs": None}
@@ -725,6 +759,9 @@ def _bench(n: int, a, peers: list[str]) -> dict:
         )
         if name == "lsdb-hats" and base and r.get("wall_s_with_import"):
             r["ratio_with_import_vs_astroembed"] = round(r["wall_s_with_import"] / base, 3)
+    busy = [k for k, r in results.items() if (r.get("other_cpu_cores") or 0) > 0.2]
+    if busy:
+        print(f"[n={n:.0e}] warning: other processes used CPU during {', '.join(busy)}", flush=True)
     for msg in disagreements:
         print(f"[n={n:.0e}] !!! DISAGREEMENT: {msg}", flush=True)
     return {"n": n, "data": data, "reference": ref_name, "ratio_base": base_name,
@@ -753,7 +790,9 @@ def markdown(report: dict) -> str:
         f"{MAX_OFFSET_ARCSEC}\" + 20% unrelated. Wall time includes process start, imports, "
         "reading the inputs and writing the output. `ratio` = peer wall / astroembed wall "
         "(> 1: astroembed is faster). `RSS` = peak RSS of the largest process (GNU time); "
-        "`tree RSS` = sampled peak of the summed RSS of the process and its children.",
+        "`tree RSS` = sampled peak of the summed RSS of the process and its children; "
+        "`CPU s` = user+sys of the peer (GNU time); `other CPU` = cores' worth of CPU that "
+        "other processes used meanwhile (> 0.2: that timing was disturbed).",
         "",
     ]
     for s in report["sizes"]:
@@ -763,8 +802,8 @@ def markdown(report: dict) -> str:
             "",
             f"ratio base: `{s.get('ratio_base')}`; pair reference: `{s.get('reference')}`",
             "",
-            "| peer | status | wall s | rows/s | ratio | RSS MB | tree RSS MB | pairs | agrees |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---|",
+            "| peer | status | wall s | rows/s | ratio | RSS MB | tree RSS MB | CPU s | other CPU | pairs | agrees |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for name, r in s["results"].items():
             agrees = r.get("agrees")
@@ -779,7 +818,8 @@ def markdown(report: dict) -> str:
             lines.append(
                 f"| {name} | {status} | {wall} | {_fmt(r.get('rows_per_s'), 0)} | "
                 f"{_fmt(r.get('ratio_vs_astroembed'))} | {_fmt(r.get('peak_rss_mb'), 0)} | "
-                f"{_fmt(r.get('tree_peak_rss_mb'), 0)} | {_fmt(r.get('pairs'))} | {ag} |"
+                f"{_fmt(r.get('tree_peak_rss_mb'), 0)} | {_fmt(r.get('cpu_s'), 1)} | "
+                f"{_fmt(r.get('other_cpu_cores'))} | {_fmt(r.get('pairs'))} | {ag} |"
             )
         if s["disagreements"]:
             lines += ["", "**DISAGREEMENTS:**", ""] + [f"- {m}" for m in s["disagreements"]]
@@ -830,7 +870,7 @@ def machine_info(a) -> dict:
             versions[mod] = None
     try:
         r = subprocess.run([a.stilts, "-version"], capture_output=True, text=True, timeout=120)
-        ver = [ln.strip() for ln in r.stdout.splitlines() if "Version" in ln or "JVM" in ln]
+        ver = [ln.strip() for ln in (r.stdout + r.stderr).splitlines() if "version" in ln.lower()]
         versions["stilts"] = "; ".join(ver) or None
     except Exception:  # noqa: BLE001
         versions["stilts"] = None
@@ -928,7 +968,7 @@ def main(argv=None):
     print(markdown(report))
     print(f"wrote {out} and {md}")
     bad = any(s["disagreements"] for s in report["sizes"]) or any(
-        r.get("status") != "ok" for s in report["sizes"] for r in s["results"].values()
+        r.get("status") not in ("ok", "skipped") for s in report["sizes"] for r in s["results"].values()
     )
     return 1 if bad else 0
 

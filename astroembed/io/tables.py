@@ -192,7 +192,7 @@ def iter_table_chunks(path: str | os.PathLike, rows: int):
     """
     p = check_file(path)
     try:
-        parquet = pq.ParquetFile(p)
+        parquet = pq.ParquetFile(p, pre_buffer=False)  # pre-buffering keeps every chunk read
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"{p}: cannot be read as Parquet ({str(exc).splitlines()[0]}). The "
                          "file may be truncated or corrupt; write or copy it again.") from None
