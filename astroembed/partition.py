@@ -31,7 +31,7 @@ RIGHT_ROLES = ("spectra", "redshifts", "table")
 HIST_ORDER = 10  # histogram resolution (~3.4' pixels); also the deepest tile order
 IMAGE_JOIN_ARCSEC = 0.5  # single FITS cutouts join the nearest catalog row within this
 ROW_GROUP_BYTES = 32 * 2**20
-CHUNK_ROWS = 1_000_000  # rows of a Parquet input staged at a time (bounds memory)
+CHUNK_ROWS = 500_000  # rows of a Parquet input staged at a time (bounds memory)
 SPLIT_ROWS = 200_000  # rows whose tile and margin membership is computed at a time
 
 
