@@ -303,14 +303,16 @@ def peer_lsdb(a):
             rdf, ra_column="ra", dec_column="dec", margin_threshold=a.margin_arcsec
         )
         del ldf, rdf
-        xm = lcat.crossmatch(
-            rcat, radius_arcsec=a.radius, n_neighbors=1, suffixes=("_left", "_right")
-        )
-        out = Path(a.out)
-        xm.to_hats(out, catalog_name="xmatch", progress_bar=False, overwrite=True)
+        _lsdb_match_and_write(lcat, rcat, a)
     finally:
         close()
-    _emit(pairs=_hats_rows(out))
+    _emit(pairs=_hats_rows(Path(a.out)))
+
+
+def _lsdb_match_and_write(lcat, rcat, a) -> None:
+    """The timed part both LSDB peers share: nearest neighbour within the radius, then write."""
+    xm = lcat.crossmatch(rcat, radius_arcsec=a.radius, n_neighbors=1, suffixes=("_left", "_right"))
+    xm.to_hats(Path(a.out), catalog_name="xmatch", progress_bar=False, overwrite=True)
 
 
 def peer_lsdb_import(a):
@@ -366,14 +368,10 @@ def peer_lsdb_hats(a):
     try:
         lcat = lsdb.open_catalog(hats_dir / "left")
         rcat = lsdb.open_catalog(hats_dir / "right", margin_cache=hats_dir / "right_margin")
-        xm = lcat.crossmatch(
-            rcat, radius_arcsec=a.radius, n_neighbors=1, suffixes=("_left", "_right")
-        )
-        out = Path(a.out)
-        xm.to_hats(out, catalog_name="xmatch", progress_bar=False, overwrite=True)
+        _lsdb_match_and_write(lcat, rcat, a)
     finally:
         close()
-    _emit(pairs=_hats_rows(out))
+    _emit(pairs=_hats_rows(Path(a.out)))
 
 
 def run_peer(argv):
