@@ -199,6 +199,9 @@ def crossmatch(cfg: CrossmatchConfig, progress: Progress | None = None) -> dict:
     summary["tiles_written"] = len(info.tiles)
     if info.total_rows == 0:
         log.warning("the inputs do not overlap: %s is an empty, valid catalog", out)
+    elif cfg.id_column not in info.schema.names:
+        log.warning("--id-column %s is not a column of %s; probe and search need an object "
+                    "key: pass --id-column with one of its columns", cfg.id_column, out)
     return summary
 
 

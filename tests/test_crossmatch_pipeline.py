@@ -366,3 +366,12 @@ def test_parquet_tables_in_chunks_equal_astropy(tmp_path, monkeypatch, how):
     assert sorted(rows["id"].to_pylist()) == sorted(
         left["id"].to_pylist() if how == "left" else [k[0] for k in expected])
     assert {"ra_l", "ra_r", "p_l", "p_r"} <= set(rows.column_names)
+
+
+def test_missing_id_column_is_warned(tmp_path, caplog):
+    _random_tables(tmp_path, n_left=100)
+    with caplog.at_level("WARNING", logger="astroembed"):
+        crossmatch(CrossmatchConfig(images=[str(tmp_path / "left.parquet")],
+                                    spectra=[str(tmp_path / "right.parquet")],
+                                    out=str(tmp_path / "cat")))
+    assert "--id-column TARGETID is not a column" in caplog.text
