@@ -187,6 +187,38 @@ def _pixel_tiles(pix: np.ndarray, k: int, lo: np.ndarray, hi: np.ndarray):
     return _expand_ranges(first, stop)
 
 
+def _rows_near_coarser_tiles(upix, inv, k: int, lo: np.ndarray, hi: np.ndarray):
+    """:func:`_rows_near_tiles` when no tile is deeper than k: each cell lies in one tile.
+
+    Then a cell's neighbours each fall in at most one tile, so the (cell, tile) pairs come
+    from a small (8, cells) table instead of a global sort, and only cells on a tile border
+    (a neighbour in another tile) are expanded into rows.
+    """
+    shift = _shift(k)
+
+    def tile_of(pix):
+        start = pix << shift
+        pos = np.searchsorted(lo, start, side="right") - 1
+        inside = (pos >= 0) & (start < hi[np.maximum(pos, 0)])
+        return np.where(inside & (pix >= 0), pos, -1)
+
+    own = tile_of(upix)
+    near = tile_of(hp.get_all_neighbours(2**k, upix, nest=True))  # (8, cells)
+    near = np.where(near == own[None, :], -1, near)
+    near.sort(axis=0)
+    near[1:][near[1:] == near[:-1]] = -1  # the same tile reached through two neighbours
+    cell_of_pair = np.broadcast_to(np.arange(upix.size), near.shape)
+    valid = near >= 0
+    pair_cell, pair_tile = cell_of_pair[valid], near[valid]
+    sort = np.argsort(pair_cell, kind="stable")
+    pair_cell, pair_tile = pair_cell[sort], pair_tile[sort]
+    cells = np.arange(upix.size)
+    starts = np.searchsorted(pair_cell, cells, side="left")
+    stops = np.searchsorted(pair_cell, cells, side="right")
+    rows, slot = _expand_ranges(starts[inv], stops[inv])
+    return rows.astype(np.int64), pair_tile[slot]
+
+
 def margin_members(h29, tiles, margin_arcsec: float) -> tuple[np.ndarray, np.ndarray]:
     """Every (row, tile) with the row outside the tile but within ``margin_arcsec`` of it.
 
@@ -216,6 +248,8 @@ def margin_members(h29, tiles, margin_arcsec: float) -> tuple[np.ndarray, np.nda
 def _rows_near_tiles(h29: np.ndarray, k: int, lo: np.ndarray, hi: np.ndarray):
     """(row, sorted tile position) for tiles meeting the row's order-k pixel or a neighbour."""
     upix, inv = np.unique(h29 >> _shift(k), return_inverse=True)
+    if np.all(hi - lo >= (np.int64(1) << _shift(k))):
+        return _rows_near_coarser_tiles(upix, inv.ravel(), k, lo, hi)
     near = np.vstack([upix[None, :], hp.get_all_neighbours(2**k, upix, nest=True)])
     cell = np.broadcast_to(np.arange(upix.size), near.shape).ravel()
     near = near.ravel()
