@@ -24,7 +24,6 @@ is what :func:`margin_members` enumerates with ``get_all_neighbours``.
 
 from __future__ import annotations
 
-import healpy as hp
 import numpy as np
 
 from .errors import ConfigError
@@ -42,7 +41,14 @@ def healpix29(ra_deg, dec_deg) -> np.ndarray:
     """Nested order-29 pixel of each position (the ``_healpix_29`` column)."""
     ra = np.asarray(ra_deg, dtype=np.float64)
     dec = np.asarray(dec_deg, dtype=np.float64)
-    return np.asarray(hp.ang2pix(2**ORDER_MAX, ra, dec, nest=True, lonlat=True), dtype=np.int64)
+    from astropy.coordinates import Latitude, Longitude
+    from cdshealpix.nested import lonlat_to_healpix
+
+    # cdshealpix, as hats/LSDB compute their _healpix_29, so a row lands in the same pixel
+    # whichever tool indexes it (healpy breaks ties on exact pixel edges differently).
+    lon = Longitude(np.asarray(ra, dtype=np.float64), unit="deg")
+    lat = Latitude(np.asarray(dec, dtype=np.float64), unit="deg")
+    return np.asarray(lonlat_to_healpix(lon, lat, ORDER_MAX), dtype=np.int64)
 
 
 def radec_to_xyz(ra_deg, dec_deg) -> np.ndarray:
@@ -187,6 +193,16 @@ def _pixel_tiles(pix: np.ndarray, k: int, lo: np.ndarray, hi: np.ndarray):
     return _expand_ranges(first, stop)
 
 
+def _neighbours(pix: np.ndarray, k: int) -> np.ndarray:
+    """The 8 neighbours (-1 where a pixel has only 7) of nested order-k pixels, shape (8, N)."""
+    from cdshealpix.nested import neighbours
+
+    if pix.size == 0:
+        return np.empty((8, 0), dtype=np.int64)
+    table = np.asarray(neighbours(np.asarray(pix, dtype=np.uint64), k), dtype=np.int64)
+    return np.delete(table, 4, axis=1).T  # column 4 is the pixel itself
+
+
 def _rows_near_coarser_tiles(upix, inv, k: int, lo: np.ndarray, hi: np.ndarray):
     """:func:`_rows_near_tiles` when no tile is deeper than k: each cell lies in one tile.
 
@@ -203,7 +219,7 @@ def _rows_near_coarser_tiles(upix, inv, k: int, lo: np.ndarray, hi: np.ndarray):
         return np.where(inside & (pix >= 0), pos, -1)
 
     own = tile_of(upix)
-    near = tile_of(hp.get_all_neighbours(2**k, upix, nest=True))  # (8, cells)
+    near = tile_of(_neighbours(upix, k))  # (8, cells)
     near = np.where(near == own[None, :], -1, near)
     near.sort(axis=0)
     near[1:][near[1:] == near[:-1]] = -1  # the same tile reached through two neighbours
@@ -250,7 +266,7 @@ def _rows_near_tiles(h29: np.ndarray, k: int, lo: np.ndarray, hi: np.ndarray):
     upix, inv = np.unique(h29 >> _shift(k), return_inverse=True)
     if np.all(hi - lo >= (np.int64(1) << _shift(k))):
         return _rows_near_coarser_tiles(upix, inv.ravel(), k, lo, hi)
-    near = np.vstack([upix[None, :], hp.get_all_neighbours(2**k, upix, nest=True)])
+    near = np.vstack([upix[None, :], _neighbours(upix, k)])
     cell = np.broadcast_to(np.arange(upix.size), near.shape).ravel()
     near = near.ravel()
     valid = near >= 0

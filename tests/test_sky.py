@@ -41,13 +41,26 @@ def as_arrays(pos):
 
 @SETTINGS
 @given(positions)
-def test_healpix29_is_nested_order29_and_nests_every_order(pos):
+def test_healpix29_is_hats_spatial_index_and_nests_every_order(pos):
+    """Equal to the index hats/LSDB compute (edge cases included), at every order."""
+    radec2pix = pytest.importorskip("hats.pixel_math.healpix_shim").radec2pix
     ra, dec = as_arrays(pos)
     h29 = sky.healpix29(ra, dec)
     assert h29.dtype == np.int64
     for k in range(sky.ORDER_MAX + 1):
-        expected = hp.ang2pix(2**k, ra, dec, nest=True, lonlat=True)
-        np.testing.assert_array_equal(h29 >> 2 * (29 - k), expected)
+        np.testing.assert_array_equal(h29 >> 2 * (29 - k), radec2pix(k, ra, dec))
+
+
+def test_healpix29_agrees_with_healpy_off_pixel_edges():
+    """healpy (another implementation) gives the same pixels wherever a point is not on an
+    edge; random positions are on an exact edge with probability zero."""
+    rng = np.random.default_rng(3)
+    ra = rng.uniform(0, 360, 20000)
+    dec = np.degrees(np.arcsin(rng.uniform(-1, 1, 20000)))
+    h29 = sky.healpix29(ra, dec)
+    for k in (0, 3, 8, 12, 17, 23, 29):
+        np.testing.assert_array_equal(h29 >> 2 * (29 - k),
+                                      hp.ang2pix(2**k, ra, dec, nest=True, lonlat=True))
 
 
 def test_healpix29_ra_360_is_ra_0_and_poles_work():
