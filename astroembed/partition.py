@@ -26,8 +26,6 @@ import pyarrow.parquet as pq
 from .errors import InputError
 from .io.atomic import atomic_path
 
-LEFT_ROLES = ("catalog", "images")
-RIGHT_ROLES = ("spectra", "redshifts", "table")
 HIST_ORDER = 10  # histogram resolution (~3.4' pixels); also the deepest tile order
 IMAGE_JOIN_ARCSEC = 0.5  # single FITS cutouts join the nearest catalog row within this
 ROW_GROUP_BYTES = 32 * 2**20

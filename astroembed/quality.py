@@ -51,20 +51,23 @@ def fibre_cuts(table: pa.Table) -> tuple[np.ndarray, Counter]:
 
 
 def redshift_cuts(has_redshift: np.ndarray, primary: np.ndarray | None,
-                  zwarn: np.ndarray | None) -> tuple[np.ndarray, Counter]:
+                  zwarn: np.ndarray | None,
+                  counted: np.ndarray | None = None) -> tuple[np.ndarray, Counter]:
     """Keep mask and drop counts once spectra are joined to their redshifts.
 
     ``has_redshift``: a redshift row was found (only checked when redshift catalogs were
     given); ``primary``: the spectrum is the ZCAT_PRIMARY one of its TARGETID; ``zwarn``:
-    redrock's warning bits (0 = good; null treated as unknown, not cut).
+    redrock's warning bits (0 = good; null treated as unknown, not cut). Only rows where
+    ``counted`` is true enter the drop counts (e.g. a tile's own rows, not its margin).
     """
     keep = np.ones(len(has_redshift), dtype=bool)
+    counted = keep if counted is None else counted
     dropped: Counter = Counter()
     for reason, ok in (("no_redshift", has_redshift),
                        ("not_primary", primary),
                        ("ZWARN", None if zwarn is None else zwarn == 0)):
         if ok is None:
             continue
-        dropped[reason] += int((keep & ~ok).sum())
+        dropped[reason] += int((keep & ~ok & counted).sum())
         keep &= ok
     return keep, dropped

@@ -99,10 +99,8 @@ def right_side(staging: str, tile: tuple[int, int], own_counts: Counter,
     zwarn = None
     if "ZWARN" in table.column_names:
         zwarn = pc.fill_null(table.column("ZWARN"), 0).to_numpy(zero_copy_only=False)
-    keep, dropped = redshift_cuts(has_z, primary, zwarn)
     own = ~table.column("_margin").to_numpy(zero_copy_only=False)
-    _, own_dropped = redshift_cuts(has_z[own], None if primary is None else primary[own],
-                                   None if zwarn is None else zwarn[own])
+    keep, own_dropped = redshift_cuts(has_z, primary, zwarn, counted=own)
     own_counts.update(own_dropped)
     return table.filter(pa.array(keep))
 

@@ -493,12 +493,6 @@ def _id_keys(table: pa.Table) -> tuple[np.ndarray, np.ndarray] | None:
     return keys, valid
 
 
-def _unit_vectors(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
-    ra, dec = np.radians(ra_deg), np.radians(dec_deg)
-    cos_dec = np.cos(dec)
-    return np.column_stack([cos_dec * np.cos(ra), cos_dec * np.sin(ra), np.sin(dec)])
-
-
 def _positions(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     source = (table.schema.metadata or {}).get(b"source", b"table").decode()
     ra_name, dec_name = radec_columns(table, source)
@@ -588,14 +582,16 @@ def _match_positions(catalog: pa.Table, cut: pa.Table, index: np.ndarray,
     """
     from scipy.spatial import cKDTree
 
+    from astroembed.sky import radec_to_xyz
+
     cra, cdec = _positions(catalog)
     ura, udec = _positions(cut)
     free = np.flatnonzero((index < 0) & np.isfinite(cra) & np.isfinite(cdec))
     if free.size == 0 or cut_rows.size == 0:
         return
-    tree = cKDTree(_unit_vectors(cra[free], cdec[free]))
+    tree = cKDTree(radec_to_xyz(cra[free], cdec[free]))
     chord = 2.0 * np.sin(np.radians(max_sep_arcsec / 3600.0) / 2.0)
-    dist, nearest = tree.query(_unit_vectors(ura[cut_rows], udec[cut_rows]), k=1,
+    dist, nearest = tree.query(radec_to_xyz(ura[cut_rows], udec[cut_rows]), k=1,
                                distance_upper_bound=chord)
     hit = np.flatnonzero(np.isfinite(dist) & (dist <= chord))
     rows, js, d = free[nearest[hit]], cut_rows[hit], dist[hit]
