@@ -280,6 +280,16 @@ def info(
                    f"mode {c.get('mode')} how {c.get('how')} from {len(prov.get('inputs', []))} input files")
 
 
+# ---- embed (issue 5): owned by the embed work; edit only between these markers ----
+# ---- end embed ----
+
+# ---- probe, predict, search (issue 6): edit only between these markers ----
+# ---- end probe ----
+
+# ---- train, export (issue 4): edit only between these markers ----
+# ---- end train ----
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
