@@ -1,0 +1,320 @@
+"""Encoders, training, export and the ONNX contract (issue 4)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+import astroembed  # noqa: E402
+from astroembed.errors import AstroembedError, InputError, ModelError  # noqa: E402
+from astroembed.modelfile import DEFAULT_MODEL_DIR, find_encoders, open_encoder  # noqa: E402
+from astroembed.models import (ImageEncoder, ImageEncoderConfig, SpectrumEncoder,  # noqa: E402
+                               SpectrumEncoderConfig, info_nce)
+from astroembed.preprocess import (default_image_preprocessing,  # noqa: E402
+                                   default_spectrum_preprocessing, image_inputs,
+                                   spectrum_inputs, spectrum_length)
+from astroembed.training import TrainConfig, load_checkpoint, span_mask, train  # noqa: E402
+
+TINY = {"spectrum": {"patch": 40, "width": 32, "depth": 1, "heads": 2, "mlp_ratio": 2.0},
+        "image": {"widths": [8, 16], "heads": 2}, "embed_dim": 16, "batch_size": 32,
+        "pretrain_epochs": 2, "align_epochs": 2, "threads": 1, "crop": 16}
+
+
+@pytest.fixture(scope="module")
+def catalog(small_survey, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cat") / "matched"
+    astroembed.crossmatch_surveys(small_survey / "legacysurvey", small_survey / "desi", out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(catalog, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("model") / "tiny"
+    train(TrainConfig(catalog=str(catalog), out=str(out), **TINY))
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory) -> tuple[Path, dict]:
+    from astroembed.export import export_model
+
+    out = tmp_path_factory.mktemp("onnx") / "tiny"
+    return out, export_model(trained, out)
+
+
+# ----------------------------------------------------------------------------- modules
+
+def test_encoder_shapes_and_unit_norm():
+    torch.manual_seed(0)
+    spec = SpectrumEncoder(SpectrumEncoderConfig(length=1945, width=32, depth=1, heads=2,
+                                                 embed_dim=16))
+    img = ImageEncoder(ImageEncoderConfig(crop=32, widths=(8, 16, 32), heads=2, embed_dim=16))
+    zs = spec(torch.randn(5, 2, 1945), torch.randn(5, 2))
+    zi = img(torch.rand(5, 3, 32, 32))
+    assert zs.shape == zi.shape == (5, 16)
+    np.testing.assert_allclose(zs.norm(dim=1).detach().numpy(), 1, atol=1e-5)
+    np.testing.assert_allclose(zi.norm(dim=1).detach().numpy(), 1, atol=1e-5)
+    assert spec.cfg.tokens == 1945 // 40
+
+
+def test_reconstruction_loss_ignores_untrusted_pixels():
+    torch.manual_seed(0)
+    spec = SpectrumEncoder(SpectrumEncoderConfig(length=400, width=16, depth=1, heads=2))
+    x = torch.randn(3, 2, 400)
+    x[:, 1] = 0  # no pixel trusted: nothing to reconstruct
+    mask = torch.ones(3, 10, dtype=torch.bool)
+    with torch.no_grad():
+        assert float(spec.reconstruct(x, torch.zeros(3, 2), mask)) == 0.0
+
+
+def test_info_nce_prefers_aligned_pairs():
+    a = torch.nn.functional.normalize(torch.randn(8, 4), dim=1)
+    shuffled = a[torch.roll(torch.arange(8), 1)]
+    assert float(info_nce(a, a, 15.5)) < float(info_nce(a, shuffled, 15.5))
+
+
+def test_span_mask_hides_runs():
+    m = span_mask(np.random.default_rng(0), 500, 48, 0.3, 4)
+    assert 0.15 < m.mean() < 0.35
+    # runs: a hidden token's neighbour is usually hidden too
+    assert (m[:, 1:] & m[:, :-1]).sum() > 0.6 * m[:, 1:].sum()
+
+
+# ----------------------------------------------------------------------------- training
+
+def test_training_is_deterministic_and_resumable(catalog, trained, tmp_path):
+    first = load_checkpoint(trained / "model.pt")
+    # Interrupt a second run in its last epoch, then resume: same weights bit for bit.
+    out = tmp_path / "resumed"
+    cfg = TrainConfig(catalog=str(catalog), out=str(out), **TINY)
+    calls = {"n": 0}
+
+    def interrupt(stage, step, total, metrics):
+        if stage == "align" and step == total:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=interrupt)
+    assert (out / "checkpoint.pt").is_file() and not (out / "model.pt").exists()
+    with pytest.raises(AstroembedError, match="--resume"):
+        train(cfg)
+    summary = train(cfg, resume=True, progress=lambda *a: calls.__setitem__("n", calls["n"] + 1))
+    assert calls["n"] > 0
+    second = load_checkpoint(out / "model.pt")
+    for part in ("image", "spectrum"):
+        for key, value in first[part].items():
+            assert torch.equal(value, second[part][key]), (part, key)
+    assert [h["stage"] for h in summary["history"]] == ["pretrain"] * 2 + ["align"] * 2
+
+
+def test_resume_refuses_other_settings(catalog, tmp_path):
+    out = tmp_path / "m"
+    cfg = TrainConfig(catalog=str(catalog), out=str(out), **{**TINY, "align_epochs": 1,
+                                                              "pretrain_epochs": 1})
+    train(cfg)
+    (out / "model.pt").unlink()
+    other = TrainConfig(catalog=str(catalog), out=str(out), **{**TINY, "align_epochs": 3,
+                                                                "pretrain_epochs": 1})
+    with pytest.raises(AstroembedError, match="align_epochs"):
+        train(other, resume=True)
+
+
+def test_training_needs_images_and_spectra(tmp_path, catalog):
+    import pyarrow.parquet as pq
+
+    from astroembed.io.catalog import CatalogWriter, read_catalog_info, read_tile
+
+    info = read_catalog_info(catalog)
+    out = tmp_path / "noimages"
+    with CatalogWriter(out, ra_column="RA", dec_column="DEC") as writer:
+        for tile in info.tiles:
+            table = read_tile(catalog, *tile).drop_columns(["image"])
+            writer.write_tile(*tile, table)
+        writer.finish({"test": True}, schema=table.schema)
+    assert pq.read_schema(next(out.rglob("Npix=*.parquet")))
+    with pytest.raises(InputError, match="image"):
+        train(TrainConfig(catalog=str(out), out=str(tmp_path / "m"), **TINY))
+
+
+def test_checkpoint_is_not_unpickled(tmp_path):
+    evil = tmp_path / "model.pt"
+    torch.save({"config": {}, "obj": Path("x")}, evil)  # an arbitrary class: refused
+    with pytest.raises(InputError, match="not a readable"):
+        load_checkpoint(evil)
+
+
+# ----------------------------------------------------------------------------- export
+
+def test_export_parity_and_metadata_round_trip(exported, trained):
+    out, result = exported
+    assert sorted(p.name for p in out.iterdir()) == ["image.onnx", "model.json", "spectrum.onnx"]
+    for modality in ("image", "spectrum"):
+        assert result["encoders"][modality]["parity_max_abs_diff"] <= 1e-4
+    files = find_encoders(out)
+    image, spectrum = open_encoder(files["image"]), open_encoder(files["spectrum"])
+    assert image.info.modality == "image" and spectrum.info.modality == "spectrum"
+    assert image.info.dim == spectrum.info.dim == 16
+    assert image.info.preprocessing == default_image_preprocessing(16)
+    assert spectrum.info.preprocessing == default_spectrum_preprocessing(4)
+    assert image.info.name == "astroembed-sim" and image.info.version == "1.0.0"
+    assert len(image.info.hash) == 64 and image.info.hash != spectrum.info.hash
+    assert image.info.training_data_hash == load_checkpoint(trained / "model.pt")["data_digest"]
+    assert image.providers == ["CPUExecutionProvider"]
+
+
+def test_onnx_matches_torch_at_any_batch_size(exported, trained, catalog):
+    """Independent of export's own parity check: rows from the catalog, several batch sizes."""
+    from astroembed.io.catalog import image_array, read_catalog_info, read_tile
+    from astroembed.training import build_models, config_from_checkpoint
+
+    out, _ = exported
+    payload = load_checkpoint(trained / "model.pt")
+    img_model, spec_model = build_models(config_from_checkpoint(payload))
+    img_model.load_state_dict(payload["image"])
+    spec_model.load_state_dict(payload["spectrum"])
+    img_model.eval(), spec_model.eval()
+    info = read_catalog_info(catalog)
+    table = read_tile(catalog, *info.tiles[0], columns=["image", "flux", "ivar"]).slice(0, 37)
+    enc_i = open_encoder(out / "image.onnx")
+    enc_s = open_encoder(out / "spectrum.onnx")
+    x, _ = image_inputs(image_array(table["image"]), enc_i.info.preprocessing)
+    flux = np.stack(table["flux"].to_numpy(zero_copy_only=False))
+    ivar = np.stack(table["ivar"].to_numpy(zero_copy_only=False))
+    s, _ = spectrum_inputs(flux, ivar, enc_s.info.preprocessing)
+    with torch.no_grad():
+        want_i = img_model(torch.from_numpy(x["image"])).numpy()
+        want_s = spec_model(torch.from_numpy(s["spectrum"]), torch.from_numpy(s["stats"])).numpy()
+    for n in (1, 7, 37):
+        np.testing.assert_allclose(enc_i.run({"image": x["image"][:n]}), want_i[:n], atol=1e-4)
+        np.testing.assert_allclose(enc_s.run({k: v[:n] for k, v in s.items()}), want_s[:n],
+                                   atol=1e-4)
+
+
+def test_export_refuses_unfinished_training(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "checkpoint.pt").write_bytes(b"")
+    from astroembed.export import export_model
+
+    with pytest.raises(ModelError, match="--resume"):
+        export_model(tmp_path / "m", tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+# ----------------------------------------------------------------------------- bad ONNX files
+
+def _rewrite(src: Path, dst: Path, edit) -> Path:
+    model = onnx.load(str(src))
+    edit(model)
+    onnx.save_model(model, str(dst))
+    return dst
+
+
+def test_missing_metadata_is_refused(exported, tmp_path):
+    out, _ = exported
+    bad = _rewrite(out / "image.onnx", tmp_path / "image.onnx",
+                   lambda m: m.metadata_props.__delitem__(slice(None)))
+    with pytest.raises(ModelError, match="lacks .*preprocessing"):
+        open_encoder(bad)
+
+
+def test_truncated_file_is_refused(exported, tmp_path):
+    out, _ = exported
+    data = (out / "spectrum.onnx").read_bytes()
+    bad = tmp_path / "spectrum.onnx"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match="not a loadable ONNX model"):
+        open_encoder(bad)
+
+
+def test_declared_shape_must_match_preprocessing(exported, tmp_path):
+    out, _ = exported
+
+    def wrong_bin(model):
+        for p in model.metadata_props:
+            if p.key == "preprocessing":
+                prep = json.loads(p.value)
+                prep["bin"] = 2  # declares 3890 pixels; the graph takes 1945
+                p.value = json.dumps(prep)
+
+    bad = _rewrite(out / "spectrum.onnx", tmp_path / "spectrum.onnx", wrong_bin)
+    with pytest.raises(ModelError, match="declared as"):
+        open_encoder(bad)
+
+
+def _flatten_encoder(path: Path, side: int, meta: dict, dim: int = 16) -> Path:
+    """A valid ONNX graph image (batch, 3, side, side) -> (batch, dim), with ``meta``."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((3 * side * side, dim), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["image"], ["flat"]),
+         helper.make_node("MatMul", ["flat", "w"], ["embedding"])],
+        "flat", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, side, side])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", dim])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    for key, value in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save_model(model, str(path))
+    return path
+
+
+def test_wrong_graph_input_shape_is_refused(exported, tmp_path):
+    """A graph taking 20x20 crops that declares the 16-pixel preprocessing."""
+    out, _ = exported
+    meta = {p.key: p.value for p in onnx.load(str(out / "image.onnx")).metadata_props}
+    bad = _flatten_encoder(tmp_path / "image.onnx", 20, meta)
+    with pytest.raises(ModelError, match="graph input 'image' has shape"):
+        open_encoder(bad)
+    good = _flatten_encoder(tmp_path / "ok.onnx", 16, meta)
+    assert open_encoder(good).info.modality == "image"
+
+
+def test_mixed_models_in_one_directory_are_refused(exported, tmp_path):
+    out, _ = exported
+
+    def rename(model):
+        for p in model.metadata_props:
+            if p.key == "model_name":
+                p.value = "other"
+
+    (tmp_path / "mix").mkdir()
+    _rewrite(out / "image.onnx", tmp_path / "mix" / "image.onnx", rename)
+    (tmp_path / "mix" / "spectrum.onnx").write_bytes((out / "spectrum.onnx").read_bytes())
+    with pytest.raises(ModelError, match="different models"):
+        find_encoders(tmp_path / "mix")
+
+
+# ----------------------------------------------------------------------------- default model
+
+def test_default_model_ships_and_matches_preprocessing():
+    if not DEFAULT_MODEL_DIR.is_dir():
+        pytest.fail(f"the default model is missing from {DEFAULT_MODEL_DIR}; run `make model`")
+    files = find_encoders()
+    assert set(files) == {"image", "spectrum"}
+    total = sum(p.stat().st_size for p in files.values())
+    assert total < 20e6
+    image, spectrum = open_encoder(files["image"]), open_encoder(files["spectrum"])
+    # The contract it declares is what this astroembed's preprocessing produces.
+    crop = image.info.preprocessing["crop"]
+    assert image.info.preprocessing == default_image_preprocessing(crop)
+    assert spectrum.info.preprocessing == default_spectrum_preprocessing(
+        spectrum.info.preprocessing["bin"])
+    rng = np.random.default_rng(0)
+    x, ok = image_inputs(rng.normal(0, 0.05, (4, 3, 64, 64)), image.info.preprocessing)
+    assert ok.all() and x["image"].shape == (4, 3, crop, crop)
+    zi = image.run(x)
+    n_wave = spectrum.info.preprocessing["n_wave"]
+    s, ok = spectrum_inputs(rng.normal(1, 0.3, (4, n_wave)), np.full((4, n_wave), 4.0),
+                            spectrum.info.preprocessing)
+    assert s["spectrum"].shape == (4, 2, spectrum_length(spectrum.info.preprocessing))
+    zs = spectrum.run(s)
+    assert zi.shape == zs.shape == (4, image.info.dim)
+    np.testing.assert_allclose(np.linalg.norm(zs, axis=1), 1, atol=1e-5)
+    assert (DEFAULT_MODEL_DIR / "MODEL_CARD.md").is_file()
