@@ -192,6 +192,16 @@ class Encoder:
         return np.asarray(out, dtype=np.float32)
 
 
+def _provider_options(providers: list[str]) -> list:
+    """TensorRT with an engine cache (building engines takes minutes; reuse them across runs
+    and tiles) and full precision (fp16 would change the embeddings); others as they are."""
+    cache = os.environ.get("ASTROEMBED_TRT_CACHE",
+                           str(Path.home() / ".cache" / "astroembed" / "tensorrt"))
+    return [(p, {"trt_engine_cache_enable": "True", "trt_engine_cache_path": cache,
+                 "trt_fp16_enable": "False"}) if p == "TensorrtExecutionProvider" else p
+            for p in providers]
+
+
 def _session(path: Path, providers: list[str], threads: int | None):
     import onnxruntime as ort
 
@@ -201,7 +211,8 @@ def _session(path: Path, providers: list[str], threads: int | None):
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
     try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        return ort.InferenceSession(str(path), sess_options=opts,
+                                    providers=_provider_options(providers))
     except Exception as err:  # onnxruntime raises its own exception types for corrupt files
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelError(f"{path}: not a loadable ONNX model ({first}). Re-export it or check "

@@ -2,14 +2,19 @@
 
 Two stages, as AstroCLIP does:
 
-1. **Spectrum pretraining** on its own: masked reconstruction (hide ``mask_fraction`` of the
-   patches, predict their z-scored flux from the rest). Redshift is what makes one part of a
-   spectrum predictable from another (line and break positions), so the trunk learns it here;
-   contrastive alignment with images alone would not reward it directly.
+1. **Spectrum pretraining** on spectra alone, two self-supervised objectives at once:
+   masked reconstruction (hide runs of patches, predict their z-scored flux from the rest),
+   and agreement between two *independent* views of each spectrum: the even and the odd
+   pixels of the coadd grid, which carry the same galaxy under independent noise (InfoNCE
+   between their embeddings, with the scalar shortcuts of depth and flux level jittered
+   away). Redshift is what makes one part of a spectrum predictable from another and what
+   tells one galaxy's spectrum from another's, so the encoder learns it here; contrastive
+   alignment with images alone would not reward it directly (images know redshift only
+   roughly).
 2. **Alignment**: symmetric InfoNCE between image and spectrum embeddings with a fixed logit
-   scale (AstroCLIP: 15.5). The pretrained spectrum trunk is frozen (its tokens are computed
-   once), so alignment trains the image encoder and the spectrum head; images get random
-   flips, quarter turns and extra noise.
+   scale (AstroCLIP: 15.5). The pretrained spectrum encoder is locked (as in LiT, Zhai et
+   al. 2022: its embeddings are computed once), so alignment trains the image encoder to
+   land where its spectrum is; images get random flips, quarter turns and extra noise.
 
 Every epoch uses AdamW with linear warm-up and cosine decay, its randomness drawn from
 ``numpy.random.default_rng([seed, stage, epoch])``, and ends with an atomic checkpoint that
@@ -20,6 +25,7 @@ uninterrupted run. Checkpoints are loaded with ``weights_only=True`` (no unpickl
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import logging
@@ -58,6 +64,8 @@ class TrainConfig:
     pretrain_lr: float = 1e-3
     mask_fraction: float = 0.3
     mask_span: int = 4  # tokens per masked span: longer than the continuum can be interpolated over
+    view_weight: float = 0.2  # weight of the two-view InfoNCE against masked reconstruction
+    view_jitter: float = 0.25  # relative jitter of trust and flux level between the two views
     align_epochs: int = 24
     align_lr: float = 1e-3
     weight_decay: float = 0.05
@@ -87,6 +95,16 @@ class TrainConfig:
             raise ConfigError("pretrain_epochs must be >= 0 and align_epochs >= 1.")
         if not 0 < self.mask_fraction < 1:
             raise ConfigError(f"mask_fraction must be in (0, 1) (got {self.mask_fraction}).")
+        from astroembed.models import ImageEncoderConfig, SpectrumEncoderConfig
+
+        for section, cls, fixed in (("spectrum", SpectrumEncoderConfig, {"length", "embed_dim"}),
+                                    ("image", ImageEncoderConfig, {"crop", "embed_dim"})):
+            names = [f.name for f in dataclasses.fields(cls) if f.name not in fixed]
+            for key in getattr(self, section):
+                if key not in names:
+                    close = difflib.get_close_matches(key, names, n=1)
+                    hint = f" Did you mean '{close[0]}'?" if close else f" Valid keys: {', '.join(names)}."
+                    raise ConfigError(f"[{section}] has unknown key '{key}'.{hint}")
 
     def preprocessing(self) -> tuple[dict, dict]:
         """(image, spectrum) preprocessing dicts, as the exported metadata will declare."""
@@ -115,6 +133,8 @@ class TrainingData:
     image: np.ndarray      # (N, 3, crop, crop)
     spectrum: np.ndarray   # (N, 2, L)
     stats: np.ndarray      # (N, 2)
+    views: np.ndarray      # (N, 2, 2, L): even-pixel and odd-pixel views of each spectrum
+    view_stats: np.ndarray  # (N, 2, 2)
     redshift: np.ndarray   # (N,) for diagnostics only; never a training signal
     ids: np.ndarray        # (N,) int64
     dropped: dict
@@ -146,7 +166,8 @@ def load_training_data(catalog: str | Path, cfg: TrainConfig,
                          "cross-matched catalog with images and spectra (astroembed crossmatch "
                          "of Legacy Survey cutouts with DESI coadds).")
     img_prep, spec_prep = cfg.preprocessing()
-    parts: dict[str, list] = {k: [] for k in ("image", "spectrum", "stats", "z", "ids")}
+    parts: dict[str, list] = {k: [] for k in ("image", "spectrum", "stats", "views",
+                                              "view_stats", "z", "ids")}
     dropped = {"image": 0, "spectrum": 0}
     digest = hashlib.sha256()
     n_wave = int(spec_prep["n_wave"])
@@ -165,8 +186,15 @@ def load_training_data(catalog: str | Path, cfg: TrainConfig,
             images = image_array(table["image"], (3, *table["image"].type.shape[1:])
                                  if hasattr(table["image"].type, "shape") else None)
             img, ok_img = image_inputs(images, img_prep)
-            spec, ok_spec = spectrum_inputs(_column_array(table, "flux", n_wave),
-                                            _column_array(table, "ivar", n_wave), spec_prep)
+            flux = _column_array(table, "flux", n_wave)
+            ivar = _column_array(table, "ivar", n_wave)
+            spec, ok_spec = spectrum_inputs(flux, ivar, spec_prep)
+            views = []
+            for parity in (0, 1):
+                keep = (np.arange(n_wave) % 2 == parity)[None, :]
+                view, ok_view = spectrum_inputs(flux, np.where(keep, ivar, 0.0), spec_prep)
+                views.append(view)
+                ok_spec = ok_spec & ok_view
             ok = ok_img & ok_spec
             dropped["image"] += int((~ok_img).sum())
             dropped["spectrum"] += int((ok_img & ~ok_spec).sum())
@@ -174,6 +202,8 @@ def load_training_data(catalog: str | Path, cfg: TrainConfig,
             parts["image"].append(img["image"][ok])
             parts["spectrum"].append(spec["spectrum"][ok])
             parts["stats"].append(spec["stats"][ok])
+            parts["views"].append(np.stack([v["spectrum"][ok] for v in views], axis=1))
+            parts["view_stats"].append(np.stack([v["stats"][ok] for v in views], axis=1))
             parts["z"].append(table["Z"].to_numpy()[ok] if "Z" in columns
                               else np.full(ok.sum(), np.nan))
             parts["ids"].append(ids)
@@ -190,7 +220,8 @@ def load_training_data(catalog: str | Path, cfg: TrainConfig,
     cat = {k: np.concatenate(v) for k, v in parts.items()}
     n = cfg.max_rows or total
     return TrainingData(image=cat["image"][:n], spectrum=cat["spectrum"][:n],
-                        stats=cat["stats"][:n], redshift=cat["z"][:n], ids=cat["ids"][:n],
+                        stats=cat["stats"][:n], views=cat["views"][:n],
+                        view_stats=cat["view_stats"][:n], redshift=cat["z"][:n], ids=cat["ids"][:n],
                         dropped=dropped, digest=digest.hexdigest(), source=str(catalog))
 
 
@@ -298,61 +329,104 @@ def _tensor(x):
     return torch.from_numpy(np.ascontiguousarray(x))
 
 
+def _jittered_view(data: TrainingData, idx: np.ndarray, view: int, rng: np.random.Generator,
+                   jitter: float):
+    """One view of rows ``idx`` with its trust channel and flux-level stats jittered, so the
+    views can only be matched through the spectrum itself, not through the target's depth
+    or brightness (which both views share exactly)."""
+    x = data.views[idx, view].copy()
+    stats = data.view_stats[idx, view].copy()
+    if jitter > 0:
+        scale = rng.uniform(1 - jitter, 1 + jitter, (len(idx), 1)).astype(np.float32)
+        x[:, 1] = np.clip(x[:, 1] * scale, 0, 1)
+        stats += rng.normal(0, jitter, stats.shape).astype(np.float32)
+    return _tensor(x), _tensor(stats)
+
+
+def _pretrain_loss(model, data: TrainingData, idx: np.ndarray, cfg: TrainConfig,
+                   rng: np.random.Generator):
+    """Masked reconstruction of one view + InfoNCE between the two views' embeddings."""
+    from astroembed.models import info_nce
+
+    order = rng.random(len(idx)) < 0.5  # which view is masked, per row
+    xa, sa = _jittered_view(data, idx, 0, rng, cfg.view_jitter)
+    xb, sb = _jittered_view(data, idx, 1, rng, cfg.view_jitter)
+    first_x = _tensor(np.where(order[:, None, None], xa.numpy(), xb.numpy()))
+    first_s = _tensor(np.where(order[:, None], sa.numpy(), sb.numpy()))
+    second_x = _tensor(np.where(order[:, None, None], xb.numpy(), xa.numpy()))
+    second_s = _tensor(np.where(order[:, None], sb.numpy(), sa.numpy()))
+    mask = _tensor(span_mask(rng, len(idx), model.cfg.tokens, cfg.mask_fraction, cfg.mask_span))
+    tokens = model.tokens(first_x, first_s, mask)
+    recon = model.reconstruction_loss(tokens, first_x, mask)
+    if cfg.view_weight <= 0:
+        return recon, recon, recon * 0
+    contrast = info_nce(model.head(tokens), model(second_x, second_s), cfg.logit_scale)
+    return recon + cfg.view_weight * contrast, recon, contrast
+
+
 def _pretrain_epoch(model, opt, data: TrainingData, train_idx, cfg: TrainConfig, epoch: int,
-                    step0: int, total_steps: int, progress: Progress | None) -> float:
+                    step0: int, total_steps: int, progress: Progress | None) -> dict:
     import torch
 
     rng = np.random.default_rng([cfg.seed, 1, epoch])
     model.train()
     losses = []
-    batches = _batches(len(train_idx), cfg.batch_size, rng)
-    for i, b in enumerate(batches):
+    for i, b in enumerate(_batches(len(train_idx), cfg.batch_size, rng)):
         idx = np.sort(train_idx[b])
-        mask = span_mask(rng, len(idx), model.cfg.tokens, cfg.mask_fraction, cfg.mask_span)
         for group in opt.param_groups:
             group["lr"] = lr_at(step0 + i, total_steps, cfg.pretrain_lr, cfg.warmup_fraction)
-        loss = model.reconstruct(_tensor(data.spectrum[idx]), _tensor(data.stats[idx]),
-                                 _tensor(mask))
+        loss, recon, contrast = _pretrain_loss(model, data, idx, cfg, rng)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        losses.append(loss.item())
+        losses.append((loss.item(), recon.item(), contrast.item()))
         if progress:
-            progress("pretrain", step0 + i + 1, total_steps, {"loss": float(np.mean(losses[-20:]))})
-    return float(np.mean(losses))
+            progress("pretrain", step0 + i + 1, total_steps,
+                     {"loss": float(np.mean([x[0] for x in losses[-20:]]))})
+    mean = np.mean(losses, axis=0)
+    return {"loss": float(mean[0]), "reconstruction": float(mean[1]), "views": float(mean[2])}
 
 
-def _pretrain_val(model, data: TrainingData, val_idx, cfg: TrainConfig) -> float:
+def _pretrain_val(model, data: TrainingData, val_idx, cfg: TrainConfig) -> dict:
+    """Validation losses and how often a view finds its other view in the top 1%."""
     import torch
 
     rng = np.random.default_rng([cfg.seed, 99])
     model.eval()
-    total, n = 0.0, 0
+    sums, n = np.zeros(3), 0
+    za, zb = [], []
     with torch.no_grad():
-        for i in range(0, len(val_idx), cfg.batch_size):
+        for i in range(0, len(val_idx) - 1, cfg.batch_size):
             idx = val_idx[i:i + cfg.batch_size]
-            mask = span_mask(rng, len(idx), model.cfg.tokens, cfg.mask_fraction, cfg.mask_span)
-            loss = model.reconstruct(_tensor(data.spectrum[idx]), _tensor(data.stats[idx]),
-                                     _tensor(mask))
-            total, n = total + float(loss) * len(idx), n + len(idx)
-    return total / max(n, 1)
+            if len(idx) < 2:
+                break
+            losses = _pretrain_loss(model, data, idx, cfg, rng)
+            sums += np.array([x.item() for x in losses]) * len(idx)
+            n += len(idx)
+            za.append(model(*_jittered_view(data, idx, 0, rng, 0)).numpy())
+            zb.append(model(*_jittered_view(data, idx, 1, rng, 0)).numpy())
+    sums /= max(n, 1)
+    return {"val_loss": float(sums[0]), "val_reconstruction": float(sums[1]),
+            "val_views": float(sums[2]),
+            "val_top1pct_view_to_view": retrieval_top_fraction(np.concatenate(za),
+                                                               np.concatenate(zb))}
 
 
-def _trunk_tokens(model, data: TrainingData, batch: int) -> np.ndarray:
-    """Tokens of the frozen spectrum trunk for every row (computed once for alignment)."""
+def _spectrum_embeddings(model, data: TrainingData, batch: int) -> np.ndarray:
+    """Embeddings of the locked spectrum encoder for every row (computed once for alignment)."""
     import torch
 
     model.eval()
     out = []
     with torch.no_grad():
         for i in range(0, len(data), batch):
-            out.append(model.tokens(_tensor(data.spectrum[i:i + batch]),
-                                    _tensor(data.stats[i:i + batch])).numpy())
+            out.append(model(_tensor(data.spectrum[i:i + batch]),
+                             _tensor(data.stats[i:i + batch])).numpy())
     return np.concatenate(out)
 
 
-def _align_epoch(image_model, spectrum_model, opt, params, data, tokens, train_idx,
+def _align_epoch(image_model, opt, params, data, spectra, train_idx,
                  cfg: TrainConfig, epoch: int, step0: int, total_steps: int,
                  progress: Progress | None) -> float:
     import torch
@@ -361,7 +435,6 @@ def _align_epoch(image_model, spectrum_model, opt, params, data, tokens, train_i
 
     rng = np.random.default_rng([cfg.seed, 2, epoch])
     image_model.train()
-    spectrum_model.head.train()
     losses = []
     for i, b in enumerate(_batches(len(train_idx), cfg.batch_size, rng)):
         idx = np.sort(train_idx[b])
@@ -369,7 +442,7 @@ def _align_epoch(image_model, spectrum_model, opt, params, data, tokens, train_i
         for group in opt.param_groups:
             group["lr"] = lr_at(step0 + i, total_steps, cfg.align_lr, cfg.warmup_fraction)
         zi = image_model(_tensor(images))
-        zs = spectrum_model.head(_tensor(tokens[idx]))
+        zs = _tensor(spectra[idx])
         loss = info_nce(zi, zs, cfg.logit_scale)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -468,27 +541,25 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
         for e in range(epoch, cfg.pretrain_epochs):
             loss = _pretrain_epoch(spectrum_model, opt, data, train_idx, cfg, e,
                                    e * steps_per_epoch, total, progress)
-            history.append({"stage": "pretrain", "epoch": e + 1, "loss": loss,
-                            "val_loss": _pretrain_val(spectrum_model, data, val_idx, cfg)})
+            history.append({"stage": "pretrain", "epoch": e + 1, **loss,
+                            **_pretrain_val(spectrum_model, data, val_idx, cfg)})
             log.info("pretrain epoch %d: %s", e + 1, history[-1])
             checkpoint("pretrain", e + 1, opt)
         stage, epoch = "align", 0
     elif stage == "pretrain":
         stage, epoch = "align", 0
 
-    # ---- stage 2: alignment (spectrum trunk frozen)
+    # ---- stage 2: alignment (spectrum encoder locked)
     for p in spectrum_model.parameters():
         p.requires_grad_(False)
-    for p in spectrum_model.head.parameters():
-        p.requires_grad_(True)
-    tokens = _trunk_tokens(spectrum_model, data, 512)
-    params = list(image_model.parameters()) + list(spectrum_model.head.parameters())
+    spectra = _spectrum_embeddings(spectrum_model, data, 512)
+    params = list(image_model.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.align_lr, weight_decay=cfg.weight_decay)
     if state is not None and state["stage"] == "align" and epoch > 0:
         opt.load_state_dict(state["optimizer"])
     total = steps_per_epoch * cfg.align_epochs
     for e in range(epoch, cfg.align_epochs):
-        loss = _align_epoch(image_model, spectrum_model, opt, params, data, tokens, train_idx,
+        loss = _align_epoch(image_model, opt, params, data, spectra, train_idx,
                             cfg, e, e * steps_per_epoch, total, progress)
         zi, zs = embed_arrays(image_model, spectrum_model, data, val_idx)
         history.append({"stage": "align", "epoch": e + 1, "loss": loss,

@@ -40,6 +40,10 @@ def atomic_directory(final: str | os.PathLike, overwrite: bool = False) -> Itera
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    # mkdtemp makes the directory 0700; the published one gets the usual umask-based mode.
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o777 & ~mask)
     try:
         yield tmp
         if final.is_dir() and not any(final.iterdir()):

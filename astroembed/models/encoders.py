@@ -151,8 +151,12 @@ class SpectrumEncoder(nn.Module):
                     mask: torch.Tensor) -> torch.Tensor:
         """Masked-reconstruction loss: predict the z-scored flux of hidden patches, weighted
         by each pixel's trust (noisy and masked pixels count less or not at all)."""
-        hidden = self.tokens(spectrum, stats, mask)[:, 1:]
-        pred = self.decoder(hidden)
+        return self.reconstruction_loss(self.tokens(spectrum, stats, mask), spectrum, mask)
+
+    def reconstruction_loss(self, tokens: torch.Tensor, spectrum: torch.Tensor,
+                            mask: torch.Tensor) -> torch.Tensor:
+        """:meth:`reconstruct` given the masked tokens (so they can feed the head too)."""
+        pred = self.decoder(tokens[:, 1:])
         parts = self.patches(spectrum).reshape(spectrum.shape[0], self.cfg.tokens,
                                                self.cfg.channels, self.cfg.patch)
         target, trust = parts[:, :, 0], parts[:, :, 1]

@@ -1,0 +1,697 @@
+"""Embedding one tile at a time: stream its rows through the ONNX encoders and rewrite it.
+
+Why this shape: a tile can hold more rows than fit in memory (images ~49 kB and spectra
+~62 kB a row), so a tile is read one row group and ``batch_size`` rows at a time,
+preprocessed in NumPy exactly as the encoder's metadata declares
+(:mod:`astroembed.preprocess`), run, and written to a temporary file that replaces the tile
+only when it is complete. Reading + preprocessing the next batch and writing the previous
+one overlap with the model (two helper threads, one batch apart), which keeps a GPU busy and
+hides the Parquet work on CPU. Peak memory depends on the batch and row-group size, never on
+the number of rows. Rows whose input is missing (a null image or spectrum) or unusable (the
+preprocessing says so, or the model gives non-finite values) get a null embedding.
+
+Everything here works on one tile given by its path, so the same code runs in-process or in
+a Dask task (:func:`astroembed.pipeline.embed` does the orchestration; no dask here, and no
+torch: the runtime needs only onnxruntime, NumPy and pyarrow).
+
+Each embedding column is ``fixed_size_list<float32>[dim]`` named ``embedding_<modality>``
+(``embedding_<modality>_<name>`` with ``--name``) and carries, in its Parquet field metadata,
+the model that made it (:data:`FIELD_KEYS`). That metadata is also how a later run knows a
+tile is done: same column, same model hash -> skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from astroembed.errors import AstroembedError, InputError, ModelError, OutputError, where
+from astroembed.io.atomic import atomic_path
+from astroembed.io.catalog import (COMMON_METADATA_FILE, DATASET_DIR, ROW_GROUP_BYTES,
+                                   CatalogInfo, _publish_mode, find_tile, parse_tile,
+                                   read_catalog_info, tile_path)
+from astroembed.modelfile import MODALITIES, Encoder, find_encoders, open_encoder
+from astroembed.preprocess import image_inputs, spectrum_inputs
+
+__all__ = ["CATALOG_BANDS", "EncoderSpec", "EmbedPlan", "FIELD_KEYS", "TileJob", "TileResult",
+           "catalog_embeddings", "embed_tile", "embedding_column", "plan_embed"]
+
+log = logging.getLogger("astroembed")
+
+IMAGE_COLUMN = "image"
+FLUX_COLUMN = "flux"
+IVAR_COLUMN = "ivar"
+INPUT_COLUMNS = {"image": (IMAGE_COLUMN,), "spectrum": (FLUX_COLUMN, IVAR_COLUMN)}
+#: Bands of the catalog's image column when its field metadata does not say (DESIGN.md s. 3).
+CATALOG_BANDS = "grz"
+#: Field metadata of an embedding column (bytes keys in the Parquet schema).
+FIELD_KEYS = ("astroembed_embedding", "modality", "model_name", "model_version", "model_hash",
+              "embedding_dim", "created")
+
+
+def embedding_column(modality: str, name: str | None = None) -> str:
+    """``embedding_image`` or ``embedding_image_<name>``: several models can coexist."""
+    return f"embedding_{modality}" + (f"_{name}" if name else "")
+
+
+def _now() -> str:
+    return datetime.now(tz=timezone.utc).isoformat(timespec="seconds")
+
+
+# ----------------------------------------------------------------------------- what runs
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """One encoder to run, described by value so it travels to a Dask worker."""
+
+    modality: str
+    path: str
+    column: str
+    name: str
+    version: str
+    hash: str
+    dim: int
+    preprocessing: dict = field(compare=False)
+    image_shape: tuple[int, int, int] | None = None  # for images stored as a plain list
+
+    @classmethod
+    def from_encoder(cls, encoder: Encoder, column: str) -> EncoderSpec:
+        i = encoder.info
+        return cls(modality=i.modality, path=str(i.path), column=column, name=i.name,
+                   version=i.version, hash=i.hash, dim=i.dim, preprocessing=dict(i.preprocessing))
+
+    def arrow_field(self, created: str) -> pa.Field:
+        """The output column's Arrow field, with the model in its metadata."""
+        meta = {"astroembed_embedding": "1", "modality": self.modality,
+                "model_name": self.name, "model_version": self.version,
+                "model_hash": self.hash, "embedding_dim": str(self.dim), "created": created}
+        return pa.field(self.column, pa.list_(pa.float32(), self.dim), nullable=True,
+                        metadata=meta)
+
+
+@dataclass(frozen=True)
+class TileJob:
+    """Everything one task needs: paths and settings, never data."""
+
+    catalog: str
+    order: int
+    pixel: int
+    encoders: tuple[EncoderSpec, ...]
+    batch_size: int
+    device: str
+    threads: int | None
+
+    @property
+    def tile(self) -> str:
+        return f"{self.order}/{self.pixel}"
+
+
+@dataclass
+class TileResult:
+    """What one tile's run did; ``error`` (with its kind) when a user-fixable problem stopped it."""
+
+    order: int
+    pixel: int
+    rows: int = 0
+    embedded: dict[str, int] = field(default_factory=dict)
+    missing: dict[str, int] = field(default_factory=dict)
+    unusable: dict[str, int] = field(default_factory=dict)
+    providers: dict[str, list[str]] = field(default_factory=dict)  # what really ran, per modality
+    error: str | None = None
+    error_kind: str | None = None
+
+
+# ----------------------------------------------------------------------------- sessions
+
+_local = threading.local()
+_CACHE_SIZE = 8
+
+
+def get_encoder(spec: EncoderSpec, device: str, threads: int | None) -> Encoder:
+    """An open session for ``spec``, reused across tiles by the same thread.
+
+    Per thread, because one session's thread pool shared by concurrent tasks (Dask thread
+    workers) would make them fight over the same cores. ModelError if the file on disk is no
+    longer the model the run was planned with.
+    """
+    encoder = _cache().get((spec.path, spec.hash, device, threads))
+    if encoder is None:
+        encoder = open_encoder(spec.path, device=device, threads=threads)
+        if encoder.info.hash != spec.hash:
+            raise ModelError(f"{spec.path}: the model file changed during the run (hash "
+                             f"{encoder.info.hash[:12]}, planned {spec.hash[:12]}); run again.")
+        _remember(encoder, device, threads)
+    return encoder
+
+
+def _cache() -> dict:
+    if not hasattr(_local, "encoders"):
+        _local.encoders = {}
+    return _local.encoders
+
+
+def _remember(encoder: Encoder, device: str, threads: int | None) -> None:
+    """Keep ``encoder`` for this thread (the oldest go beyond a few models)."""
+    cache = _cache()
+    cache[(str(encoder.info.path), encoder.info.hash, device, threads)] = encoder
+    while len(cache) > _CACHE_SIZE:
+        cache.pop(next(iter(cache)))
+
+
+# ----------------------------------------------------------------------------- columns -> arrays
+
+def _list_values(array: pa.Array, width: int) -> np.ndarray:
+    """``(N, width)`` values of a fixed-size-list (or tensor) array, null slots included
+    (their values are arbitrary; callers mask them)."""
+    if isinstance(array, pa.ExtensionArray):
+        array = array.storage
+    flat = array.values.slice(array.offset * width, len(array) * width)
+    return flat.to_numpy(zero_copy_only=False).reshape(len(array), width)
+
+
+def _present(array: pa.Array) -> np.ndarray:
+    """Boolean mask of non-null rows."""
+    if array.null_count == 0:
+        return np.ones(len(array), dtype=bool)
+    return array.is_valid().to_numpy(zero_copy_only=False)
+
+
+def _read_inputs(batch: pa.RecordBatch, spec: EncoderSpec
+                 ) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """The encoder's raw inputs for the batch (cutouts ``(N, 3, H, W)``, or flux and ivar
+    ``(N, n_wave)``) and the mask of rows that have them (not null)."""
+    if spec.modality == "image":
+        column = batch.column(IMAGE_COLUMN)
+        shape = spec.image_shape or tuple(column.type.shape)
+        images = _list_values(column, int(np.prod(shape))).reshape(len(column), *shape)
+        return (images,), _present(column)
+    n_wave = int(spec.preprocessing["n_wave"])
+    flux, ivar = batch.column(FLUX_COLUMN), batch.column(IVAR_COLUMN)
+    return ((_list_values(flux, n_wave), _list_values(ivar, n_wave)),
+            _present(flux) & _present(ivar))
+
+
+def _preprocess(spec: EncoderSpec, arrays: tuple[np.ndarray, ...], rows: np.ndarray
+                ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Encoder inputs for ``rows`` and which of them are usable (:mod:`astroembed.preprocess`)."""
+    if rows.size < len(arrays[0]):
+        arrays = tuple(a[rows] for a in arrays)
+    if spec.modality == "image":
+        return image_inputs(arrays[0], spec.preprocessing)
+    return spectrum_inputs(arrays[0], arrays[1], spec.preprocessing)
+
+
+@dataclass
+class _Prepared:
+    """One batch and, per encoder, the rows that have input and their model inputs."""
+
+    batch: pa.RecordBatch
+    inputs: dict[str, tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]]
+
+
+def prepare_batch(batch: pa.RecordBatch, specs: tuple[EncoderSpec, ...]) -> _Prepared:
+    """The CPU half of a batch (decode the columns, preprocess); runs ahead of the model."""
+    inputs = {}
+    for spec in specs:
+        arrays, present = _read_inputs(batch, spec)
+        rows = np.flatnonzero(present)
+        model_inputs, ok = _preprocess(spec, arrays, rows) if rows.size else ({}, rows > 0)
+        inputs[spec.column] = (rows, model_inputs, ok)
+    return _Prepared(batch, inputs)
+
+
+def embed_prepared(prepared: _Prepared, spec: EncoderSpec, encoder: Encoder,
+                   counts: dict[str, dict[str, int]]) -> pa.FixedSizeListArray:
+    """The embedding column for one batch: nulls where the input is missing or unusable.
+
+    ``counts`` (embedded / missing / unusable per column) is updated in place.
+    """
+    n = prepared.batch.num_rows
+    rows, inputs, ok = prepared.inputs[spec.column]
+    out = np.zeros((n, spec.dim), dtype=np.float32)
+    valid = np.zeros(n, dtype=bool)
+    if ok.any():
+        emb = encoder.run({k: v[ok] for k, v in inputs.items()})
+        if emb.shape != (int(ok.sum()), spec.dim):
+            raise ModelError(f"{spec.path}: gave output of shape {emb.shape} for "
+                             f"{int(ok.sum())} rows; expected (rows, {spec.dim}).")
+        finite = np.isfinite(emb).all(axis=1)
+        target = rows[ok][finite]
+        out[target] = emb[finite]
+        valid[target] = True
+    counts["embedded"][spec.column] += int(valid.sum())
+    counts["missing"][spec.column] += int(n - rows.size)
+    counts["unusable"][spec.column] += int(rows.size - valid.sum())
+    return pa.FixedSizeListArray.from_arrays(pa.array(out.reshape(-1), pa.float32()),
+                                             type=pa.list_(pa.float32(), spec.dim),
+                                             mask=pa.array(~valid))
+
+
+# ----------------------------------------------------------------------------- one tile
+
+def _output_schema(schema: pa.Schema, specs: tuple[EncoderSpec, ...], created: str) -> pa.Schema:
+    """The tile's schema with each embedding column replaced in place, or appended."""
+    for spec in specs:
+        fld = spec.arrow_field(created)
+        i = schema.get_field_index(spec.column)
+        schema = schema.set(i, fld) if i >= 0 else schema.append(fld)
+    return schema
+
+
+class _RowGroupWriter:
+    """Collects output batches and writes them as row groups of about ``target_bytes``, so the
+    rewritten tile streams as well as the original (and memory stays bounded)."""
+
+    def __init__(self, writer: pq.ParquetWriter, schema: pa.Schema,
+                 target_bytes: int = ROW_GROUP_BYTES) -> None:
+        self.writer, self.schema, self.target = writer, schema, target_bytes
+        self.batches: list[pa.RecordBatch] = []
+        self.nbytes = 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        self.batches.append(batch)
+        self.nbytes += batch.nbytes
+        if self.nbytes >= self.target:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.batches:
+            table = pa.Table.from_batches(self.batches, schema=self.schema)
+            self.writer.write_table(table, row_group_size=table.num_rows)
+        self.batches, self.nbytes = [], 0
+
+
+def _assemble(batch: pa.RecordBatch, schema: pa.Schema,
+              new: dict[str, pa.Array]) -> pa.RecordBatch:
+    """The output batch: the input columns with the embedding columns set."""
+    arrays = [new[f.name] if f.name in new else batch.column(f.name) for f in schema]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _unreadable(file: Path, err: Exception) -> InputError:
+    return InputError(f"{file}: unreadable tile ({err}); rebuild the catalog with "
+                      "`astroembed crossmatch --overwrite`.")
+
+
+def _open_tile(file: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(file)
+    except (OSError, pa.ArrowException) as err:
+        raise _unreadable(file, err) from err
+
+
+def _read_batches(source: pq.ParquetFile, file: Path,
+                  batch_size: int) -> Iterator[pa.RecordBatch]:
+    """The tile's rows in batches of at most ``batch_size``, one row group at a time (so only
+    one row group is buffered); read errors become InputError naming the file."""
+    for group in range(source.num_row_groups):
+        batches = source.iter_batches(batch_size=batch_size, row_groups=[group])
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except (OSError, pa.ArrowException) as err:
+                raise _unreadable(file, err) from err
+            yield batch
+
+
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    """Columns worth dictionary-encoding: not the float lists (cutouts, spectra, embeddings),
+    where the writer would only try and fall back (a third of the write time)."""
+    return [f.name for f in schema
+            if not (pa.types.is_fixed_size_list(f.type)
+                    or isinstance(f.type, pa.FixedShapeTensorType))]
+
+
+def _pipelined(source: pq.ParquetFile, file: Path, job: TileJob,
+               pool: ThreadPoolExecutor) -> Iterator[_Prepared]:
+    """Prepared batches, the next one read and preprocessed in ``pool`` while the caller runs
+    the model on the current one (one batch ahead, so memory stays bounded)."""
+    batches = _read_batches(source, file, job.batch_size)
+
+    def next_prepared() -> _Prepared | None:
+        batch = next(batches, None)
+        return None if batch is None else prepare_batch(batch, job.encoders)
+
+    pending = pool.submit(next_prepared)
+    while (prepared := pending.result()) is not None:
+        pending = pool.submit(next_prepared)
+        yield prepared
+
+
+def embed_tile(job: TileJob, on_rows: Callable[[int], None] | None = None) -> TileResult:
+    """Embed one tile and replace it atomically; the old file stays until the new is complete.
+
+    Three stages overlap, one batch apart: read + preprocess (a thread), the model (this
+    thread), write (a thread); the batches and their order are the same as run one by one.
+    ``on_rows(n)`` is called after each batch (for a progress bar in-process).
+    """
+    file = tile_path(job.catalog, job.order, job.pixel)
+    encoders = {s.column: get_encoder(s, job.device, job.threads) for s in job.encoders}
+    counts: dict[str, dict[str, int]] = {k: {s.column: 0 for s in job.encoders}
+                                         for k in ("embedded", "missing", "unusable")}
+    rows = 0
+    with _open_tile(file) as source:
+        schema = _output_schema(source.schema_arrow, job.encoders, _now())
+        try:
+            with atomic_path(file) as tmp:
+                with pq.ParquetWriter(tmp, schema,
+                                      use_dictionary=_dictionary_columns(schema)) as writer:
+                    groups = _RowGroupWriter(writer, schema)
+                    with ThreadPoolExecutor(max_workers=2) as pool:
+                        written = None
+                        for prepared in _pipelined(source, file, job, pool):
+                            new = {s.column: embed_prepared(prepared, s, encoders[s.column],
+                                                            counts) for s in job.encoders}
+                            out = _assemble(prepared.batch, schema, new)
+                            if written is not None:
+                                written.result()  # in order; a write error surfaces here
+                            written = pool.submit(groups.add, out)
+                            rows += out.num_rows
+                            if on_rows:
+                                on_rows(out.num_rows)
+                        if written is not None:
+                            written.result()
+                    groups.flush()
+                _publish_mode(tmp)
+        except OSError as err:  # reading errors are InputError by now: this is the write
+            raise OutputError(f"{file}: cannot write the embedded tile: "
+                              f"{err.strerror or err}") from err
+    return TileResult(order=job.order, pixel=job.pixel, rows=rows, embedded=counts["embedded"],
+                      missing=counts["missing"], unusable=counts["unusable"],
+                      providers={s.modality: list(encoders[s.column].providers)
+                                 for s in job.encoders})
+
+
+def run_tile(job: TileJob, on_rows: Callable[[int], None] | None = None) -> TileResult:
+    """:func:`embed_tile`, with a user-fixable failure returned instead of raised, so one bad
+    tile does not stop the others (bugs still raise)."""
+    try:
+        return embed_tile(job, on_rows)
+    except AstroembedError as err:
+        return TileResult(order=job.order, pixel=job.pixel, error=str(err),
+                          error_kind=type(err).__name__)
+
+
+# ----------------------------------------------------------------------------- planning
+
+@dataclass
+class EmbedPlan:
+    """What a run will do, decided before any tile is touched."""
+
+    info: CatalogInfo
+    encoders: tuple[EncoderSpec, ...]
+    jobs: list[TileJob]
+    skipped: list[tuple[int, int]]
+    providers: dict[str, list[str]]
+
+    @property
+    def catalog(self) -> Path:
+        return self.info.path
+
+
+def _select_tiles(info: CatalogInfo, requested: tuple[str, ...]) -> list[tuple[int, int]]:
+    """The catalog's tiles, or those named by ``--tile`` (each must be a tile of the catalog)."""
+    if not requested:
+        return list(info.tiles)
+    tiles: list[tuple[int, int]] = []
+    for text in requested:
+        tile = find_tile(info, *parse_tile(text))
+        if tile not in tiles:
+            tiles.append(tile)
+    return tiles
+
+
+def _select_encoders(model: str | None, modality: str) -> dict[str, Path]:
+    """``{modality: file}`` of the encoders to run; ModelError when the model lacks one."""
+    paths = find_encoders(model)
+    wanted = MODALITIES if modality == "both" else (modality,)
+    where_ = model if model is not None else "the default model"
+    for m in wanted:
+        if m not in paths:
+            other = next(iter(paths))
+            hint = (f" Pass --modality {other} to embed {other}s only." if modality == "both"
+                    else "")
+            raise ModelError(f"{where_}: has no {m} encoder (it has {', '.join(paths)}).{hint}")
+    return {m: paths[m] for m in wanted}
+
+
+def _image_shape(fld: pa.Field, catalog: Path) -> tuple[int, int, int]:
+    """(3, H, W) of the image column: the tensor type, its ``shape`` metadata, or a square."""
+    if isinstance(fld.type, pa.FixedShapeTensorType):
+        shape = tuple(int(s) for s in fld.type.shape)
+    elif pa.types.is_fixed_size_list(fld.type):
+        meta = {k.decode(): v.decode() for k, v in (fld.metadata or {}).items()}
+        if "shape" in meta:
+            shape = tuple(int(s) for s in meta["shape"].split(","))
+        else:
+            side = int(round(np.sqrt(fld.type.list_size / 3)))
+            shape = (3, side, side)
+        if int(np.prod(shape)) != fld.type.list_size:
+            raise InputError(f"{where(catalog, column=fld.name)}: {fld.type.list_size} values "
+                             f"per row is not a (3, H, W) cutout; add field metadata "
+                             "shape=3,H,W.")
+    else:
+        raise InputError(f"{where(catalog, column=fld.name)}: type {fld.type} is not an image "
+                         "(expected fixed_shape_tensor float32 (3, H, W) g, r, z).")
+    if len(shape) != 3 or shape[0] != 3:
+        raise InputError(f"{where(catalog, column=fld.name)}: shape {shape}; expected (3, H, W) "
+                         "with the g, r, z bands.")
+    return shape  # type: ignore[return-value]
+
+
+def _field_meta(fld: pa.Field) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in (fld.metadata or {}).items()}
+
+
+def _missing_column(catalog: Path, schema: pa.Schema, names: tuple[str, ...],
+                    modality: str, requested: str) -> None:
+    missing = [n for n in names if n not in schema.names]
+    if missing:
+        other = "spectrum" if modality == "image" else "image"
+        hint = (f" Pass --modality {other} to embed only {other}s." if requested == "both"
+                else " Embed a catalog written by `astroembed crossmatch`.")
+        raise InputError(f"{catalog}: no {', '.join(missing)} column for the {modality} "
+                         f"encoder (the catalog has {len(schema)} columns: "
+                         f"{', '.join(schema.names[:12])}{', ...' if len(schema) > 12 else ''})."
+                         + hint)
+
+
+def _check_image(spec: EncoderSpec, schema: pa.Schema, catalog: Path) -> EncoderSpec:
+    """The image column can feed this encoder: g, r, z bands, cutouts at least the crop."""
+    fld = schema.field(IMAGE_COLUMN)
+    shape = _image_shape(fld, catalog)
+    prep, meta = spec.preprocessing, _field_meta(fld)
+    bands = str(meta.get("bands", CATALOG_BANDS))
+    if str(prep.get("bands", CATALOG_BANDS)) != bands:
+        raise ModelError(f"{spec.path}: the image encoder expects bands "
+                         f"{prep.get('bands')!r}; {where(catalog, column=IMAGE_COLUMN)} holds "
+                         f"{bands!r}. Use a model trained on {bands} cutouts.")
+    unit = meta.get("unit")
+    if unit and prep.get("unit") and unit != prep["unit"]:
+        raise ModelError(f"{spec.path}: the image encoder expects {prep['unit']}; "
+                         f"{where(catalog, column=IMAGE_COLUMN)} is in {unit}.")
+    crop = int(prep["crop"])
+    if shape[1] < crop or shape[2] < crop:
+        raise ModelError(f"{spec.path}: the image encoder needs cutouts of at least "
+                         f"{crop}x{crop} pixels; {where(catalog, column=IMAGE_COLUMN)} has "
+                         f"{shape[1]}x{shape[2]}.")
+    plain = not isinstance(fld.type, pa.FixedShapeTensorType)
+    return replace(spec, image_shape=shape) if plain else spec
+
+
+def _check_spectrum(spec: EncoderSpec, schema: pa.Schema, catalog: Path) -> EncoderSpec:
+    """flux/ivar lie on the wavelength grid the spectrum encoder declares."""
+    prep = spec.preprocessing
+    n_wave = int(prep["n_wave"])
+    for name in (FLUX_COLUMN, IVAR_COLUMN):
+        fld = schema.field(name)
+        if not pa.types.is_fixed_size_list(fld.type):
+            raise InputError(f"{where(catalog, column=name)}: type {fld.type}; expected "
+                             f"fixed_size_list<float32>[{n_wave}] on the DESI grid.")
+        meta = _field_meta(fld)
+        # Field metadata states the grid (crossmatch writes it); without it only the length
+        # can be checked, and the DESI grid is assumed.
+        grid = {"n_wave": float(fld.type.list_size),
+                "wave_start": float(meta.get("wave_start", prep["wave_start"])),
+                "wave_step": float(meta.get("wave_step", prep["wave_step"]))}
+        wanted = {k: float(prep[k]) for k in grid}
+        if any(abs(grid[k] - wanted[k]) > 1e-6 * max(1.0, abs(wanted[k])) for k in grid):
+            have = ", ".join(f"{k}={grid[k]:g}" for k in grid)
+            need = ", ".join(f"{k}={wanted[k]:g}" for k in wanted)
+            raise ModelError(f"{spec.path}: the spectrum encoder expects spectra on the grid "
+                             f"{need}; {where(catalog, column=name)} is on {have}. Use a "
+                             "model trained on this grid (or resample the spectra).")
+    unit = _field_meta(schema.field(FLUX_COLUMN)).get("unit")
+    if unit and prep.get("flux_unit") and unit != prep["flux_unit"]:
+        raise ModelError(f"{spec.path}: the spectrum encoder expects flux in "
+                         f"{prep['flux_unit']}; {where(catalog, column=FLUX_COLUMN)} is in {unit}.")
+    return spec
+
+
+def _check_existing(schema: pa.Schema, spec: EncoderSpec, file: Path) -> str | None:
+    """The model hash already in ``spec.column`` (None if absent); InputError if a column of
+    that name was not written by ``embed`` (it would be overwritten)."""
+    i = schema.get_field_index(spec.column)
+    if i < 0:
+        return None
+    meta = _field_meta(schema.field(i))
+    if "model_hash" not in meta:
+        raise InputError(f"{where(file, column=spec.column)}: exists and was not written by "
+                         "`astroembed embed`; pass --name NAME to write "
+                         f"{spec.column}_NAME instead.")
+    return meta["model_hash"]
+
+
+def _tile_schema(file: Path) -> pa.Schema:
+    try:
+        return pq.read_schema(file)
+    except (OSError, pa.ArrowException) as err:
+        raise InputError(f"{file}: unreadable tile ({err}); rebuild the catalog with "
+                         "`astroembed crossmatch --overwrite`.") from err
+
+
+def _gpu_build() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def catalog_is_simulated(info: CatalogInfo) -> bool:
+    """True when every input file the catalog was cross-matched from lies in a directory
+    written by ``astroembed simulate`` (it leaves ``simulation.json`` at its top)."""
+    inputs = [Path(i["path"]) for i in info.provenance.get("inputs", []) if "path" in i]
+    if not inputs:
+        return False
+
+    def simulated(file: Path) -> bool:
+        return any((parent / "simulation.json").is_file() for parent in file.parents)
+
+    return all(simulated(f) for f in inputs)
+
+
+def plan_embed(catalog: str | os.PathLike, *, tiles: tuple[str, ...] = (),
+               model: str | None = None, name: str | None = None, modality: str = "both",
+               batch_size: int = 256, device: str = "auto", threads: int | None = None,
+               force: bool = False, check_device: str | None = None) -> EmbedPlan:
+    """Check everything and decide per tile what to run; reads metadata only, writes nothing.
+
+    Raises (InputError, ModelError) for unknown tiles, a model that cannot run here
+    (``--device cuda`` without a GPU) or does not fit the catalog's columns (bands, cutout
+    size, wavelength grid), before any tile is touched. The encoders are opened here on
+    ``check_device`` (default ``device``): a client whose tiles run on remote Dask workers
+    checks on ``cpu`` and leaves the GPU to the workers.
+    """
+    check_device = check_device or device
+    info = read_catalog_info(catalog)
+    path = info.path
+    if not info.complete and not (path / DATASET_DIR / COMMON_METADATA_FILE).is_file():
+        raise InputError(f"{path}: incomplete: `astroembed crossmatch` is writing it or was "
+                         "interrupted. Finish that run (run it again) before embedding.")
+    selected = _select_tiles(info, tiles)
+    specs, providers = [], {}
+    for m, file in _select_encoders(model, modality).items():
+        _missing_column(path, info.schema, INPUT_COLUMNS[m], m, modality)
+        encoder = open_encoder(file, device=check_device, threads=threads)
+        _remember(encoder, check_device, threads)  # an in-process run reuses the session
+        spec = EncoderSpec.from_encoder(encoder, embedding_column(m, name))
+        check = _check_image if m == "image" else _check_spectrum
+        specs.append(check(spec, info.schema, path))
+        providers[m] = list(encoder.providers)
+        log.info("%s encoder %s (%s %s, hash %s) runs on %s", m, file, spec.name, spec.version,
+                 spec.hash[:12], ", ".join(encoder.providers))
+        if check_device == "auto" and not encoder.on_gpu and _gpu_build():
+            log.warning("onnxruntime has GPU support but no GPU could be used; %s runs on CPU "
+                        "(--device cuda makes this an error)", file.name)
+    for spec in specs:
+        _check_existing(info.schema, spec, path)
+    if model is None and not catalog_is_simulated(info):
+        log.warning("the default model was trained only on simulated galaxies (astroembed "
+                    "simulate); %s comes from other data, so its embeddings may not mean what "
+                    "they do on simulations. Train a model on your own catalog for real survey "
+                    "data (`astroembed train`, `astroembed export`).", path)
+    jobs, skipped = [], []
+    for order, pixel in selected:
+        file = tile_path(path, order, pixel)
+        schema = _tile_schema(file)
+        todo = tuple(s for s in specs if force or _check_existing(schema, s, file) != s.hash)
+        if todo:
+            jobs.append(TileJob(str(path), order, pixel, todo, batch_size, device, threads))
+        else:
+            skipped.append((order, pixel))
+    return EmbedPlan(info=info, encoders=tuple(specs), jobs=jobs, skipped=skipped,
+                     providers=providers)
+
+
+# ----------------------------------------------------------------------------- the whole catalog
+
+def catalog_embeddings(catalog: str | os.PathLike) -> tuple[dict[str, dict], str | None]:
+    """Per embedding column, what the catalog's tiles hold (from their footers alone), and
+    why the catalog cannot be marked complete (None when it can).
+
+    A catalog is complete when every tile has the same columns and each embedding column
+    was made by one model in every tile.
+    """
+    info = read_catalog_info(catalog)
+    columns: dict[str, dict] = {}
+    first: tuple[tuple[int, int], pa.Schema] | None = None
+    for tile in info.tiles:
+        file = tile_path(info.path, *tile)
+        try:
+            footer = pq.read_metadata(file)
+        except (OSError, pa.ArrowException) as err:
+            return columns, f"{file}: unreadable tile ({err})"
+        schema = footer.schema.to_arrow_schema()
+        if first is None:
+            first = (tile, schema)
+        elif not schema.equals(first[1], check_metadata=False):
+            only = sorted(set(first[1].names) ^ set(schema.names))
+            return columns, (f"tiles {first[0][0]}/{first[0][1]} and {tile[0]}/{tile[1]} have "
+                             f"different columns ({', '.join(only) or 'types differ'})")
+        for fld in schema:
+            meta = _field_meta(fld)
+            if "model_hash" not in meta or meta.get("astroembed_embedding") != "1":
+                continue
+            nulls = _null_rows(footer, fld.name)
+            entry = columns.setdefault(fld.name, {
+                "modality": meta.get("modality"), "model_name": meta.get("model_name"),
+                "model_version": meta.get("model_version"), "model_hash": meta["model_hash"],
+                "embedding_dim": int(meta.get("embedding_dim", 0)),
+                "created": meta.get("created"), "updated": meta.get("created"),
+                "rows_embedded": 0, "rows_null": 0, "tiles": 0})
+            if entry["model_hash"] != meta["model_hash"]:
+                return columns, (f"column {fld.name} was made by model {entry['model_hash'][:12]} "
+                                 f"in some tiles and {meta['model_hash'][:12]} in tile "
+                                 f"{tile[0]}/{tile[1]}")
+            entry["created"] = min(entry["created"] or "", meta.get("created") or "")
+            entry["updated"] = max(entry["updated"] or "", meta.get("created") or "")
+            entry["rows_null"] += nulls
+            entry["rows_embedded"] += footer.num_rows - nulls
+            entry["tiles"] += 1
+    return columns, None
+
+
+def _null_rows(footer: pq.FileMetaData, column: str) -> int:
+    """Null rows of a fixed-size-list column from the row-group statistics (one null leaf
+    entry per null list), without reading the data."""
+    nulls = 0
+    for g in range(footer.num_row_groups):
+        group = footer.row_group(g)
+        for c in range(group.num_columns):
+            chunk = group.column(c)
+            if chunk.path_in_schema.split(".")[0] == column:
+                stats = chunk.statistics
+                nulls += int(stats.null_count) if stats is not None and stats.has_null_count else 0
+                break
+    return nulls

@@ -1,0 +1,99 @@
+"""ONNX Runtime vs torch eager for both encoders on CPU (issue 4's speed check).
+
+    python bench/encoder_bench.py [--batch 256] [--repeats 10] [--threads 2]
+
+Builds the default architecture (TrainConfig defaults; timing does not depend on the weight
+values), exports it with astroembed's exporter, then times ``session.run`` against
+``torch.no_grad()`` forward passes on the same random batch, with the same thread count,
+after a warm-up. Writes bench/results/encoders.json and encoders.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _time(fn, repeats: int) -> float:
+    """Median seconds of ``fn()`` over ``repeats`` runs after two warm-up runs."""
+    fn(), fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def main() -> int:
+    import onnxruntime as ort
+    import torch
+
+    from astroembed.export import _export_one
+    from astroembed.modelfile import open_encoder  # noqa: F401  (contract checked below)
+    from astroembed.training import TrainConfig, build_models
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = TrainConfig(catalog="-", out="-")
+    image_model, spectrum_model = build_models(cfg)
+    image_model.eval(), spectrum_model.eval()
+    rng = np.random.default_rng(0)
+    length = spectrum_model.cfg.length
+    inputs = {
+        "image": {"image": rng.random((args.batch, 3, cfg.crop, cfg.crop), dtype=np.float32)},
+        "spectrum": {"spectrum": rng.standard_normal((args.batch, 2, length), dtype=np.float32),
+                     "stats": rng.standard_normal((args.batch, 2), dtype=np.float32)},
+    }
+    models = {"image": image_model, "spectrum": spectrum_model}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for modality, module in models.items():
+            names = list(inputs[modality])
+            example = tuple(torch.from_numpy(inputs[modality][n]) for n in names)
+            path = Path(tmp) / f"{modality}.onnx"
+            _export_one(module, example, names, path, {})
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = args.threads
+            opts.inter_op_num_threads = 1
+            session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            with torch.no_grad():
+                t_torch = _time(lambda: module(*example), args.repeats)
+            t_onnx = _time(lambda: session.run(None, inputs[modality]), args.repeats)
+            with torch.no_grad():
+                diff = float(np.abs(session.run(None, inputs[modality])[0]
+                                    - module(*example).numpy()).max())
+            rows.append({"encoder": modality, "batch": args.batch, "threads": args.threads,
+                         "torch_s": round(t_torch, 4), "onnx_s": round(t_onnx, 4),
+                         "torch_rows_per_s": round(args.batch / t_torch),
+                         "onnx_rows_per_s": round(args.batch / t_onnx),
+                         "onnx_speedup": round(t_torch / t_onnx, 2), "max_abs_diff": diff})
+    result = {"benchmark": "encoders", "command": " ".join(sys.argv),
+              "machine": f"{platform.machine()}, {args.threads} threads",
+              "torch": torch.__version__, "onnxruntime": ort.__version__, "rows": rows}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "encoders.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = ["| encoder | batch | torch eager rows/s | ONNX Runtime rows/s | ONNX / torch |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r['encoder']} | {r['batch']} | {r['torch_rows_per_s']} | {r['onnx_rows_per_s']} "
+              f"| {r['onnx_speedup']}x |" for r in rows]
+    (RESULTS / "encoders.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
