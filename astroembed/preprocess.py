@@ -82,24 +82,29 @@ def spectrum_inputs(flux: np.ndarray, ivar: np.ndarray,
                     spec: dict) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """``({"spectrum": (N, 2, L) float32, "stats": (N, 2) float32}, ok)`` from flux and ivar
     ``(N, n_wave)`` on the grid ``spec`` declares (see the module docstring)."""
-    flux = np.asarray(flux, dtype=np.float64)
-    ivar = np.asarray(ivar, dtype=np.float64)
+    # The wide (N, n_wave) steps run in float32 (half the memory traffic: this is the main
+    # per-row cost of `embed` after the model); per-spectrum sums below are in float64.
+    flux = np.asarray(flux, dtype=np.float32)
+    ivar = np.asarray(ivar, dtype=np.float32)
     n_wave, nbin = int(spec["n_wave"]), int(spec["bin"])
     if flux.ndim != 2 or flux.shape != ivar.shape or flux.shape[1] != n_wave:
         raise ValueError(f"flux and ivar must both be (N, {n_wave}); got {flux.shape} and "
                          f"{ivar.shape}")
-    length = n_wave // nbin
-    good = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
-    w = np.where(good, ivar, 0.0)[:, :length * nbin].reshape(len(flux), length, nbin)
-    f = np.where(good, flux, 0.0)[:, :length * nbin].reshape(len(flux), length, nbin)
-    wsum = w.sum(axis=2)
+    n, length = len(flux), n_wave // nbin
+    f, w = flux[:, :length * nbin], ivar[:, :length * nbin]
+    with np.errstate(invalid="ignore", over="ignore"):
+        good = (w > 0) & (w < np.inf) & np.isfinite(f)
+        w = np.where(good, w, np.float32(0))
+        fw = np.where(good, f * w, np.float32(0))
+    wsum = w.reshape(n, length, nbin).sum(axis=2, dtype=np.float64)
+    fwsum = fw.reshape(n, length, nbin).sum(axis=2, dtype=np.float64)
     valid = wsum > 0
-    binned = np.divide((f * w).sum(axis=2), wsum, out=np.zeros_like(wsum), where=valid)
+    binned = np.divide(fwsum, wsum, out=np.zeros_like(wsum), where=valid)
     nvalid = valid.sum(axis=1)
     mean = np.divide(np.where(valid, binned, 0).sum(axis=1), nvalid,
-                     out=np.zeros(len(flux)), where=nvalid > 0)
+                     out=np.zeros(n), where=nvalid > 0)
     resid = np.where(valid, binned - mean[:, None], 0.0)
-    std = np.sqrt(np.divide((resid ** 2).sum(axis=1), nvalid, out=np.zeros(len(flux)),
+    std = np.sqrt(np.divide((resid ** 2).sum(axis=1), nvalid, out=np.zeros(n),
                             where=nvalid > 0))
     ok = (nvalid >= float(spec["min_valid_fraction"]) * length) & (std > 0)
     safe_std = np.where(ok, std, 1.0)
