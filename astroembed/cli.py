@@ -281,12 +281,454 @@ def info(
 
 
 # ---- embed (issue 5): owned by the embed work; edit only between these markers ----
+def _embed_progress(run):
+    """Run ``run(progress)`` under rich bars for tiles and rows (with rows/s); none with -q."""
+    if _quiet():
+        return run(None)
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn,
+                               TextColumn, TimeElapsedColumn)
+    from rich.text import Text
+
+    class RowsPerSecond(ProgressColumn):
+        def render(self, task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:,.0f} rows/s" if task.fields.get("rate") and speed else "")
+
+    bars: dict[str, int] = {}
+    progress = Progress(TextColumn("{task.description:>6}"), BarColumn(), MofNCompleteColumn(),
+                        RowsPerSecond(), TimeElapsedColumn(), console=_stderr())
+
+    def update(stage: str, done: int, total: int) -> None:
+        if not bars:
+            progress.start()  # only once the checks passed: an early error stays one line
+        if stage not in bars:
+            bars[stage] = progress.add_task(stage, total=total, rate=stage == "rows")
+        progress.update(bars[stage], completed=done)
+
+    try:
+        return run(update)
+    finally:
+        if bars:
+            progress.stop()
+
+
+def _print_embed_summary(summary: dict, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    s = summary
+    cols = "; ".join(f"{name}: {c['embedded']} embedded, {c['null_missing_input']} null (no "
+                     f"input), {c['null_unusable_input']} null (unusable input)"
+                     for name, c in s["columns"].items())
+    devices = ", ".join(sorted({p[0] for p in s["providers"].values()})) or "-"
+    rate = f", {s['rows_per_second']:,.0f} rows/s" if s["rows_embedded"] else ""
+    typer.echo(f"{s['rows_embedded']} rows embedded in {s['tiles_embedded']} tiles, "
+               f"{s['rows_skipped']} rows skipped ({s['tiles_skipped']} tiles already done), "
+               f"{s['rows_failed']} rows failed ({s['tiles_failed']} tiles) in {s['seconds']} s"
+               f"{rate} on {devices}")
+    if cols:
+        typer.echo(cols)
+    if not s["complete"]:
+        typer.echo(f"{s['catalog']} is incomplete: {s['incomplete_reason']}", err=True)
+
+
+@app.command()
+def embed(
+    catalog: Annotated[Path, typer.Option("--catalog", help="Catalog to add embedding columns to (HATS, e.g. from crossmatch).")],
+    tile: Annotated[Optional[list[str]], typer.Option("--tile", help="Only this tile, ORDER/PIXEL; repeat for more (`astroembed info CAT --tiles` lists them). Default: every tile.")] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", help="ONNX model directory (image.onnx, spectrum.onnx) or one .onnx file. Default: the model shipped with astroembed.")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Column suffix: embedding_<modality>_NAME, so several models can coexist.")] = None,
+    modality: Annotated[str, typer.Option(help="image | spectrum | both.")] = "both",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per model call.")] = 256,
+    device: Annotated[str, typer.Option(help="auto (GPU when usable, else CPU) | cpu | cuda (an error without a usable GPU).")] = "auto",
+    threads: Annotated[Optional[int], typer.Option(help="onnxruntime threads per task (default: the cores shared among local workers; 1 with --scheduler).")] = None,
+    scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address, e.g. tcp://host:8786 (one task per tile).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Local Dask workers (default: run in this process).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Re-embed tiles already embedded with the same model.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+) -> None:
+    """Add embedding columns to a catalog, tile by tile, with ONNX encoders.
+
+    Writes embedding_image / embedding_spectrum (d float32 values a row; null where the
+    input is missing or unusable), the model's name, version, hash and dimension in each
+    column's metadata. Each tile is rewritten atomically; tiles already embedded with the
+    same model are skipped (--force redoes them), so a killed run just runs again.
+
+    Example:  astroembed embed --catalog demo/matched --model models/mine-onnx
+    """
+    from .config import EmbedConfig
+    from .pipeline import embed as run_embed
+
+    with _user_errors():
+        cfg = EmbedConfig(catalog=str(catalog), tiles=tuple(tile or ()),
+                          model=str(model) if model is not None else None, name=name,
+                          modality=modality, batch_size=batch_size, device=device,
+                          threads=threads, scheduler=scheduler, workers=workers, force=force)
+        try:
+            summary = _embed_progress(lambda p: run_embed(cfg, progress=p))
+        except AstroembedError as err:
+            if getattr(err, "summary", None):
+                _print_embed_summary(err.summary, as_json)
+            raise
+    _print_embed_summary(summary, as_json)
 # ---- end embed ----
 
 # ---- probe, predict, search (issue 6): edit only between these markers ----
+def _probe_choices(values: Optional[list[str]], everything: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """``--x a,b --x c`` -> ("a", "b", "c"); "all" -> ``everything``."""
+    out: list[str] = []
+    for value in values or []:
+        for part in value.split(","):
+            part = part.strip()
+            if part == "all" and everything:
+                out.extend(everything)
+            elif part:
+                out.append(part)
+    return tuple(dict.fromkeys(out))
+
+
+def _probe_json(doc) -> str:
+    """Strict JSON (non-finite floats become null, so every parser accepts it)."""
+    import math
+
+    def clean(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {str(k): clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+            return clean(value.item())
+        return value
+
+    return json.dumps(clean(doc), indent=2, allow_nan=False, default=str)
+
+
+def _lazy_progress(run):
+    """Like ``_with_progress``, but the bar appears at the first update, so an error raised
+    before any work (a bad argument) stays one line on stderr."""
+    if _quiet():
+        return run(None)
+    import contextlib
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bars: dict[str, int] = {}
+    with contextlib.ExitStack() as stack:
+        holder: list = []
+
+        def update(stage: str, done: int, total: int) -> None:
+            if not holder:
+                holder.append(stack.enter_context(Progress(
+                    TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=_stderr(), transient=False)))
+            if stage not in bars:
+                bars[stage] = holder[0].add_task(stage, total=total)
+            holder[0].update(bars[stage], completed=done)
+
+        return run(update)
+
+
+def _probe_fmt(value, spec: str = ".4f", std=None) -> str:
+    if value is None:
+        return "-"
+    text = format(value, spec)
+    return f"{text}±{format(std, spec)}" if std is not None else text
+
+
+@app.command()
+def probe(
+    catalog: Annotated[Path, typer.Option("--catalog", "-c", help="Catalog with embedding columns.")],
+    target: Annotated[str, typer.Option(help="Numeric column to predict; 'redshift' means DESI's Z.")] = "redshift",
+    embedding: Annotated[Optional[list[str]], typer.Option("--embedding", "-e", help="image | spectrum | both (comma list or repeated; default: every one present, and both).")] = None,
+    method: Annotated[list[str], typer.Option("--method", "-m", help="knn | linear | mlp | all (comma list or repeated).")] = ["knn"],  # noqa: B006
+    folds: Annotated[int, typer.Option(help="Cross-validation folds.")] = 5,
+    k: Annotated[int, typer.Option("--k", help="Neighbours of the k-NN probe (AstroCLIP: 64).")] = 64,
+    metric: Annotated[str, typer.Option(help="k-NN distance on standardised embeddings: cosine | euclidean.")] = "cosine",
+    seed: Annotated[int, typer.Option(help="Seed of the folds and the MLP.")] = 0,
+    index: Annotated[str, typer.Option(help="k-NN neighbours: exact | faiss | auto (faiss above 2e5 rows).")] = "auto",
+    name: Annotated[Optional[str], typer.Option(help="Model name: use embedding_<modality>_NAME columns.")] = None,
+    id_column: Annotated[Optional[str], typer.Option("--id-column", help="Object key (default: the catalog's, TARGETID).")] = None,
+    baselines: Annotated[bool, typer.Option("--baselines/--no-baselines", help="Also probe photometry and a PCA of the raw spectra.")] = True,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Directory for predictions.parquet, PNG plots and probe.json.")] = None,
+    save: Annotated[Optional[Path], typer.Option("--save", help="Save the best embedding probe (refitted on all rows) to this directory.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --save directory.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as one JSON document on stdout.")] = False,
+) -> None:
+    """Cross-validated probes: how well the embeddings predict a catalog quantity.
+
+    Distance-weighted k-NN (zero-shot), ridge (penalty by inner CV) and a small early-stopped
+    MLP on standardised embeddings (fitted on the training folds only), against baselines run
+    through the same k-NN: g, r, z magnitudes and colours, and a PCA of the raw spectra. Rows
+    with ZWARN != 0 (redshift), a NaN target or a null embedding are left out and counted.
+    Metrics per fold (mean ± fold-to-fold std): R^2, and for redshift sigma_NMAD, outlier
+    fraction (|dz|/(1+z) > 0.15) and bias.
+
+    Example:  astroembed probe --catalog demo/matched --target redshift --method all --out demo/probe
+    """
+    from .config import PROBE_METHODS, ProbeConfig
+    from .probe import prepare_probe, run_probe
+
+    with _user_errors():
+        cfg = ProbeConfig(
+            catalog=str(catalog), target=target, embedding=_probe_choices(embedding),
+            method=_probe_choices(method, PROBE_METHODS), folds=folds, k=k, metric=metric,
+            seed=seed, index=index, name=name, id_column=id_column, baselines=baselines,
+            out=str(out) if out else None, save=str(save) if save else None, overwrite=overwrite)
+        plan = prepare_probe(cfg)
+        doc = _lazy_progress(lambda p: run_probe(cfg, progress=p, prepared=plan))
+    if as_json:
+        for r in doc["results"]:
+            r.pop("folds", None)
+        typer.echo(_probe_json(doc))
+        return
+    _print_probe(doc)
+
+
+def _print_probe(doc: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from rich import box
+
+    console = Console(highlight=False)
+    table = Table(title=f"probe of {doc['target']}: {doc['n_rows']} rows, {doc['folds']}-fold CV, "
+                        f"mean±std over folds; k-NN k={doc['k']} {doc['metric']} {doc['index']}",
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+    cols = ["features", "method", "R²"]
+    cols += ["σ_NMAD", "outliers", "bias"] if doc["redshift"] else ["RMSE"]
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("features", "method") else "right", no_wrap=True)
+    for r in doc["results"]:
+        row = [r["features"], r["method"], _probe_fmt(r["r2"], std=r["r2_std"])]
+        if doc["redshift"]:
+            row += [_probe_fmt(r["sigma_nmad"], std=r["sigma_nmad_std"]),
+                    _probe_fmt(r["outlier_fraction"], ".3f"), _probe_fmt(r["bias"], "+.4f")]
+        else:
+            row.append(_probe_fmt(r["rmse"], ".4g", std=r["rmse_std"]))
+        table.add_row(*row)
+    console.print(table)
+    sys.stdout.flush()  # the table before the notes below on a shared terminal
+    if _quiet():
+        return
+    ex = ", ".join(f"{k} {v}" for k, v in doc["excluded"].items() if v) or "none"
+    err = _stderr()
+    err.print(f"excluded rows: {ex}; columns: "
+              + ", ".join(f"{m}={c}" for m, c in doc["columns"].items()), highlight=False)
+    for note in doc["notes"]:
+        err.print(f"note: {note}", highlight=False)
+    if doc["outputs"]:
+        err.print(f"wrote {doc['outputs']['predictions']} and {len(doc['outputs']['plots'])} plots",
+                  highlight=False)
+    if doc["saved"]:
+        s = doc["saved"]
+        err.print(f"saved the {s['features']} {s['method']} probe (R^2 {s['r2']:.4f}) to {s['path']}",
+                  highlight=False)
+
+
+@app.command()
+def predict(
+    catalog: Annotated[Path, typer.Option("--catalog", "-c", help="Catalog to add the prediction column to (in place).")],
+    probe_path: Annotated[Path, typer.Option("--probe", help="A probe saved by `astroembed probe --save`.")],
+    column: Annotated[Optional[str], typer.Option(help="Name of the new column (default pred_<target>).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing column of that name.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+) -> None:
+    """Append a saved probe's predictions as a column to every tile of a catalog.
+
+    Each tile is rewritten atomically; the catalog reads as incomplete until every tile is done.
+    Rows without the embeddings the probe needs get null. A k-NN probe predicts the rows it
+    was trained on (same ID) leave-one-out, so its column is not the training targets copied.
+
+    Example:  astroembed predict --catalog demo/matched --probe demo/z_probe
+    """
+    from .probe import predict_catalog
+
+    with _user_errors():
+        summary = _lazy_progress(lambda p: predict_catalog(catalog, probe_path, column=column,
+                                                           overwrite=overwrite, progress=p))
+    if as_json:
+        typer.echo(_probe_json(summary))
+        return
+    typer.echo(f"added {summary['column']} ({summary['features']} {summary['method']} probe of "
+               f"{summary['target']}) to {summary['rows']} rows in {summary['tiles']} tiles of "
+               f"{summary['catalog']} ({summary['null']} null: no embedding)")
+
+
+@app.command()
+def search(
+    catalog: Annotated[Path, typer.Option("--catalog", "-c", help="Catalog with embedding columns.")],
+    like: Annotated[Optional[str], typer.Option("--like", help="ID of the query object (the catalog's ID column).")] = None,
+    from_modality: Annotated[str, typer.Option("--from", help="Query embedding: image | spectrum.")] = "image",
+    to_modality: Annotated[Optional[str], typer.Option("--to", help="Searched embedding: image | spectrum (default: as --from).")] = None,
+    k: Annotated[int, typer.Option("-k", "--k", help="Neighbours to show.")] = 10,
+    index: Annotated[str, typer.Option(help="exact | faiss | auto (faiss above 1e6 rows; the index is stored in CAT/astroembed_index/).")] = "auto",
+    name: Annotated[Optional[str], typer.Option(help="Model name: use embedding_<modality>_NAME columns.")] = None,
+    id_column: Annotated[Optional[str], typer.Option("--id-column", help="Object key (default: the catalog's, TARGETID).")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="PNG of the query and its neighbours (cutouts, spectra).")] = None,
+    evaluate: Annotated[bool, typer.Option("--evaluate", help="Retrieval report instead: top-1/10/1% accuracy of finding each object's partner across modalities.")] = False,
+    queries: Annotated[int, typer.Option(help="--evaluate: objects queried per direction (a seeded sample; all are searched).")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Seed of the --evaluate sample and the faiss index.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+) -> None:
+    """Nearest neighbours by cosine similarity of embeddings, in or across modalities.
+
+    --from image --to spectrum finds the spectra most like an object's image (its own
+    spectrum is flagged as the partner). --evaluate reports how often each object's own
+    partner is found across modalities (top-1, top-10, top-1%): a model-quality metric.
+
+    Example:  astroembed search --catalog demo/matched --like 39627652591521042 --from image --to spectrum
+    """
+    from .config import SearchConfig
+    from .search import SearchCatalog, evaluate_catalog, neighbours, plot_neighbours, search_modalities
+
+    with _user_errors():
+        cfg = SearchConfig(catalog=str(catalog), like=like, from_modality=from_modality,
+                           to_modality=to_modality, k=k, index=index, name=name,
+                           id_column=id_column, plot=str(plot) if plot else None,
+                           evaluate=evaluate, queries=queries, seed=seed)
+        cfg.validate()
+        cat = SearchCatalog.open(catalog, search_modalities(from_modality, to_modality, evaluate),
+                                 name=name, id_column=id_column)
+        if evaluate:
+            report = evaluate_catalog(cat, queries=queries, seed=seed)
+        else:
+            report = neighbours(cat, like, from_modality, to_modality, k=k, index=index, seed=seed)
+            if plot:
+                report["plot"] = str(plot_neighbours(cat, report, plot))
+    if as_json:
+        typer.echo(_probe_json(report))
+    elif evaluate:
+        _print_retrieval(report)
+    else:
+        _print_neighbours(report)
+
+
+def _print_neighbours(report: dict) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    q = report["query"]
+    table = Table(title=f"{report['columns']['from']} of {report['id_column']} {q['id']}"
+                        + (f" (z {q['Z']:.4f})" if q.get("Z") is not None else "")
+                        + f" -> {report['columns']['to']}: {report['index']} cosine search "
+                        f"over {report['n_searched']} rows", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    for c in ("rank", report["id_column"], "similarity", "Z", "partner"):
+        table.add_column(c, justify="right" if c != "partner" else "center")
+    for n in report["neighbours"]:
+        table.add_row(str(n["rank"]), str(n["id"]), f"{n['similarity']:.4f}",
+                      _probe_fmt(n.get("Z")), "*" if n["partner"] else "")
+    Console(highlight=False).print(table)
+    if report.get("plot") and not _quiet():
+        _stderr().print(f"wrote {report['plot']}", highlight=False)
+
+
+def _print_retrieval(report: dict) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"retrieval of each object's partner: {report['n_objects']} objects "
+                        f"with both embeddings", title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False)
+    for c in ("from", "to", "queries", "top-1", "top-10", f"top-1% (k={report['top1pct_k']})",
+              "median rank"):
+        table.add_column(c, justify="right" if c not in ("from", "to") else "left")
+    for d in report["directions"]:
+        table.add_row(d["from"], d["to"], str(d["n_queries"]), f"{d['top1']:.3f}",
+                      f"{d['top10']:.3f}", f"{d['top1pct']:.3f}", f"{d['median_rank']:.0f}")
+    ch = report["chance"]
+    table.add_row("chance", "", "", f"{ch['top1']:.3g}", f"{ch['top10']:.3g}",
+                  f"{ch['top1pct']:.3g}", "")
+    Console(highlight=False).print(table)
+
+
 # ---- end probe ----
 
 # ---- train, export (issue 4): edit only between these markers ----
+def _training_progress():
+    """A rich bar per training stage with the running loss (None with -q)."""
+    if _quiet():
+        return contextlib.nullcontext(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    @contextlib.contextmanager
+    def bars():
+        tasks: dict[str, int] = {}
+        with Progress(TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(),
+                      console=_stderr()) as progress:
+            def update(stage: str, step: int, total: int, metrics: dict) -> None:
+                if stage not in tasks:
+                    tasks[stage] = progress.add_task(stage, total=total, loss=float("nan"))
+                progress.update(tasks[stage], completed=step, loss=metrics.get("loss", float("nan")))
+
+            yield update
+
+    return bars()
+
+
+@app.command()
+def train(
+    catalog: Annotated[Path, typer.Option("--catalog", help="Cross-matched catalog with images and spectra.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model directory (checkpoints, model.pt, training.json).")],
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML file with training settings (keys of TrainConfig).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in OUT.")] = False,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (same seed, same model).")] = None,
+    pretrain_epochs: Annotated[Optional[int], typer.Option("--pretrain-epochs", help="Spectrum masked-reconstruction epochs.")] = None,
+    align_epochs: Annotated[Optional[int], typer.Option("--align-epochs", help="Contrastive alignment epochs.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Rows per step.")] = None,
+    max_rows: Annotated[Optional[int], typer.Option("--max-rows", help="Use at most this many rows (0 = all).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="torch threads (0 = all cores).")] = None,
+) -> None:
+    """Train an AstroCLIP-style image + spectrum encoder pair on a cross-matched catalog.
+
+    Stage 1 pretrains the spectrum encoder by masked reconstruction; stage 2 aligns images
+    and spectra with a symmetric InfoNCE loss. Checkpoints every epoch; --resume continues.
+
+    Example:  astroembed train --catalog demo/matched --out models/mine
+    """
+    from .config import from_mapping, load_toml
+    from .training import TrainConfig, train as run_train
+
+    with _user_errors():
+        values = load_toml(config) if config else {}
+        flags = {"seed": seed, "pretrain_epochs": pretrain_epochs, "align_epochs": align_epochs,
+                 "batch_size": batch_size, "max_rows": max_rows, "threads": threads}
+        values.update({k: v for k, v in flags.items() if v is not None})
+        values.update(catalog=str(catalog), out=str(out))
+        cfg = from_mapping(TrainConfig, values, source=str(config or "train"))
+        with _training_progress() as progress:
+            summary = run_train(cfg, resume=resume, progress=progress)
+    last = summary["history"][-1]
+    typer.echo(f"trained on {summary['train_rows']} rows ({summary['val_rows']} validation) in "
+               f"{summary['seconds']} s; validation image->spectrum top-1%: "
+               f"{last.get('val_top1pct_image_to_spectrum', float('nan')):.3f}; model in {out}")
+
+
+@app.command()
+def export(
+    model_dir: Annotated[Path, typer.Argument(help="Directory written by `astroembed train`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for image.onnx, spectrum.onnx, model.json.")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
+) -> None:
+    """Export a trained pair to ONNX (one file per encoder, contract in the metadata).
+
+    Checks torch-vs-ONNX parity on a real batch (max abs difference <= 1e-4) and writes
+    nothing if it fails. `astroembed embed --model OUT` uses the result.
+
+    Example:  astroembed export models/mine --out models/mine-onnx
+    """
+    from .export import export_model
+
+    with _user_errors():
+        result = export_model(model_dir, out, overwrite=overwrite)
+    for modality, e in result["encoders"].items():
+        typer.echo(f"{out}/{e['file']}: {modality} encoder, {e['bytes'] / 1e6:.1f} MB, parity "
+                   f"max |onnx - torch| = {e['parity_max_abs_diff']:.1e}, hash {e['model_hash'][:12]}")
 # ---- end train ----
 
 

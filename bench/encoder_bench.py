@@ -39,7 +39,6 @@ def main() -> int:
     import torch
 
     from astroembed.export import _export_one
-    from astroembed.modelfile import open_encoder  # noqa: F401  (contract checked below)
     from astroembed.training import TrainConfig, build_models
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

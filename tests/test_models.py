@@ -318,3 +318,32 @@ def test_default_model_ships_and_matches_preprocessing():
     assert zi.shape == zs.shape == (4, image.info.dim)
     np.testing.assert_allclose(np.linalg.norm(zs, axis=1), 1, atol=1e-5)
     assert (DEFAULT_MODEL_DIR / "MODEL_CARD.md").is_file()
+
+
+def test_default_model_warns_on_data_it_was_not_trained_on(catalog, tmp_path, caplog):
+    """The default model has seen only simulations: a catalog made from other files says so."""
+    import logging
+    import shutil
+
+    from astroembed.embedding import plan_embed
+
+    if not DEFAULT_MODEL_DIR.is_dir():
+        pytest.fail(f"the default model is missing from {DEFAULT_MODEL_DIR}; run `make model`")
+    with caplog.at_level(logging.WARNING, logger="astroembed"):
+        plan_embed(catalog)
+    assert "simulated" not in caplog.text
+    real = tmp_path / "real"
+    shutil.copytree(catalog, real)
+    prov_file = real / "astroembed_provenance.json"
+    prov = json.loads(prov_file.read_text())
+    for item in prov["inputs"]:
+        item["path"] = "/data/desi/dr1/" + Path(item["path"]).name
+    prov_file.write_text(json.dumps(prov))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="astroembed"):
+        plan_embed(real)
+    assert "trained only on simulated galaxies" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="astroembed"):
+        plan_embed(real, model=str(DEFAULT_MODEL_DIR))  # named explicitly: the user chose it
+    assert "simulated" not in caplog.text

@@ -1,0 +1,152 @@
+"""PNG plots for ``probe`` and ``search``.
+
+matplotlib is imported here only, through its object API with the Agg canvas (no pyplot, no
+global backend switch), so plotting works on a headless cron machine and never touches an
+interactive session's state.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from astroembed.io.atomic import atomic_path
+
+#: Above this many points the probe plots bin (hexbin) instead of scattering.
+SCATTER_MAX = 50_000
+OUTLIER_DZ = 0.15
+
+
+def _figure(width: float, height: float):
+    """A Figure with an Agg canvas attached (no pyplot)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, file: str | os.PathLike) -> Path:
+    """Write the PNG atomically."""
+    file = Path(file)
+    with atomic_path(file) as tmp:
+        fig.savefig(tmp, format="png")
+    return file
+
+
+def _points(ax, x: np.ndarray, y: np.ndarray) -> None:
+    if len(x) > SCATTER_MAX:
+        ax.hexbin(x, y, gridsize=120, bins="log", mincnt=1, cmap="viridis")
+    else:
+        ax.scatter(x, y, s=3 if len(x) > 2000 else 8, alpha=0.5, lw=0, rasterized=True)
+
+
+def probe_plot(y_true: np.ndarray, y_pred: np.ndarray, file: str | os.PathLike, *,
+               title: str = "", redshift: bool = False, metrics: dict | None = None) -> Path:
+    """Predicted vs true with the 1:1 line (and, for redshift, the |dz|/(1+z) = 0.15 outlier
+    bounds), and the residuals vs true (dz/(1+z) for redshift)."""
+    y_true = np.asarray(y_true, np.float64)
+    y_pred = np.asarray(y_pred, np.float64)
+    ok = np.isfinite(y_true) & np.isfinite(y_pred)
+    t, p = y_true[ok], y_pred[ok]
+    fig = _figure(10, 4.6)
+    ax1, ax2 = fig.subplots(1, 2)
+    _points(ax1, t, p)
+    lo, hi = (float(min(t.min(), p.min())), float(max(t.max(), p.max()))) if t.size else (0.0, 1.0)
+    pad = 0.03 * (hi - lo or 1.0)
+    lo, hi = (max(lo - pad, 0.0) if redshift and lo >= 0 else lo - pad), hi + pad
+    line = np.linspace(lo, hi, 100)
+    ax1.plot(line, line, "k-", lw=1, label="1:1")
+    if redshift:
+        ax1.plot(line, line + OUTLIER_DZ * (1 + line), "r--", lw=0.8,
+                 label=f"|dz|/(1+z) = {OUTLIER_DZ}")
+        ax1.plot(line, line - OUTLIER_DZ * (1 + line), "r--", lw=0.8)
+    ax1.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="true", ylabel="predicted", title=title)
+    ax1.legend(loc="upper left", fontsize=8)
+    if metrics:
+        text = [f"R$^2$ = {metrics['r2']:.4f} ± {metrics['r2_std']:.4f}"]
+        if redshift and metrics.get("sigma_nmad") is not None:
+            text += [f"σ_NMAD = {metrics['sigma_nmad']:.4f}",
+                     f"outliers = {metrics['outlier_fraction']:.3f}",
+                     f"bias = {metrics['bias']:+.4f}"]
+        ax1.text(0.97, 0.03, "\n".join(text), transform=ax1.transAxes, ha="right",
+                 va="bottom", fontsize=8, bbox={"fc": "white", "alpha": 0.8, "lw": 0})
+    resid = (p - t) / (1 + t) if redshift else p - t
+    _points(ax2, t, resid)
+    ax2.axhline(0, color="k", lw=1)
+    if redshift:
+        for sign in (1, -1):
+            ax2.axhline(sign * OUTLIER_DZ, color="r", ls="--", lw=0.8)
+    ax2.set(xlabel="true", ylabel="dz / (1 + z)" if redshift else "predicted - true",
+            title="residuals")
+    return _save(fig, file)
+
+
+def rgb_image(img: np.ndarray) -> np.ndarray:
+    """A g, r, z cutout (3, H, W) in nanomaggies as an (H, W, 3) RGB image in [0, 1].
+
+    The Legacy Surveys viewer's recipe (legacypipe ``sdss_rgb``): z, r, g -> R, G, B with
+    per-band scales, then an asinh stretch of the mean intensity.
+    """
+    scales = (6.0, 3.4, 2.2)  # g, r, z
+    bands = [np.nan_to_num(np.asarray(img[i], np.float64)) * s + 0.03
+             for i, s in enumerate(scales)]
+    mean = np.maximum((bands[0] + bands[1] + bands[2]) / 3.0, 1e-6)
+    q = 20.0
+    stretch = np.arcsinh(mean * q) / np.sqrt(q)
+    rgb = np.stack([bands[2], bands[1], bands[0]], axis=-1) * (stretch / mean)[..., None]
+    return np.clip(rgb, 0.0, 1.0)
+
+
+def search_plot(file: str | os.PathLike, rows: list[dict], images: dict[int, np.ndarray],
+                spectra: dict[int, np.ndarray], wave: np.ndarray | None = None,
+                title: str = "") -> Path:
+    """The query (first entry of ``rows``) and its neighbours, one per line: the cutout as a
+    colour image and the spectrum as a curve, labelled with ID, similarity and redshift.
+
+    ``images`` and ``spectra`` map catalog row -> array; either may be empty (the catalog
+    then lacks that column) and the plot shows what there is.
+    """
+    n = len(rows)
+    ncols = int(bool(images)) + int(bool(spectra))
+    if ncols == 0:
+        ncols = 1
+    widths = ([1] if images else []) + ([4] if spectra else []) or [1]
+    fig = _figure(2.0 * sum(widths) if spectra else 2.5, 1.5 * n + 0.5)
+    grid = fig.add_gridspec(n, len(widths), width_ratios=widths)
+    for i, item in enumerate(rows):
+        label = f"{'query' if i == 0 else '#' + str(item.get('rank', i))} ID {item['id']}"
+        if i and item.get("similarity") is not None:
+            label += f"\nsim {item['similarity']:.3f}"
+        if item.get("Z") is not None:
+            label += f"  z {item['Z']:.3f}"
+        col = 0
+        row = item["row"]
+        if images:
+            ax = fig.add_subplot(grid[i, col])
+            if row in images:
+                ax.imshow(rgb_image(images[row]), origin="lower", interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+            col += 1
+        if spectra:
+            ax = fig.add_subplot(grid[i, col])
+            if row in spectra:
+                flux = np.asarray(spectra[row], np.float64)
+                x = wave if wave is not None else np.arange(flux.size)
+                smooth = np.convolve(np.nan_to_num(flux), np.ones(9) / 9, mode="same")
+                ax.plot(x, smooth, lw=0.5, color="C0" if i else "k")
+            ax.tick_params(labelsize=6)
+            if not images:
+                ax.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+            if i < n - 1:
+                ax.set_xticklabels([])
+            else:
+                ax.set_xlabel("wavelength [Å]" if wave is not None else "pixel", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _save(fig, file)
