@@ -20,10 +20,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	$(VENV)/bin/astroembed simulate $(DEMO)/survey --n-galaxies 2000 --seed 0 --overwrite
-	$(VENV)/bin/astroembed inspect $(DEMO)/survey
+	$(VENV)/bin/astroembed simulate $(DEMO)/survey --n-galaxies 6000 --seed 0 --overwrite
 	$(VENV)/bin/astroembed crossmatch $(DEMO)/survey/legacysurvey $(DEMO)/survey/desi --out $(DEMO)/matched --overwrite
-	$(VENV)/bin/astroembed info $(DEMO)/matched
+	$(VENV)/bin/astroembed embed --catalog $(DEMO)/matched
+	$(VENV)/bin/astroembed probe --catalog $(DEMO)/matched --target redshift --method all --out $(DEMO)/probe
 
 test: install
 	$(PY) -m pytest -q

@@ -732,6 +732,21 @@ def export(
 # ---- end train ----
 
 
+def _reflow_help(typer_app: typer.Typer) -> None:
+    """Join the wrapped lines of each command's docstring paragraphs: Typer's rich help keeps
+    single line breaks, which would otherwise break every line twice in an 80-column terminal."""
+    import inspect
+
+    for info in typer_app.registered_commands:
+        doc = info.help or (info.callback.__doc__ if info.callback else None)
+        if doc:
+            paragraphs = inspect.cleandoc(doc).split("\n\n")
+            info.help = "\n\n".join(" ".join(p.split()) for p in paragraphs)
+
+
+_reflow_help(app)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
