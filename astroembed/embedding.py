@@ -38,8 +38,8 @@ import pyarrow.parquet as pq
 from astroembed.errors import AstroembedError, InputError, ModelError, OutputError, where
 from astroembed.io.atomic import atomic_path
 from astroembed.io.catalog import (COMMON_METADATA_FILE, DATASET_DIR, ROW_GROUP_BYTES,
-                                   CatalogInfo, _publish_mode, find_tile, parse_tile,
-                                   read_catalog_info, tile_path)
+                                   CatalogInfo, find_tile, parquet_options, parse_tile,
+                                   publish_mode, read_catalog_info, tile_path)
 from astroembed.modelfile import MODALITIES, Encoder, find_encoders, open_encoder
 from astroembed.preprocess import image_inputs, spectrum_inputs
 
@@ -326,14 +326,6 @@ def _read_batches(source: pq.ParquetFile, file: Path,
             yield batch
 
 
-def _dictionary_columns(schema: pa.Schema) -> list[str]:
-    """Columns worth dictionary-encoding: not the float lists (cutouts, spectra, embeddings),
-    where the writer would only try and fall back (a third of the write time)."""
-    return [f.name for f in schema
-            if not (pa.types.is_fixed_size_list(f.type)
-                    or isinstance(f.type, pa.FixedShapeTensorType))]
-
-
 def _pipelined(source: pq.ParquetFile, file: Path, job: TileJob,
                pool: ThreadPoolExecutor) -> Iterator[_Prepared]:
     """Prepared batches, the next one read and preprocessed in ``pool`` while the caller runs
@@ -366,8 +358,7 @@ def embed_tile(job: TileJob, on_rows: Callable[[int], None] | None = None) -> Ti
         schema = _output_schema(source.schema_arrow, job.encoders, _now())
         try:
             with atomic_path(file) as tmp:
-                with pq.ParquetWriter(tmp, schema,
-                                      use_dictionary=_dictionary_columns(schema)) as writer:
+                with pq.ParquetWriter(tmp, schema, **parquet_options(schema)) as writer:
                     groups = _RowGroupWriter(writer, schema)
                     with ThreadPoolExecutor(max_workers=2) as pool:
                         written = None
@@ -384,7 +375,7 @@ def embed_tile(job: TileJob, on_rows: Callable[[int], None] | None = None) -> Ti
                         if written is not None:
                             written.result()
                     groups.flush()
-                _publish_mode(tmp)
+                publish_mode(tmp)
         except OSError as err:  # reading errors are InputError by now: this is the write
             raise OutputError(f"{file}: cannot write the embedded tile: "
                               f"{err.strerror or err}") from err

