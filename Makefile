@@ -8,7 +8,7 @@ DEMO   ?= demo-output
 # multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test test-fast bench model clean
+.PHONY: install demo test test-fast bench bench-crossmatch bench-encoders bench-embed bench-probe model clean
 
 install: $(STAMP)
 
@@ -33,10 +33,23 @@ test-fast: install
 
 # Peer benchmarks (DESIGN.md section 11): LSDB, hats-import, astropy, STILTS, bare cKDTree.
 # STILTS comes from Debian (apt-get install -y stilts); without it that peer is reported as missing.
+# Each part alone: make bench-crossmatch | bench-embed | bench-encoders | bench-probe.
 BENCH_SIZES ?= 1e5,1e6,1e7
-bench: install
+bench: bench-crossmatch bench-encoders bench-embed bench-probe
+
+bench-crossmatch: install
 	$(PY) -m pip install --quiet -e ".[cpu,train,test,bench]"
 	$(PY) bench/crossmatch_bench.py --sizes $(BENCH_SIZES)
+
+bench-encoders: install
+	$(PY) bench/encoder_bench.py --batch 256
+
+bench-embed: install
+	$(PY) bench/embed_bench.py --sizes 2000,20000
+
+bench-probe: install
+	test -d $(DEMO)/matched || $(MAKE) demo
+	$(PY) bench/probe_bench.py --sizes 1e4,1e5,1e6 --demo $(DEMO)/matched
 
 # The default model (astroembed/data/models/default): simulate a 20,000-galaxy survey, cross-match,
 # train (pipelines/default-model.toml), export to ONNX, then measure it on a held-out survey

@@ -445,7 +445,7 @@ def probe(
     method: Annotated[list[str], typer.Option("--method", "-m", help="knn | linear | mlp | all (comma list or repeated).")] = ["knn"],  # noqa: B006
     folds: Annotated[int, typer.Option(help="Cross-validation folds.")] = 5,
     k: Annotated[int, typer.Option("--k", help="Neighbours of the k-NN probe (AstroCLIP: 64).")] = 64,
-    metric: Annotated[str, typer.Option(help="k-NN distance on standardised embeddings: cosine | euclidean.")] = "cosine",
+    metric: Annotated[str, typer.Option(help="k-NN distance on standardised embeddings: cosine | euclidean (the baselines always use euclidean).")] = "cosine",
     seed: Annotated[int, typer.Option(help="Seed of the folds and the MLP.")] = 0,
     index: Annotated[str, typer.Option(help="k-NN neighbours: exact | faiss | auto (faiss above 2e5 rows).")] = "auto",
     name: Annotated[Optional[str], typer.Option(help="Model name: use embedding_<modality>_NAME columns.")] = None,
@@ -494,7 +494,8 @@ def _print_probe(doc: dict) -> None:
 
     console = Console(highlight=False)
     table = Table(title=f"probe of {doc['target']}: {doc['n_rows']} rows, {doc['folds']}-fold CV, "
-                        f"mean±std over folds; k-NN k={doc['k']} {doc['metric']} {doc['index']}",
+                        f"mean±std over folds; k-NN k={doc['k']}, {doc['metric']} (baselines "
+                        f"euclidean), {doc['index']}",
                   title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
     cols = ["features", "method", "R²"]
     cols += ["σ_NMAD", "outliers", "bias"] if doc["redshift"] else ["RMSE"]

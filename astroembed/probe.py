@@ -51,6 +51,7 @@ Progress = Callable[[str, int, int], None]
 
 METHODS = ("knn", "linear", "mlp")
 BASELINES = ("photometry", "spectrum_pca")
+BASELINE_METRIC = "euclidean"
 #: |dz| / (1 + z) above this is an outlier (DESIGN.md section 9).
 OUTLIER_DZ = 0.15
 #: Ridge penalties searched by the inner (efficient leave-one-out) cross-validation.
@@ -403,7 +404,10 @@ def make_estimator(features: str, method: str, *, k: int, metric: str, index: st
                                  random_state=seed)))
     steps.append(("scale", StandardScaler()))
     if method == "knn":
-        return Pipeline(steps + [("knn", knn_regressor(k, metric, index, seed))])
+        # Magnitudes, colours and PCA scores are coordinates, not directions: the baselines
+        # get the Euclidean k-NN (cosine on five standardised magnitudes loses ~0.15 in R^2).
+        knn_metric = BASELINE_METRIC if features in BASELINES else metric
+        return Pipeline(steps + [("knn", knn_regressor(k, knn_metric, index, seed))])
     if method == "linear":
         return Pipeline(steps + [("ridge", RidgeCV(alphas=RIDGE_ALPHAS))])
     if method == "mlp":

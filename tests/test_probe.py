@@ -102,6 +102,21 @@ def test_cosine_knn_matches_scikit_learn_cosine_metric():
     np.testing.assert_allclose(ours.predict(x[200:]), ref.predict(x[200:]), rtol=1e-4, atol=1e-6)
 
 
+def test_photometry_baseline_uses_euclidean_knn_whatever_the_embedding_metric():
+    from sklearn.neighbors import KNeighborsRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(300, 5)).astype(np.float32)
+    y = x[:, 0] + x[:, 1] ** 2 + 0.1 * rng.normal(size=300)
+    ours = make_estimator("photometry", "knn", k=10, metric="cosine", index="exact", seed=0,
+                          n_features=5, n_train=200).fit(x[:200], y[:200])
+    ref = make_pipeline(StandardScaler(), KNeighborsRegressor(
+        10, weights="distance", metric="euclidean", algorithm="brute")).fit(x[:200], y[:200])
+    np.testing.assert_allclose(ours.predict(x[200:]), ref.predict(x[200:]), rtol=1e-4, atol=1e-6)
+
+
 def test_faiss_knn_close_to_exact():
     pytest.importorskip("faiss")
     rng = np.random.default_rng(4)
