@@ -37,6 +37,52 @@ def crossmatch_surveys(images, spectra, out, **options) -> dict:
     return crossmatch(cfg)
 
 
+def embed_catalog(catalog, **options) -> dict:
+    """Add embedding columns to every tile of ``catalog`` with the ONNX encoders; ``options``
+    are the fields of :class:`astroembed.config.EmbedConfig` (model, name, modality, device,
+    batch_size, ...). Without ``model``, the default model. Returns the run summary."""
+    from .config import EmbedConfig
+    from .pipeline import embed
+
+    return embed(EmbedConfig(catalog=str(catalog), **options))
+
+
+def probe_catalog(catalog, target: str = "redshift", **options) -> dict:
+    """Cross-validated probes of ``target`` from the catalog's embeddings and the baselines;
+    ``options`` are the fields of :class:`astroembed.config.ProbeConfig` (method, k, out, ...).
+    Returns the document ``astroembed probe --json`` prints."""
+    from .config import ProbeConfig
+    from .probe import run_probe
+
+    for key in ("method", "embedding"):
+        if isinstance(options.get(key), str):
+            options[key] = (options[key],)
+    return run_probe(ProbeConfig(catalog=str(catalog), target=target, **options))
+
+
+def search_catalog(catalog, like, **options) -> dict:
+    """Nearest neighbours of the object with ID ``like`` by cosine similarity; ``options`` are
+    the fields of :class:`astroembed.config.SearchConfig` (from_modality, to_modality, k, ...)."""
+    from .config import SearchConfig
+    from .search import SearchCatalog, neighbours, search_modalities
+
+    cfg = SearchConfig(catalog=str(catalog), like=str(like), **options)
+    cfg.validate()
+    cat = SearchCatalog.open(catalog, search_modalities(cfg.from_modality, cfg.to_modality, False),
+                             name=cfg.name, id_column=cfg.id_column)
+    return neighbours(cat, cfg.like, cfg.from_modality, cfg.to_modality, k=cfg.k,
+                      index=cfg.index, seed=cfg.seed)
+
+
+def run_pipeline(config, *, dry_run: bool = False, on_error: str = "fail") -> dict:
+    """Run the pipeline in TOML file ``config`` (crossmatch -> embed -> probe/predict),
+    incrementally: only tiles touched by new or changed inputs are redone. Returns the
+    run's report (what was done per stage, its outcome)."""
+    from .run import run
+
+    return run(config, dry_run=dry_run, on_error=on_error)
+
+
 def catalog_info(path):
     """Tiles, rows, schema, properties and provenance of a catalog written by astroembed."""
     from .io.catalog import read_catalog_info
@@ -53,4 +99,5 @@ def describe_inputs(paths) -> dict:
 
 __all__ = ["AstroembedError", "ConfigError", "CrossmatchConfig", "InputError", "ModelError",
            "OutputError", "SimulationConfig", "__version__", "catalog_info", "crossmatch_surveys",
-           "describe_inputs", "simulate_survey"]
+           "describe_inputs", "embed_catalog", "probe_catalog", "run_pipeline", "search_catalog",
+           "simulate_survey"]

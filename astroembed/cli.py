@@ -18,7 +18,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import __version__
-from .errors import AstroembedError
+from .errors import AstroembedError, ConfigError
 
 app = typer.Typer(
     name="astroembed",
@@ -261,11 +261,18 @@ def info(
         for order, pixel in cat.tiles:
             typer.echo(f"{order}/{pixel}")
         return
+    from .embedding import catalog_embeddings
+    from .run import read_state
+
+    with _user_errors():
+        embeddings, _ = catalog_embeddings(catalog)
+    last_run = (read_state(catalog) or {}).get("last_run")
     if as_json:
         typer.echo(json.dumps({
             "path": str(cat.path), "complete": cat.complete, "total_rows": cat.total_rows,
             "tiles": [{"order": o, "pixel": p, "rows": cat.rows.get((o, p), 0)} for o, p in cat.tiles],
             "columns": [{"name": f.name, "type": str(f.type)} for f in cat.schema],
+            "embeddings": embeddings, "last_run": last_run,
             "properties": cat.properties, "provenance": cat.provenance}, indent=2, default=str))
         return
     state = "complete" if cat.complete else "INCOMPLETE (a run is under way or was interrupted)"
@@ -278,6 +285,15 @@ def info(
         c = prov["config"]
         typer.echo(f"made by: astroembed {prov.get('command', '?')} radius {c.get('radius')}\" "
                    f"mode {c.get('mode')} how {c.get('how')} from {len(prov.get('inputs', []))} input files")
+    for column, e in embeddings.items():
+        typer.echo(f"{column}: {e.get('model_name')} {e.get('model_version')} (hash "
+                   f"{str(e.get('model_hash'))[:12]}, d = {e.get('embedding_dim')}), "
+                   f"{e.get('tiles', '?')} tiles")
+    if last_run:
+        skipped = len(last_run.get("skipped_inputs") or {})
+        typer.echo(f"last run: {last_run.get('outcome')} at {last_run.get('finished')} "
+                   f"({last_run.get('seconds')} s" + (f", {skipped} inputs skipped" if skipped else "")
+                   + ")" + (f": {last_run['error']}" if last_run.get("error") else ""))
 
 
 # ---- embed (issue 5): owned by the embed work; edit only between these markers ----
@@ -731,6 +747,93 @@ def export(
         typer.echo(f"{out}/{e['file']}: {modality} encoder, {e['bytes'] / 1e6:.1f} MB, parity "
                    f"max |onnx - torch| = {e['parity_max_abs_diff']:.1e}, hash {e['model_hash'][:12]}")
 # ---- end train ----
+
+
+class _JsonLines(logging.Formatter):
+    """One JSON object per record: time, level, event, message, and the event's fields
+    (stage, tile, file, counts, error, ...)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+               "level": record.levelname.lower(),
+               "event": getattr(record, "event", "log"),
+               "message": record.getMessage()}
+        doc.update(getattr(record, "fields", {}) or {})
+        return json.dumps(doc, default=str)
+
+
+def _run_logging(log_format: str) -> None:
+    """``run`` talks to log files: INFO by default (unless -q), timestamps, text or JSON."""
+    import time as _time
+
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        formatter = _JsonLines()
+        formatter.converter = _time.gmtime
+    else:
+        formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    handler.setFormatter(formatter)
+    for name in ("astroembed", "py.warnings"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.propagate = False
+    if log.getEffectiveLevel() > logging.INFO and not _quiet():
+        log.setLevel(logging.INFO)
+
+
+@app.command("run")
+def run_pipeline(
+    config: Annotated[Path, typer.Argument(help="Pipeline TOML file (see pipelines/demo.toml).")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List new, changed and removed inputs and the tiles they touch; change nothing.")] = False,
+    log_format: Annotated[str, typer.Option("--log-format", help="text | json (one object per line on stderr: time, level, event, message, stage, tile, file, counts, error).")] = "text",
+    on_error: Annotated[str, typer.Option("--on-error", help="fail: stop at an unreadable input file, catalog untouched. skip: leave it out, finish the rest, exit 4.")] = "fail",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run report as JSON on stdout.")] = False,
+) -> None:
+    """Run a pipeline (crossmatch -> embed -> probe/predict) from a TOML file, incrementally.
+
+    Only tiles reached by new or changed input files are redone; a run with nothing new does
+    nothing and says so. One run per catalog at a time. Exit codes: 0 done, 1 failed, 2 usage
+    or config error, 3 another run holds the catalog, 4 done without some unreadable inputs.
+
+    Example:  astroembed run pipelines/demo.toml --log-format json --on-error skip
+    """
+    from .config import LOG_FORMATS, ON_ERROR
+    from .run import PartialSuccess, run
+
+    with _user_errors():
+        for option, value, allowed in (("log-format", log_format, LOG_FORMATS),
+                                       ("on-error", on_error, ON_ERROR)):
+            if value not in allowed:
+                raise ConfigError(f"--{option} must be one of {', '.join(allowed)} (got '{value}').")
+        _run_logging(log_format)
+        try:
+            report = run(config, dry_run=dry_run, on_error=on_error)
+        except PartialSuccess as err:
+            _print_run_report(err.report, as_json)
+            raise
+    _print_run_report(report, as_json)
+
+
+def _print_run_report(report: dict, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, default=str))
+        return
+    xm = report["stages"].get("crossmatch", {})
+    tiles = xm.get("tiles")
+    done = "all tiles" if xm.get("mode") == "full" else f"{len(tiles or [])} tiles"
+    lines = [f"{report['catalog']}: {report.get('outcome')}",
+             f"  inputs: {report['inputs']['files']} files, {len(report['inputs']['new'])} new, "
+             f"{len(report['inputs']['changed'])} changed, {len(report['inputs']['removed'])} removed"
+             + (f", {len(report['skipped_inputs'])} skipped" if report["skipped_inputs"] else ""),
+             f"  crossmatch: {xm.get('mode')}" + ("" if xm.get("mode") == "none" else f", {done}")]
+    if "embed" in report["stages"]:
+        e = report["stages"]["embed"]
+        lines.append(f"  embed: {e['tiles_embedded']} tiles embedded, {e['tiles_skipped']} already done")
+    for p in report["stages"].get("probe") or []:
+        best = max(p["results"], key=lambda r: r["r2"] if r["r2"] is not None else -1e9)
+        lines.append(f"  probe {p['target']}: {p['n_rows']} rows, best R^2 {best['r2']:.4f} "
+                     f"({best['features']} {best['method']})" + (f" -> {p['out']}" if p["out"] else ""))
+    typer.echo("\n".join(lines))
 
 
 def _reflow_help(typer_app: typer.Typer) -> None:

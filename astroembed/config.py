@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -24,11 +26,57 @@ def from_mapping(cls: type[T], data: dict[str, Any], source: str = "config") -> 
             close = difflib.get_close_matches(key, names, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else f" Valid keys: {', '.join(names)}."
             raise ConfigError(f"{source}: unknown key '{key}'.{hint}")
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        if not _type_ok(value, hints.get(key, Any)):
+            raise ConfigError(f"{source}: '{key}' must be {_type_name(hints[key])} "
+                              f"(got {value!r}).")
     obj = cls(**data)
     validate = getattr(obj, "validate", None)
     if validate is not None:
         validate()
     return obj
+
+
+def _type_ok(value, hint) -> bool:
+    """Whether a TOML value fits a dataclass field's annotation (the simple types used here)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis and len(args) != len(value):
+            return False
+        inner = args[:1] if (origin is list or (args and args[-1] is Ellipsis)) else args
+        return all(_type_ok(v, inner[0] if len(inner) == 1 else inner[i])
+                   for i, v in enumerate(value)) if inner else True
+    return True
+
+
+def _type_name(hint) -> str:
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if hint in names:
+        return names[hint]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        return _type_name(args[0]) + " (or absent)"
+    if typing.get_origin(hint) in (list, tuple):
+        plural = {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}
+        return "a list" + (f" of {plural[args[0]]}" if args and args[0] in plural else "")
+    return str(hint)
 
 
 def load_toml(path) -> dict[str, Any]:
@@ -40,6 +88,8 @@ def load_toml(path) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file.") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc}).") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}).") from None
 
@@ -255,3 +305,165 @@ class EmbedConfig:
         if self.name is not None and not re.fullmatch(r"[A-Za-z0-9_]+", self.name):
             raise ConfigError(f"--name {self.name!r}: use letters, digits and '_' only (it "
                               "becomes part of the column names embedding_<modality>_<name>).")
+
+
+ON_ERROR = ("fail", "skip")
+LOG_FORMATS = ("text", "json")
+# Keys a pipeline's [crossmatch] / [embed] / [probe] table may not set: the pipeline sets them.
+_RUN_OWNED = {"crossmatch": ("images", "spectra", "out", "overwrite", "scheduler", "workers",
+                             "processes"),
+              "embed": ("catalog", "tiles", "scheduler", "workers", "processes", "force"),
+              "probe": ("catalog", "overwrite", "target")}
+
+
+@dataclass
+class ComputeConfig:
+    """Where the Dask work runs: an existing scheduler, or local workers."""
+
+    scheduler: str | None = None
+    workers: int | None = None
+    processes: bool = False
+
+    def validate(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(f"[compute] workers must be at least 1 (got {self.workers}).")
+
+
+@dataclass
+class RunConfig:
+    """One ``astroembed run`` pipeline (a TOML file; see ``pipelines/``).
+
+    Top level: ``images``, ``spectra`` (lists of files or directories), ``catalog`` (the
+    output). Tables: ``[crossmatch]`` (CrossmatchConfig keys), ``[embed]`` (EmbedConfig keys),
+    ``[probe]`` (ProbeConfig keys, plus ``targets``; optional), ``[predict]`` (``probe``, a
+    saved probe directory, and ``column``; optional), ``[compute]``. Relative paths are
+    relative to the config file.
+    """
+
+    images: list[str]
+    spectra: list[str]
+    catalog: str
+    crossmatch: CrossmatchConfig
+    embed: EmbedConfig
+    probe: ProbeConfig | None
+    probe_targets: tuple[str, ...]
+    predict: dict | None
+    compute: ComputeConfig
+    source: str = "config"
+    raw: dict = dataclasses.field(default_factory=dict)
+
+    def resolved(self) -> dict:
+        """The whole pipeline as it will run (stored in the catalog's provenance)."""
+        def plain(obj):
+            return None if obj is None else {k: (list(v) if isinstance(v, tuple) else v)
+                                             for k, v in dataclasses.asdict(obj).items()}
+
+        return {"images": self.images, "spectra": self.spectra, "catalog": self.catalog,
+                "crossmatch": plain(self.crossmatch), "embed": plain(self.embed),
+                "probe": plain(self.probe), "probe_targets": list(self.probe_targets),
+                "predict": self.predict, "compute": plain(self.compute), "source": self.source}
+
+
+def _unknown(keys, allowed, where: str) -> None:
+    for key in keys:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, list(allowed), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else f" Valid keys: {', '.join(allowed)}."
+            raise ConfigError(f"{where}: unknown key '{key}'.{hint}")
+
+
+def _paths(value, key: str, base, where: str) -> list[str]:
+    from pathlib import Path
+
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items or not all(isinstance(v, str) for v in items):
+        raise ConfigError(f"{where}: '{key}' must be a path or a list of paths.")
+    return [str((Path(base) / Path(v).expanduser()).resolve()) for v in items]
+
+
+def load_run_config(path) -> RunConfig:
+    """Read and check a pipeline TOML file before anything runs; paths resolved relative to it."""
+    from pathlib import Path
+
+    path = Path(path)
+    data = load_toml(path)
+    where = str(path)
+    base = path.resolve().parent
+    tables = ("crossmatch", "embed", "probe", "predict", "compute")
+    _unknown(data, ("images", "spectra", "catalog") + tables, where)
+    for key in ("images", "spectra", "catalog"):
+        if key not in data:
+            raise ConfigError(f"{where}: '{key}' is required (see pipelines/demo.toml).")
+    for key in tables:
+        if key in data and not isinstance(data[key], dict):
+            raise ConfigError(f"{where}: '{key}' must be a table ([{key}]).")
+    images = _paths(data["images"], "images", base, where)
+    spectra = _paths(data["spectra"], "spectra", base, where)
+    if not isinstance(data["catalog"], str):
+        raise ConfigError(f"{where}: 'catalog' must be a path.")
+    catalog = _paths(data["catalog"], "catalog", base, where)[0]
+
+    def section(name: str, cls, extra: tuple[str, ...] = ()):
+        table = dict(data.get(name, {}))
+        for key in table:
+            if key in _RUN_OWNED.get(name, ()):
+                hint = " (use 'targets', a list)" if (name, key) == ("probe", "target") else ""
+                raise ConfigError(f"{where}: [{name}] {key} is set by the pipeline, not "
+                                  f"here{hint}.")
+        allowed = [f.name for f in dataclasses.fields(cls) if f.name not in _RUN_OWNED.get(name, ())]
+        _unknown(table, allowed + list(extra), f"{where} [{name}]")
+        return table
+
+    compute = from_mapping(ComputeConfig, section("compute", ComputeConfig), f"{where} [compute]")
+    xm = section("crossmatch", CrossmatchConfig)
+    if isinstance(xm.get("suffixes"), list):
+        xm["suffixes"] = tuple(xm["suffixes"])
+    crossmatch = from_mapping(CrossmatchConfig, xm | {
+        "images": images, "spectra": spectra, "out": catalog, "scheduler": compute.scheduler,
+        "workers": compute.workers, "processes": compute.processes}, f"{where} [crossmatch]")
+    em = section("embed", EmbedConfig)
+    if em.get("model"):
+        em["model"] = _paths(em["model"], "model", base, f"{where} [embed]")[0]
+    else:
+        em["model"] = None
+    embed = from_mapping(EmbedConfig, em | {"catalog": catalog, "scheduler": compute.scheduler,
+                                            "workers": compute.workers,
+                                            "processes": compute.processes}, f"{where} [embed]")
+    probe, targets = None, ()
+    if "probe" in data:
+        pr = section("probe", ProbeConfig, extra=("targets",))
+        targets = pr.pop("targets", ["redshift"])
+        if isinstance(targets, str):
+            targets = [targets]
+        if not isinstance(targets, list) or not targets or not all(
+                isinstance(t, str) and t for t in targets):
+            raise ConfigError(f"{where} [probe]: 'targets' must be a column name or a non-empty "
+                              f"list of them (got {targets!r}).")
+        for key in ("embedding", "method"):
+            if key in pr:
+                if isinstance(pr[key], str):
+                    pr[key] = [pr[key]]
+                if not isinstance(pr[key], list):
+                    raise ConfigError(f"{where} [probe]: '{key}' must be a name or a list of "
+                                      f"names (got {pr[key]!r}).")
+                pr[key] = tuple(pr[key])
+        for key in ("out", "save"):
+            if pr.get(key):
+                pr[key] = _paths(pr[key], key, base, f"{where} [probe]")[0]
+        probe = from_mapping(ProbeConfig, pr | {"catalog": catalog, "overwrite": True},
+                             f"{where} [probe]")
+        targets = tuple(targets)
+    predict = None
+    if "predict" in data:
+        pd_ = dict(data["predict"])
+        _unknown(pd_, ("probe", "column"), f"{where} [predict]")
+        if "probe" not in pd_:
+            raise ConfigError(f"{where} [predict]: 'probe' (a directory saved by `astroembed "
+                              "probe --save`) is required.")
+        if not isinstance(pd_.get("column", ""), str):
+            raise ConfigError(f"{where} [predict]: 'column' must be a string.")
+        predict = {"probe": _paths(pd_["probe"], "probe", base, f"{where} [predict]")[0],
+                   "column": pd_.get("column")}
+    return RunConfig(images=images, spectra=spectra, catalog=catalog, crossmatch=crossmatch,
+                     embed=embed, probe=probe, probe_targets=targets, predict=predict,
+                     compute=compute, source=str(path.resolve()), raw=data)

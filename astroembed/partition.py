@@ -310,6 +310,15 @@ def split_input(key: str, role: str, staging: str, plan: Plan) -> int:
     return len(rows_all)
 
 
+def rows_outside(key: str, staging: str, tiles: list[tuple[int, int]]) -> int:
+    """Rows of the staged file ``key`` that no tile of ``tiles`` holds."""
+    from .sky import assign_tiles
+
+    h29 = pq.read_table(Path(staging) / "inputs" / f"{key}.parquet",
+                        columns=["_healpix_29"]).column(0).to_numpy()
+    return int(np.count_nonzero(assign_tiles(h29, tiles) < 0))
+
+
 def config_hash(config: dict, inputs: list[InputFile]) -> str:
     """Identifies a run: the same config and the same input files (path, size, mtime)."""
     blob = json.dumps({"config": config,

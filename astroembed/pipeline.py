@@ -127,10 +127,13 @@ def _tile_one(tile, staging: str, catalog: str, plan, opts, keep_all: bool):
     return build_tile(tile, staging, catalog, plan, opts, keep_all=keep_all)
 
 
-def crossmatch(cfg: CrossmatchConfig, progress: Progress | None = None) -> dict:
+def crossmatch(cfg: CrossmatchConfig, progress: Progress | None = None,
+               layout: list[tuple[int, int]] | None = None) -> dict:
     """Cross-match IMAGES (left) with SPECTRA (right) into the HATS catalog ``cfg.out``.
 
-    Returns a summary: rows in, matched, dropped per quality-cut reason, tiles, time.
+    ``layout`` forces the tiles (``astroembed run`` keeps a catalog's layout across updates);
+    by default they adapt to the inputs. Returns a summary: rows in, matched, dropped per
+    quality-cut reason, tiles, time, and ``input_tiles``: the tiles each input file reached.
     """
     from .crossmatch import check_margin, required_margins
     from .io.catalog import CatalogWriter
@@ -168,7 +171,8 @@ def crossmatch(cfg: CrossmatchConfig, progress: Progress | None = None) -> dict:
             stage_results = [r for results in per_input for r in results]
             chunks = [(r.key, f.role) for f, results in zip(inputs, per_input) for r in results]
             if plan is None:
-                tiles = make_tiles(stage_results, cfg.max_rows, cfg.max_bytes)
+                tiles = (sorted(map(tuple, layout)) if layout is not None
+                         else make_tiles(stage_results, cfg.max_rows, cfg.max_bytes))
                 plan = Plan(tiles=tiles, left_margin=left_margin, right_margin=right_margin,
                             image_margin=IMAGE_JOIN_ARCSEC * 1.01,
                             inputs=[dataclasses.asdict(f) for f in inputs], config_hash=run_id,
@@ -195,6 +199,8 @@ def crossmatch(cfg: CrossmatchConfig, progress: Progress | None = None) -> dict:
                                            "astroembed_id_column": cfg.id_column,
                                            "hats_max_rows": cfg.max_rows,
                                            "hats_max_bytes": int(cfg.max_bytes)})
+    summary["input_tiles"] = input_tiles(staging, inputs)
+    summary["layout"] = [list(t) for t in plan.tiles]
     shutil.rmtree(staging, ignore_errors=True)
     summary["tiles_written"] = len(info.tiles)
     if info.total_rows == 0:
@@ -203,6 +209,107 @@ def crossmatch(cfg: CrossmatchConfig, progress: Progress | None = None) -> dict:
         log.warning("--id-column %s is not a column of %s; probe and search need an object "
                     "key: pass --id-column with one of its columns", cfg.id_column, out)
     return summary
+
+
+def input_tiles(staging: Path, inputs) -> dict[str, list[list[int]]]:
+    """The tiles each input file sent rows to (own or margin), from the fragments in staging."""
+    from .partition import tile_dir
+
+    by_key = {f.key: f.path for f in inputs}
+    found: dict[str, set] = {f.path: set() for f in inputs}
+    root = tile_dir(staging, (0, 0)).parent
+    for d in root.iterdir() if root.is_dir() else ():
+        tile = tuple(int(v) for v in d.name.split("-"))
+        for frag in d.glob("*.parquet"):
+            key = frag.stem.rsplit("-", 1)[0]  # "<side>-<role>-<index>-<chunk>"
+            if key in by_key:
+                found[by_key[key]].add(tile)
+    return {path: sorted(list(t) for t in tiles) for path, tiles in found.items()}
+
+
+class LayoutTooSmall(AstroembedError):
+    """New left-side rows fall outside every tile of the catalog: it must be re-tiled."""
+
+
+def crossmatch_update(cfg: CrossmatchConfig, layout: list[tuple[int, int]],
+                      known_tiles: dict[str, list], changed: set[str], stale: set[tuple[int, int]],
+                      progress: Progress | None = None, dry_run: bool = False) -> dict:
+    """Redo, in place, only the tiles of catalog ``cfg.out`` that changed inputs reach.
+
+    ``changed``: paths of new or changed input files; ``stale``: tiles where removed or changed
+    files had rows before; ``known_tiles``: the tiles each unchanged file reached (from the
+    last run). The changed files are staged and split first: the tiles they reach (own rows or
+    margins) plus ``stale`` are redone, from every file that reaches them, with the catalog's
+    tile layout, so the result equals a full rebuild on that layout. Raises
+    :class:`LayoutTooSmall` when a new left-side row is outside every tile. With ``dry_run``
+    nothing in the catalog changes. The catalog is left marked incomplete (the embed stage
+    finishes it).
+    """
+    from .crossmatch import required_margins
+    from .io.catalog import mark_incomplete, tile_path
+    from .partition import IMAGE_JOIN_ARCSEC, Plan, classify_inputs, rows_outside
+    from .tilematch import TileOptions
+
+    start = time.time()
+    cfg.validate()
+    left_margin, right_margin = required_margins(cfg.mode, cfg.radius)
+    if cfg.margin is not None:
+        right_margin = cfg.margin
+        left_margin = cfg.margin if left_margin > 0 else 0.0
+    inputs = classify_inputs(cfg.images, cfg.spectra)
+    out = Path(cfg.out)
+    staging = out.with_name(f".{out.name}.astroembed-update")
+    shutil.rmtree(staging, ignore_errors=True)
+    layout = sorted(tuple(t) for t in layout)
+    plan = Plan(tiles=layout, left_margin=left_margin, right_margin=right_margin,
+                image_margin=IMAGE_JOIN_ARCSEC * 1.01,
+                inputs=[dataclasses.asdict(f) for f in inputs], config_hash="update",
+                write_path=str(out))
+    opts = TileOptions(radius=cfg.radius, mode=cfg.mode, how=cfg.how, match_on=cfg.match_on,
+                       compare_ids=cfg.compare_ids, suffixes=tuple(cfg.suffixes))
+    new = [f for f in inputs if f.path in changed]
+    try:
+        input_bytes = sum(f.size for f in inputs)
+        with compute_client(cfg.scheduler, cfg.workers, cfg.processes, input_bytes) as client:
+            def stage_and_split(files: list) -> list:
+                per_input = _run_all(client, _stage_one, files, "read", progress,
+                                     staging=str(staging), keep_all=cfg.keep_all_spectra)
+                chunks = [(r.key, f.role) for f, rs in zip(files, per_input) for r in rs]
+                _run_all(client, _split_one, chunks, "partition", progress,
+                         staging=str(staging), plan=plan)
+                return per_input
+
+            per_new = stage_and_split(new)
+            outside = sum(rows_outside(r.key, str(staging), layout)
+                          for f, rs in zip(new, per_new) if f.role == "catalog" for r in rs)
+            if outside:
+                raise LayoutTooSmall(f"{outside} new Legacy Survey rows lie outside the "
+                                     f"catalog's {len(layout)} tiles")
+            reached = input_tiles(staging, new)
+            touched = set(stale) | {tuple(t) for ts in reached.values() for t in ts}
+            touched &= set(layout)
+            others = [f for f in inputs if f.path not in changed
+                      and touched & {tuple(t) for t in known_tiles.get(f.path, [])}]
+            report = {"inputs_changed": sorted(changed), "tiles": sorted(list(t) for t in touched),
+                      "inputs_read": len(new) + len(others), "input_tiles": {}}
+            if dry_run:
+                return report
+            per_other = stage_and_split(others)
+            if touched:
+                mark_incomplete(out)
+            results = _run_all(client, _tile_one, sorted(touched), "match", progress,
+                               staging=str(staging), catalog=str(out), plan=plan, opts=opts,
+                               keep_all=cfg.keep_all_spectra)
+        for r in results:
+            if r.output_rows == 0:  # every row of this tile went away
+                tile_path(out, *r.tile).unlink(missing_ok=True)
+        all_files = new + others
+        summary = _summary(all_files, per_new + per_other, results, plan, time.time() - start)
+        report.update({k: v for k, v in summary.items() if k != "tiles"})
+        report["input_tiles"] = input_tiles(staging, all_files)
+        return report
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _output_radec(catalog: Path, ra: str, dec: str, left_suffix: str) -> tuple[str, str]:
@@ -270,7 +377,8 @@ def _summary(inputs, per_input, tile_results, plan, seconds: float) -> dict:
     for t in tile_results:
         dropped.update(t.dropped)
         ids.update(t.id_comparison)
-    right_role = next(role for role in ("spectra", "redshifts", "table") if rows_read[role])
+    right_role = next((role for role in ("spectra", "redshifts", "table") if rows_read[role]),
+                      "spectra")
     return {
         "left_rows": rows_read["catalog"],
         "right_rows": rows_read[right_role],

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from .io.atomic import atomic_path
 from .partition import IMAGE_JOIN_ARCSEC, Plan, radec_names, read_fragments, tile_dir
@@ -60,15 +62,32 @@ class TileResult:
         return cls(**d)
 
 
-def left_side(staging: str, tile: tuple[int, int]) -> pa.Table | None:
-    """Catalog rows of the tile (own + margin) with cutouts attached where there are any."""
+def _empty_role(staging: str, prefix: str) -> pa.Table | None:
+    """A fragment with no rows but the columns of role ``prefix`` (from any staged file of
+    it), for tiles that role does not reach: every tile then gets the same columns."""
+    staged = next(iter(sorted((Path(staging) / "inputs").glob(f"{prefix}-*.parquet"))), None)
+    if staged is None:
+        return None
+    schema = pq.read_schema(staged).append(pa.field("_margin", pa.bool_()))
+    return schema.empty_table()
+
+
+def _has_role(plan: Plan | None, side: str, role: str) -> bool:
+    return plan is not None and any(f["side"] == side and f["role"] == role for f in plan.inputs)
+
+
+def left_side(staging: str, tile: tuple[int, int], plan: Plan | None = None) -> pa.Table | None:
+    """Catalog rows of the tile (own + margin) with cutouts attached where there are any
+    (an all-null ``image`` column when the run has cutouts but none reach this tile)."""
     from .io import attach_cutouts
 
     catalog = read_fragments(staging, tile, "left-catalog")
     if catalog is None:
         return None
     images = read_fragments(staging, tile, "left-images")
-    if images is not None and images.num_rows:
+    if images is None and catalog.num_rows and _has_role(plan, "left", "images"):
+        images = _empty_role(staging, "left-images")
+    if images is not None and catalog.num_rows:
         cutouts = images.drop_columns([c for c in images.column_names
                                        if c in INTERNAL or c == "_healpix_29"])
         catalog = attach_cutouts(catalog, cutouts, max_sep_arcsec=IMAGE_JOIN_ARCSEC)
@@ -76,16 +95,23 @@ def left_side(staging: str, tile: tuple[int, int]) -> pa.Table | None:
 
 
 def right_side(staging: str, tile: tuple[int, int], own_counts: Counter,
-               keep_all: bool = False) -> pa.Table | None:
+               keep_all: bool = False, plan: Plan | None = None) -> pa.Table | None:
     """Usable DESI rows of the tile (own + margin): spectra joined to redshifts, cuts applied.
 
     Drop counts are added to ``own_counts`` for the tile's own rows only (margin rows are
-    some other tile's own rows and are counted there).
+    some other tile's own rows and are counted there). When the run has spectra and redshift
+    files but only one of them reaches this tile, the other is taken as empty, exactly as in
+    tiles that both reach: redshifts without a spectrum are not pairs, spectra without a
+    redshift are cut; and the tile keeps the columns of both.
     """
     from .quality import redshift_cuts
 
     spectra = read_fragments(staging, tile, "right-spectra")
     redshifts = read_fragments(staging, tile, "right-redshifts")
+    if spectra is None and redshifts is not None and _has_role(plan, "right", "spectra"):
+        spectra = _empty_role(staging, "right-spectra")
+    if redshifts is None and spectra is not None and _has_role(plan, "right", "redshifts"):
+        redshifts = _empty_role(staging, "right-redshifts")
     if spectra is None and redshifts is None:
         return read_fragments(staging, tile, "right-table")
     if spectra is None:
@@ -209,8 +235,8 @@ def build_tile(tile: tuple[int, int], staging: str, catalog: str, plan: Plan,
         result.skipped = True
         return result
     result = TileResult(tile)
-    left = left_side(staging, tile)
-    right = right_side(staging, tile, result.dropped, keep_all)
+    left = left_side(staging, tile, plan)
+    right = right_side(staging, tile, result.dropped, keep_all, plan)
     if left is None or left.num_rows == 0:
         done.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(done) as tmp:
