@@ -174,9 +174,16 @@ def diff_inputs(paths: list[str], known: dict[str, dict]) -> InputDiff:
 
 # ----------------------------------------------------------------------------- inputs
 
-def _scan_inputs(cfg: RunConfig, on_error: str, skipped: dict[str, str]) -> list[str]:
+def _known_file_error(err: AstroembedError) -> InputError:
+    return InputError(f"{err} It was read by an earlier run, so its rows are in the catalog: it "
+                      "is not skipped (that would drop them). Restore the file, or take it out "
+                      "of the inputs to drop its rows.")
+
+
+def _scan_inputs(cfg: RunConfig, on_error: str, skipped: dict[str, str],
+                 known: dict[str, dict]) -> list[str]:
     """Every input file whose kind can be recognised; the others fail the run, or with
-    ``skip`` are set aside (``skipped``: path -> why)."""
+    ``skip`` are set aside (``skipped``: path -> why) unless an earlier run read them."""
     from .inventory import input_files
     from .io import detect_kind
 
@@ -192,6 +199,8 @@ def _scan_inputs(cfg: RunConfig, on_error: str, skipped: dict[str, str]) -> list
         except InputError as err:
             if on_error == "fail":
                 raise
+            if str(path) in known:
+                raise _known_file_error(err) from None
             skipped[str(path)] = str(err)
             event("input_skipped", "skipping %s: %s", path, err, level=logging.WARNING,
                   file=str(path), error=str(err))
@@ -361,8 +370,9 @@ def _run_stages(cfg: RunConfig, catalog: Path, state: dict | None, report: dict,
                 on_error: str, progress) -> None:
     skipped: dict[str, str] = report["skipped_inputs"]
     for _ in range(MAX_SKIPS):
-        files = _scan_inputs(cfg, on_error, skipped)
-        diff = diff_inputs(files, (state or {}).get("inputs", {}))
+        known = (state or {}).get("inputs", {})
+        files = _scan_inputs(cfg, on_error, skipped, known)
+        diff = diff_inputs(files, known)
         report["inputs"] = {"files": len(files), "new": diff.new, "changed": diff.changed,
                             "removed": diff.removed}
         if dry_run:
@@ -376,6 +386,8 @@ def _run_stages(cfg: RunConfig, catalog: Path, state: dict | None, report: dict,
             bad = _failing_input(err, files)
             if on_error == "fail" or bad is None:
                 raise
+            if bad in known:
+                raise _known_file_error(err) from None
             skipped[bad] = str(err)
             event("input_skipped", "skipping %s: %s", bad, err, level=logging.WARNING,
                   file=bad, error=str(err))

@@ -319,3 +319,20 @@ def test_a_run_killed_at_any_point_finishes_identically_when_run_again(tmp_path,
     leftovers = [p for p in (tmp_path / "out").iterdir()
                  if p.name not in ("cat", ".cat.astroembed-run.lock")]
     assert not leftovers, leftovers
+
+
+def test_skip_never_drops_the_rows_of_a_file_an_earlier_run_read(tmp_path, survey):
+    config = setup_pipeline(tmp_path, survey)
+    assert cli("-q", "run", config).returncode == 0
+    catalog = tmp_path / "out" / "cat"
+    before = snapshot(catalog)
+    known = coadds(tmp_path / "in")[0]
+    known.write_bytes(b"not a FITS file at all" * 100)
+    result = cli("run", config, "--on-error", "skip")
+    assert result.returncode == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert str(known) in line and "read by an earlier run" in line
+    after = snapshot(catalog)
+    state_file = str(catalog / "astroembed_state.json")
+    assert {k: v for k, v in after.items() if k != state_file} == \
+        {k: v for k, v in before.items() if k != state_file}
