@@ -281,6 +281,7 @@ def _crossmatch_stage(cfg: RunConfig, catalog: Path, state: dict | None, files: 
 def _embed_stage(cfg: RunConfig, progress) -> dict:
     from .pipeline import embed
 
+    event("embed_start", "embed: checking which tiles need embeddings", stage="embed")
     summary = embed(cfg.embed, progress)
     event("embed_done", "embed: %d tiles embedded, %d already done", summary["tiles_embedded"],
           summary["tiles_skipped"], stage="embed",

@@ -296,8 +296,11 @@ def test_json_logs_are_one_object_per_line_with_the_documented_keys(tmp_path, su
 # ----------------------------------------------------------------------------- killed runs
 
 @pytest.mark.slow
-@pytest.mark.parametrize("delay", [1.5, 4.0, 7.0])
-def test_a_run_killed_at_any_point_finishes_identically_when_run_again(tmp_path, survey, delay):
+@pytest.mark.parametrize("after, delay", [("run_start", 0.0), ("crossmatch_full", 0.3),
+                                          ("crossmatch_full", 1.5), ("embed_start", 0.2),
+                                          ("embed_start", 1.0)])
+def test_a_run_killed_at_any_point_finishes_identically_when_run_again(tmp_path, survey, after,
+                                                                      delay):
     config = setup_pipeline(tmp_path, survey)
     reference_dir = tmp_path / "reference"
     reference_dir.mkdir()
@@ -306,8 +309,11 @@ def test_a_run_killed_at_any_point_finishes_identically_when_run_again(tmp_path,
     assert cli("-q", "run", ref_config).returncode == 0
 
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([*EXE, "-q", "run", str(config)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([*EXE, "run", str(config), "--log-format", "json"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # kill it `delay` seconds after the event `after`
+        if line.startswith("{") and json.loads(line)["event"] == after:
+            break
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
