@@ -773,10 +773,10 @@ def _run_logging(log_format: str) -> None:
     else:
         formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
     handler.setFormatter(formatter)
+    logging.getLogger().handlers[:] = [handler]  # every logger, Dask's included
     for name in ("astroembed", "py.warnings"):
-        logger = logging.getLogger(name)
-        logger.handlers[:] = [handler]
-        logger.propagate = False
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
     if log.getEffectiveLevel() > logging.INFO and not _quiet():
         log.setLevel(logging.INFO)
 

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import InputError
+from .errors import InputError, OutputError
 from .io.atomic import atomic_path
 
 HIST_ORDER = 10  # histogram resolution (~3.4' pixels); also the deepest tile order
@@ -205,9 +205,15 @@ def _strip_metadata(table: pa.Table) -> pa.Table:
 def _write_parquet(path: Path, table: pa.Table, bytes_per_row: float) -> None:
     """Staging files are read once, soon, from local disk: no compression beats any."""
     rows_per_group = max(64, int(ROW_GROUP_BYTES / max(bytes_per_row, 1)))
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, row_group_size=rows_per_group, compression="none",
-                       use_dictionary=False)
+    try:
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp, row_group_size=rows_per_group, compression="none",
+                           use_dictionary=False)
+    except OSError as err:  # pyarrow's message names no file: say which, and where
+        reason = err.strerror or str(err).split(". Detail")[0]
+        raise OutputError(f"{path.parent}: cannot write the run's work files ({reason}); they "
+                          f"need about the inputs' size free beside the catalog. Free space "
+                          f"there and run again.") from None
 
 
 @dataclass

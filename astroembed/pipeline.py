@@ -55,10 +55,16 @@ def dask_client(scheduler: str | None, workers: int, processes: bool) -> Iterato
     """A client on ``scheduler`` (tcp://host:port) or on a new LocalCluster."""
     from dask.distributed import Client, LocalCluster
 
-    # distributed sets its loggers to INFO when imported; its chatter only with -vv.
-    quiet_level = logging.DEBUG if log.getEffectiveLevel() <= logging.DEBUG else logging.ERROR
-    for name in ("distributed", "dask"):
-        logging.getLogger(name).setLevel(quiet_level)
+    # distributed sets its loggers to INFO when imported, with handlers of its own; its chatter
+    # (task failures come back to us as exceptions anyway) only with -vv, and through our
+    # handlers, so `run --log-format json` stays JSON.
+    quiet_level = logging.DEBUG if log.getEffectiveLevel() <= logging.DEBUG else logging.CRITICAL
+    for name in ("distributed", "dask", "distributed.worker", "distributed.scheduler",
+                 "distributed.client", "distributed.nanny", "distributed.core"):
+        logger = logging.getLogger(name)
+        logger.setLevel(quiet_level)
+        logger.handlers[:] = []
+        logger.propagate = True
 
     if scheduler:
         try:

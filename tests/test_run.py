@@ -342,3 +342,15 @@ def test_skip_never_drops_the_rows_of_a_file_an_earlier_run_read(tmp_path, surve
     state_file = str(catalog / "astroembed_state.json")
     assert {k: v for k, v in after.items() if k != state_file} == \
         {k: v for k, v in before.items() if k != state_file}
+
+
+def test_json_logs_stay_json_when_a_run_fails(tmp_path, survey):
+    config = setup_pipeline(tmp_path, survey)
+    bad = coadds(tmp_path / "in")[0].parent / "coadd-main-bright-99999.fits"
+    bad.write_bytes(b"SIMPLE  =                    T" + os.urandom(5000))
+    result = cli("run", config, "--log-format", "json")
+    assert result.returncode == 1
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert lines[-1].startswith("error: ") and str(bad) in lines[-1]
+    events = [json.loads(ln) for ln in lines[:-1]]  # everything before the error line is JSON
+    assert events[-1]["event"] == "run_failed" and str(bad) in events[-1]["error"]
