@@ -69,7 +69,8 @@ def main(out: Path) -> None:
     print(f"  {summary['rows_per_second']} rows/s with {', '.join(providers)}")
 
     # 5. Probe: how much redshift information do the embeddings carry? Photometry and
-    # spectrum PCA are the baselines. sigma_NMAD = 1.4826 * median |dz| / (1 + z).
+    # spectrum PCA are the baselines. dz = z_pred - z_true;
+    # sigma_NMAD = 1.48 * median(|dz - median(dz)| / (1 + z_true)).
     doc = astroembed.probe_catalog(catalog, "redshift", method=("knn",), out=str(out / "probe"))
     print(f"probe of redshift on {doc['n_rows']} rows ({doc['folds']}-fold CV):")
     for r in doc["results"]:
@@ -85,13 +86,14 @@ def main(out: Path) -> None:
     like = table["TARGETID"][int(np.flatnonzero(both)[0])].as_py()
     found = astroembed.search_catalog(catalog, like, from_modality="image",
                                       to_modality="spectrum", k=5)
-    def z(item: dict) -> str:
+
+    def z_text(item: dict) -> str:
         return "-" if item.get("Z") is None else f"{item['Z']:.3f}"
 
-    print(f"search: spectra nearest to the image of TARGETID {like} (Z {z(found['query'])})")
+    print(f"search: spectra nearest to the image of TARGETID {like} (Z {z_text(found['query'])})")
     for n in found["neighbours"]:
         mark = "  <- its own spectrum" if n["partner"] else ""
-        print(f"  #{n['rank']} {n['id']}  cosine {n['similarity']:.3f}  Z {z(n)}{mark}")
+        print(f"  #{n['rank']} {n['id']}  cosine {n['similarity']:.3f}  Z {z_text(n)}{mark}")
 
     print(f"done in {time.perf_counter() - start:.0f} s; outputs in {out}")
 
