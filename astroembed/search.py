@@ -111,16 +111,22 @@ def build_ivf(x: np.ndarray, metric: str = "ip", seed: int = 0, nprobe: int = SE
     fmetric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
     quantizer = faiss.IndexFlatIP(d) if metric == "ip" else faiss.IndexFlatL2(d)
     index = faiss.IndexIVFFlat(quantizer, d, nlist, fmetric)
-    index.cp.seed = int(seed)
-    index.cp.niter = 10
-    index.cp.max_points_per_centroid = 64
+    _train_and_add(index, index, x, nlist, seed)
+    index.nprobe = int(min(nprobe, nlist))
+    return index
+
+
+def _train_and_add(index, ivf, x: np.ndarray, nlist: int, seed: int) -> None:
+    """Seeded k-means (10 iterations) on at most 64 points per list, then add every vector."""
+    ivf.cp.seed = int(seed)
+    ivf.cp.niter = 10
+    ivf.cp.max_points_per_centroid = 64
+    n = len(x)
     rng = np.random.default_rng(seed)
     sample = x if n <= 64 * nlist else x[np.sort(rng.choice(n, 64 * nlist, replace=False))]
     with faiss_threads(1):
         index.train(sample)
     index.add(x)
-    index.nprobe = int(min(nprobe, nlist))
-    return index
 
 
 #: Above this many vectors the k-NN probe's index scans 4-bit PQ codes (fast-scan) and re-ranks
@@ -145,14 +151,7 @@ def build_ivf_fast_scan(x: np.ndarray, metric: str = "ip", seed: int = 0,
     fmetric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
     index = faiss.index_factory(d, f"IVF{nlist},PQ{d // 4}x4fs,RFlat", fmetric)
     ivf = faiss.extract_index_ivf(index)
-    ivf.cp.seed = int(seed)
-    ivf.cp.niter = 10
-    ivf.cp.max_points_per_centroid = 64
-    rng = np.random.default_rng(seed)
-    sample = x if n <= 64 * nlist else x[np.sort(rng.choice(n, 64 * nlist, replace=False))]
-    with faiss_threads(1):
-        index.train(sample)
-    index.add(x)
+    _train_and_add(index, ivf, x, nlist, seed)
     ivf.nprobe = int(min(nprobe, nlist))
     index.k_factor = float(refine)
     return index

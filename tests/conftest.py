@@ -26,3 +26,19 @@ def small_survey(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sim") / "survey"
     astroembed.simulate_survey(out, n_galaxies=200, seed=7, cutout_size=32)
     return out
+
+
+@pytest.fixture(scope="session")
+def run_survey(tmp_path_factory) -> Path:
+    """The simulated survey the ``astroembed run`` tests copy as their inputs (700 galaxies,
+    32x32 cutouts: several tiles at max_rows 200, and seconds to cross-match and embed)."""
+    import astroembed
+
+    out = tmp_path_factory.mktemp("runsim") / "survey"
+    astroembed.simulate_survey(out, n_galaxies=700, seed=11, cutout_size=32)
+    return out
+
+
+def coadds(root: Path) -> list[Path]:
+    """The DESI main-survey coadd files under ``root``, sorted."""
+    return sorted(root.rglob("coadd-main-*.fits"))

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import coadds
 
 ROOT = Path(__file__).resolve().parents[1]
 EXE = [sys.executable, "-m", "astroembed.cli"]
@@ -32,16 +33,8 @@ def cli(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def survey(tmp_path_factory) -> Path:
-    import astroembed
-
-    out = tmp_path_factory.mktemp("runsim") / "survey"
-    astroembed.simulate_survey(out, n_galaxies=700, seed=11, cutout_size=32)
-    return out
-
-
-def coadds(root: Path) -> list[Path]:
-    return sorted(root.rglob("coadd-main-*.fits"))
+def survey(run_survey) -> Path:
+    return run_survey
 
 
 def setup_pipeline(tmp_path: Path, survey: Path, hold: int = 0, probe: bool = False) -> Path:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import coadds
 
 ROOT = Path(__file__).resolve().parents[1]
 EXE = [sys.executable, "-m", "astroembed.cli"]
@@ -58,16 +59,8 @@ needs_mounts = pytest.mark.skipif(NO_MOUNTS is not None, reason=str(NO_MOUNTS))
 # ----------------------------------------------------------------------------- helpers
 
 @pytest.fixture(scope="module")
-def survey(tmp_path_factory) -> Path:
-    import astroembed
-
-    out = tmp_path_factory.mktemp("faultsim") / "survey"
-    astroembed.simulate_survey(out, n_galaxies=700, seed=11, cutout_size=32)
-    return out
-
-
-def coadds(root: Path) -> list[Path]:
-    return sorted(root.rglob("coadd-main-*.fits"))
+def survey(run_survey) -> Path:
+    return run_survey
 
 
 def setup_pipeline(where: Path, survey: Path, *, hold: bool = False, max_rows: int = 200,
