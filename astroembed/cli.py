@@ -212,6 +212,8 @@ def crossmatch(
             max_bytes=max_bytes, max_rows=max_rows, scheduler=scheduler, workers=workers,
             processes=processes, overwrite=overwrite)
         summary = _with_progress(lambda p: run_crossmatch(cfg, progress=p))
+    for internal in ("input_tiles", "layout"):  # for `astroembed run`'s state, not people
+        summary.pop(internal, None)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
