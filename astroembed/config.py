@@ -350,7 +350,6 @@ class RunConfig:
     predict: dict | None
     compute: ComputeConfig
     source: str = "config"
-    raw: dict = dataclasses.field(default_factory=dict)
 
     def resolved(self) -> dict:
         """The whole pipeline as it will run (stored in the catalog's provenance)."""
@@ -466,4 +465,4 @@ def load_run_config(path) -> RunConfig:
                    "column": pd_.get("column")}
     return RunConfig(images=images, spectra=spectra, catalog=catalog, crossmatch=crossmatch,
                      embed=embed, probe=probe, probe_targets=targets, predict=predict,
-                     compute=compute, source=str(path.resolve()), raw=data)
+                     compute=compute, source=str(path.resolve()))

@@ -133,6 +133,26 @@ def _tile_one(tile, staging: str, catalog: str, plan, opts, keep_all: bool):
     return build_tile(tile, staging, catalog, plan, opts, keep_all=keep_all)
 
 
+def _margins(cfg: CrossmatchConfig) -> tuple[float, float]:
+    """(left, right) margins in arcsec: the smallest the mode needs, or ``--margin`` (refused
+    when too small)."""
+    from .crossmatch import check_margin, required_margins
+
+    left, right = required_margins(cfg.mode, cfg.radius)
+    if cfg.margin is not None:
+        check_margin(cfg.mode, cfg.radius, cfg.margin)
+        right = cfg.margin
+        left = cfg.margin if left > 0 else 0.0
+    return left, right
+
+
+def _tile_options(cfg: CrossmatchConfig):
+    from .tilematch import TileOptions
+
+    return TileOptions(radius=cfg.radius, mode=cfg.mode, how=cfg.how, match_on=cfg.match_on,
+                       compare_ids=cfg.compare_ids, suffixes=tuple(cfg.suffixes))
+
+
 def crossmatch(cfg: CrossmatchConfig, progress: Progress | None = None,
                layout: list[tuple[int, int]] | None = None) -> dict:
     """Cross-match IMAGES (left) with SPECTRA (right) into the HATS catalog ``cfg.out``.
@@ -141,18 +161,12 @@ def crossmatch(cfg: CrossmatchConfig, progress: Progress | None = None,
     by default they adapt to the inputs. Returns a summary: rows in, matched, dropped per
     quality-cut reason, tiles, time, and ``input_tiles``: the tiles each input file reached.
     """
-    from .crossmatch import check_margin, required_margins
     from .io.catalog import CatalogWriter
     from .partition import IMAGE_JOIN_ARCSEC, Plan, classify_inputs, config_hash, make_tiles
-    from .tilematch import TileOptions
 
     start = time.time()
     cfg.validate()
-    left_margin, right_margin = required_margins(cfg.mode, cfg.radius)
-    if cfg.margin is not None:
-        check_margin(cfg.mode, cfg.radius, cfg.margin)
-        right_margin = cfg.margin
-        left_margin = cfg.margin if left_margin > 0 else 0.0
+    left_margin, right_margin = _margins(cfg)
     inputs = classify_inputs(cfg.images, cfg.spectra)
     out = Path(cfg.out)
     staging = staging_dir(out)
@@ -167,8 +181,7 @@ def crossmatch(cfg: CrossmatchConfig, progress: Progress | None = None,
     else:
         shutil.rmtree(staging, ignore_errors=True)
         writer.begin()
-    opts = TileOptions(radius=cfg.radius, mode=cfg.mode, how=cfg.how, match_on=cfg.match_on,
-                       compare_ids=cfg.compare_ids, suffixes=tuple(cfg.suffixes))
+    opts = _tile_options(cfg)
     try:
         input_bytes = sum(f.size for f in inputs)
         with compute_client(cfg.scheduler, cfg.workers, cfg.processes, input_bytes) as client:
@@ -251,17 +264,12 @@ def crossmatch_update(cfg: CrossmatchConfig, layout: list[tuple[int, int]],
     nothing in the catalog changes. The catalog is left marked incomplete (the embed stage
     finishes it).
     """
-    from .crossmatch import required_margins
     from .io.catalog import mark_incomplete, tile_path
     from .partition import IMAGE_JOIN_ARCSEC, Plan, classify_inputs, rows_outside
-    from .tilematch import TileOptions
 
     start = time.time()
     cfg.validate()
-    left_margin, right_margin = required_margins(cfg.mode, cfg.radius)
-    if cfg.margin is not None:
-        right_margin = cfg.margin
-        left_margin = cfg.margin if left_margin > 0 else 0.0
+    left_margin, right_margin = _margins(cfg)
     inputs = classify_inputs(cfg.images, cfg.spectra)
     out = Path(cfg.out)
     staging = out.with_name(f".{out.name}.astroembed-update")
@@ -271,8 +279,7 @@ def crossmatch_update(cfg: CrossmatchConfig, layout: list[tuple[int, int]],
                 image_margin=IMAGE_JOIN_ARCSEC * 1.01,
                 inputs=[dataclasses.asdict(f) for f in inputs], config_hash="update",
                 write_path=str(out))
-    opts = TileOptions(radius=cfg.radius, mode=cfg.mode, how=cfg.how, match_on=cfg.match_on,
-                       compare_ids=cfg.compare_ids, suffixes=tuple(cfg.suffixes))
+    opts = _tile_options(cfg)
     new = [f for f in inputs if f.path in changed]
     try:
         input_bytes = sum(f.size for f in inputs)

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .config import LOG_FORMATS, ON_ERROR, RunConfig, load_run_config
+from .config import ON_ERROR, RunConfig, load_run_config
 from .errors import AstroembedError, ConfigError, InputError, OutputError
 
 log = logging.getLogger("astroembed")
@@ -40,7 +40,7 @@ STATE_VERSION = 1
 HASH_CHUNK = 8 * 2**20
 MAX_SKIPS = 1000
 
-__all__ = ["LOG_FORMATS", "LockedError", "PartialSuccess", "run", "read_state"]
+__all__ = ["LockedError", "PartialSuccess", "run", "read_state"]
 
 
 class LockedError(AstroembedError):

@@ -87,33 +87,23 @@ def test_baselines_see_colours_and_spectra_and_noise_embeddings_see_nothing(base
     assert r2["image"] < 0.1            # pure noise
 
 
-def test_cosine_knn_matches_scikit_learn_cosine_metric():
+@pytest.mark.parametrize("features, width, sklearn_metric", [
+    ("image", 12, "cosine"),         # embeddings: the --metric asked for (cosine)
+    ("photometry", 5, "euclidean"),  # baselines: Euclidean whatever --metric says
+])
+def test_knn_matches_scikit_learn_with_the_metric_of_its_features(features, width,
+                                                                   sklearn_metric):
     from sklearn.neighbors import KNeighborsRegressor
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     rng = np.random.default_rng(3)
-    x = rng.normal(size=(300, 12)).astype(np.float32)
-    y = x[:, 0] + 0.1 * rng.normal(size=300)
-    ours = make_estimator("image", "knn", k=10, metric="cosine", index="exact", seed=0,
-                          n_features=12, n_train=200).fit(x[:200], y[:200])
-    ref = make_pipeline(StandardScaler(), KNeighborsRegressor(
-        10, weights="distance", metric="cosine", algorithm="brute")).fit(x[:200], y[:200])
-    np.testing.assert_allclose(ours.predict(x[200:]), ref.predict(x[200:]), rtol=1e-4, atol=1e-6)
-
-
-def test_photometry_baseline_uses_euclidean_knn_whatever_the_embedding_metric():
-    from sklearn.neighbors import KNeighborsRegressor
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    rng = np.random.default_rng(4)
-    x = rng.normal(size=(300, 5)).astype(np.float32)
+    x = rng.normal(size=(300, width)).astype(np.float32)
     y = x[:, 0] + x[:, 1] ** 2 + 0.1 * rng.normal(size=300)
-    ours = make_estimator("photometry", "knn", k=10, metric="cosine", index="exact", seed=0,
-                          n_features=5, n_train=200).fit(x[:200], y[:200])
+    ours = make_estimator(features, "knn", k=10, metric="cosine", index="exact", seed=0,
+                          n_features=width, n_train=200).fit(x[:200], y[:200])
     ref = make_pipeline(StandardScaler(), KNeighborsRegressor(
-        10, weights="distance", metric="euclidean", algorithm="brute")).fit(x[:200], y[:200])
+        10, weights="distance", metric=sklearn_metric, algorithm="brute")).fit(x[:200], y[:200])
     np.testing.assert_allclose(ours.predict(x[200:]), ref.predict(x[200:]), rtol=1e-4, atol=1e-6)
 
 
