@@ -79,7 +79,7 @@ def _nearest(query: np.ndarray, points: np.ndarray, keys: np.ndarray,
     found = np.full(len(query), -1, dtype=np.int64)
     if len(query) == 0 or len(points) == 0:
         return found
-    tree = cKDTree(points)
+    tree = cKDTree(points, balanced_tree=False)  # exact either way; builds ~2x faster
     bound = chord_r * (1 + _SEARCH_SLACK)
     dist, idx = tree.query(query, k=2, distance_upper_bound=bound, workers=-1)
     hit = np.isfinite(dist[:, 0])
@@ -115,6 +115,8 @@ def _all_pairs(left: np.ndarray, right: np.ndarray, chord_r: float) -> tuple[np.
 def _sorted_pairs(left_xyz, right_xyz, li, ri) -> Pairs:
     """Pairs with their arcsec distances, sorted by (li, dist, ri)."""
     dist = chord_to_arcsec(_chord(left_xyz[li], right_xyz[ri]))
+    if li.size < 2 or np.all(li[1:] > li[:-1]):  # one pair per left row, in order: done
+        return li, ri, dist
     order = np.lexsort((ri, dist, li))
     return li[order], ri[order], dist[order]
 

@@ -232,14 +232,14 @@ def crossmatch(cfg: CrossmatchConfig, progress: Progress | None = None,
 
 def input_tiles(staging: Path, inputs) -> dict[str, list[list[int]]]:
     """The tiles each input file sent rows to (own or margin), from the fragments in staging."""
-    from .partition import tile_dir
+    from .partition import WORK_SUFFIX, tile_dir
 
     by_key = {f.key: f.path for f in inputs}
     found: dict[str, set] = {f.path: set() for f in inputs}
     root = tile_dir(staging, (0, 0)).parent
     for d in root.iterdir() if root.is_dir() else ():
         tile = tuple(int(v) for v in d.name.split("-"))
-        for frag in d.glob("*.parquet"):
+        for frag in d.glob(f"*{WORK_SUFFIX}"):
             key = frag.stem.rsplit("-", 1)[0]  # "<side>-<role>-<index>-<chunk>"
             if key in by_key:
                 found[by_key[key]].add(tile)

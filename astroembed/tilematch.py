@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from .io.atomic import atomic_path
-from .partition import IMAGE_JOIN_ARCSEC, Plan, radec_names, read_fragments, tile_dir
+from .partition import (IMAGE_JOIN_ARCSEC, WORK_SUFFIX, Plan, radec_names, read_fragments,
+                        tile_dir, work_file_schema)
 
 INTERNAL = ("_margin", "_key")
 
@@ -65,10 +65,10 @@ class TileResult:
 def _empty_role(staging: str, prefix: str) -> pa.Table | None:
     """A fragment with no rows but the columns of role ``prefix`` (from any staged file of
     it), for tiles that role does not reach: every tile then gets the same columns."""
-    staged = next(iter(sorted((Path(staging) / "inputs").glob(f"{prefix}-*.parquet"))), None)
+    staged = next(iter(sorted((Path(staging) / "inputs").glob(f"{prefix}-*{WORK_SUFFIX}"))), None)
     if staged is None:
         return None
-    schema = pq.read_schema(staged).append(pa.field("_margin", pa.bool_()))
+    schema = work_file_schema(staged).append(pa.field("_margin", pa.bool_()))
     return schema.empty_table()
 
 
@@ -242,6 +242,7 @@ def build_tile(tile: tuple[int, int], staging: str, catalog: str, plan: Plan,
         with atomic_path(done) as tmp:
             tmp.write_text(result.to_json())
         return result
+    left = _sorted_by_position(left)
     own = ~left.column("_margin").to_numpy(zero_copy_only=False)
     result.left_rows = int(own.sum())
     if right is not None:
@@ -272,6 +273,15 @@ def build_tile(tile: tuple[int, int], staging: str, catalog: str, plan: Plan,
     with atomic_path(done) as tmp:
         tmp.write_text(result.to_json())
     return result
+
+
+def _sorted_by_position(table: pa.Table) -> pa.Table:
+    """Rows in ``_healpix_29`` order (stable): neighbouring queries then walk the tree
+    together, and pairs taken in left order come out in the order the tile is written in."""
+    h29 = table.column("_healpix_29").to_numpy()
+    if h29.size < 2 or np.all(h29[1:] >= h29[:-1]):
+        return table
+    return table.take(pa.array(np.argsort(h29, kind="stable")))
 
 
 def _empty_like_right(right: pa.Table | None) -> pa.Table:

@@ -266,12 +266,14 @@ def parquet_options(schema: pa.Schema) -> dict:
     """``pq.ParquetWriter`` options for a tile: the float arrays (cutouts, spectra,
     embeddings) are stored plain, because noisy float32 does not compress (snappy: 1.00 on
     simulated cutouts and spectra) while compressing and dictionary-probing them costs about
-    a third of the time to write and read a tile; the scalar columns keep snappy and
-    dictionaries."""
-    plain = [f.name for f in schema if _is_float_array(f.type)]
+    a third of the time to write and read a tile. Scalar columns keep snappy; only the
+    non-float ones (IDs, bricks, flags, names) try dictionaries: measured floats rarely
+    repeat, so probing them tripled a cross-match tile's write time and grew the file."""
+    plain = {f.name for f in schema if _is_float_array(f.type)}
     compression = {f.name: ("none" if f.name in plain else "snappy") for f in schema}
-    return {"compression": compression,
-            "use_dictionary": [f.name for f in schema if f.name not in plain]}
+    dictionary = [f.name for f in schema
+                  if f.name not in plain and not pa.types.is_floating(f.type)]
+    return {"compression": compression, "use_dictionary": dictionary}
 
 
 def write_tile(catalog: str | os.PathLike, order: int, pixel: int, table: pa.Table) -> Path:
