@@ -111,6 +111,7 @@ def export_model(model_dir: str | os.PathLike, out: str | os.PathLike,
     ``model_dir``; returns what was written and the parity differences."""
     import torch
 
+    from astroembed.models.export_form import export_form
     from astroembed.training import FINAL, build_models, config_from_checkpoint, load_checkpoint
 
     model_dir, out = Path(model_dir), Path(out)
@@ -147,8 +148,8 @@ def export_model(model_dir: str | os.PathLike, out: str | os.PathLike,
             meta = _metadata(modality, cfg, weights, inputs, prep, summary)
             example = tuple(t.float() for t in parity[modality])
             with torch.no_grad():
-                _export_one(module, example, names, file, meta)
-            diff = _check_parity(file, module, example, names)
+                _export_one(export_form(module), example, names, file, meta)
+            diff = _check_parity(file, module, example, names)  # against the trained form
             result["encoders"][modality] = {"file": file.name, "model_hash": weights,
                                             "parity_max_abs_diff": diff,
                                             "bytes": file.stat().st_size}

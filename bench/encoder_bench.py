@@ -39,6 +39,7 @@ def main() -> int:
     import torch
 
     from astroembed.export import _export_one
+    from astroembed.models.export_form import export_form
     from astroembed.training import TrainConfig, build_models
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -64,7 +65,7 @@ def main() -> int:
             names = list(inputs[modality])
             example = tuple(torch.from_numpy(inputs[modality][n]) for n in names)
             path = Path(tmp) / f"{modality}.onnx"
-            _export_one(module, example, names, path, {})
+            _export_one(export_form(module), example, names, path, {})  # as `export` does
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = args.threads
             opts.inter_op_num_threads = 1

@@ -347,3 +347,33 @@ def test_default_model_warns_on_data_it_was_not_trained_on(catalog, tmp_path, ca
     with caplog.at_level(logging.WARNING, logger="astroembed"):
         plan_embed(real, model=str(DEFAULT_MODEL_DIR))  # named explicitly: the user chose it
     assert "simulated" not in caplog.text
+
+
+@pytest.mark.parametrize("heads,width,depth,length,patch", [(1, 16, 1, 200, 40), (2, 32, 2, 1945, 40),
+                                                             (4, 64, 1, 333, 25)])
+def test_spectrum_export_form_matches_trained_form(heads, width, depth, length, patch, tmp_path):
+    """The row layout handed to the exporter computes what the trained module computes (the
+    oracle is torch's own scaled_dot_product_attention path), and exports without 4-D
+    transposes."""
+    from astroembed.export import _export_one
+    from astroembed.models.export_form import export_form
+
+    torch.manual_seed(heads + depth)
+    enc = SpectrumEncoder(SpectrumEncoderConfig(length=length, patch=patch, width=width,
+                                                depth=depth, heads=heads, embed_dim=8)).eval()
+    for p in enc.parameters():  # away from the small init, so head slicing errors would show
+        p.data.normal_(0, 0.3)
+    spectrum, stats = torch.randn(5, 2, length), torch.randn(5, 2)
+    form = export_form(enc)
+    with torch.no_grad():
+        expected, got = enc(spectrum, stats), form(spectrum, stats)
+    assert got.shape == expected.shape == (5, 8)
+    assert float((got - expected).abs().max()) < 1e-5
+    assert export_form(ImageEncoder(ImageEncoderConfig(crop=16, widths=(8, 16), heads=2,
+                                                       embed_dim=8))).__class__ is ImageEncoder
+    if heads == 2:
+        path = tmp_path / "spectrum.onnx"
+        with torch.no_grad():
+            _export_one(form, (spectrum, stats), ["spectrum", "stats"], path, {})
+        ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+        assert ops.count("Transpose") <= 1 + heads * (depth + 1)  # patch layout + K^T per head
