@@ -104,24 +104,30 @@ def spectrum_inputs(flux: np.ndarray, ivar: np.ndarray,
     n, length = len(flux), n_wave // nbin
     f, w = flux[:, :length * nbin], ivar[:, :length * nbin]
     with np.errstate(invalid="ignore", over="ignore"):
-        good = (w > 0) & (w < np.inf) & np.isfinite(f)
+        good = w > 0  # in place from here on: each full-size temporary costs a pass
+        good &= w < np.inf
+        good &= np.isfinite(f)
         w = np.where(good, w, np.float32(0))
-        fw = np.where(good, f * w, np.float32(0))
+        fw = np.multiply(f, w, where=good, out=np.zeros_like(w))
     wsum, fwsum = _bin_sums(w, length, nbin), _bin_sums(fw, length, nbin)
     valid = wsum > 0
-    binned = np.divide(fwsum, wsum, out=np.zeros_like(wsum), where=valid)
+    binned = np.divide(fwsum, wsum, out=np.zeros_like(wsum), where=valid)  # 0 where invalid
     nvalid = valid.sum(axis=1)
-    mean = np.divide(np.where(valid, binned, 0).sum(axis=1), nvalid,
-                     out=np.zeros(n), where=nvalid > 0)
-    resid = np.where(valid, binned - mean[:, None], 0.0)
-    std = np.sqrt(np.divide((resid ** 2).sum(axis=1), nvalid, out=np.zeros(n),
+    mean = np.divide(binned.sum(axis=1), nvalid, out=np.zeros(n), where=nvalid > 0)
+    resid = binned
+    resid -= mean[:, None]
+    resid[~valid] = 0.0
+    std = np.sqrt(np.divide(np.einsum("ij,ij->i", resid, resid), nvalid, out=np.zeros(n),
                             where=nvalid > 0))
     ok = (nvalid >= float(spec["min_valid_fraction"]) * length) & (std > 0)
     safe_std = np.where(ok, std, 1.0)
-    z = np.where(valid, resid / safe_std[:, None], 0.0)
-    trust = np.clip(np.sqrt(wsum) * safe_std[:, None] / float(spec["snr_scale"]), 0.0, 1.0)
-    x = np.stack([z, trust], axis=1)
+    # Computed in float64, stored straight into the float32 input (resid is 0 where invalid).
+    x = np.empty((n, 2, length), dtype=np.float32)
+    np.divide(resid, safe_std[:, None], out=x[:, 0], casting="same_kind")
+    trust = np.sqrt(wsum, out=wsum)
+    trust *= safe_std[:, None] / float(spec["snr_scale"])
+    np.clip(trust, 0.0, 1.0, out=x[:, 1], casting="same_kind")
     stats = np.stack([np.arcsinh(mean), np.log(safe_std)], axis=1)
     x[~ok] = 0.0
     stats[~ok] = 0.0
-    return {"spectrum": x.astype(np.float32), "stats": stats.astype(np.float32)}, ok
+    return {"spectrum": x, "stats": stats.astype(np.float32)}, ok
