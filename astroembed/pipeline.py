@@ -14,6 +14,7 @@ import logging
 import shutil
 import time
 import warnings
+from datetime import datetime, timezone
 from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterator
@@ -264,7 +265,7 @@ def crossmatch_update(cfg: CrossmatchConfig, layout: list[tuple[int, int]],
     nothing in the catalog changes. The catalog is left marked incomplete (the embed stage
     finishes it).
     """
-    from .io.catalog import mark_incomplete, tile_path
+    from .io.catalog import mark_incomplete, tile_path, update_provenance
     from .partition import IMAGE_JOIN_ARCSEC, Plan, classify_inputs, rows_outside
 
     start = time.time()
@@ -320,9 +321,30 @@ def crossmatch_update(cfg: CrossmatchConfig, layout: list[tuple[int, int]],
         summary = _summary(all_files, per_new + per_other, results, plan, time.time() - start)
         report.update({k: v for k, v in summary.items() if k != "tiles"})
         report["input_tiles"] = input_tiles(staging, all_files)
+        if touched:
+            update_provenance(out, lambda prov: _updated_provenance(prov, inputs, report))
         return report
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+MAX_UPDATES_KEPT = 100  # provenance keeps the latest in-place updates, not a growing log
+
+
+def _updated_provenance(provenance: dict, inputs, report: dict) -> dict:
+    """Provenance after an in-place update: today's inputs, and the update appended to
+    ``updates`` (``summary`` stays that of the full run that made the layout; the row
+    counts of the whole catalog are in hats.properties)."""
+    provenance = dict(provenance)
+    provenance["inputs"] = [{"path": f.path, "kind": f.kind, "role": f.role, "size": f.size,
+                             "mtime": f.mtime} for f in inputs]
+    entry = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+             "inputs_changed": report["inputs_changed"], "tiles_redone": report["tiles"],
+             "summary": {k: report[k] for k in ("left_rows", "right_rows", "right_usable",
+                                                 "dropped", "matched", "output_rows")
+                         if k in report}}
+    provenance["updates"] = (list(provenance.get("updates", [])) + [entry])[-MAX_UPDATES_KEPT:]
+    return provenance
 
 
 def _output_radec(catalog: Path, ra: str, dec: str, left_suffix: str) -> tuple[str, str]:

@@ -67,13 +67,17 @@ def event(name: str, message: str, *args, level: int = logging.INFO, **fields) -
 # ----------------------------------------------------------------------------- the lock
 
 @contextlib.contextmanager
-def run_lock(catalog: Path) -> Iterator[Path]:
+def run_lock(catalog: Path, create: bool = True) -> Iterator[Path]:
     """Hold ``.CAT.astroembed-run.lock`` beside the catalog for the whole run, or raise
     :class:`LockedError` naming the holder. A lock file left by a killed run is not held by
-    anyone (the kernel drops a dead process's locks) and is taken over."""
+    anyone (the kernel drops a dead process's locks) and is taken over. Without ``create``
+    (a dry run) a missing parent directory is not made: there is nothing to lock yet."""
     import fcntl
 
     path = catalog.with_name(f".{catalog.name}.astroembed-run.lock")
+    if not create and not path.parent.is_dir():
+        yield path
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -340,7 +344,7 @@ def run(config: str | os.PathLike, *, dry_run: bool = False, on_error: str = "fa
     started = time.time()
     report: dict = {"config": cfg.source, "catalog": str(catalog), "started": _now(),
                     "dry_run": dry_run, "stages": {}, "skipped_inputs": {}}
-    with run_lock(catalog):
+    with run_lock(catalog, create=not dry_run):
         event("run_start", "run %s -> %s%s", cfg.source, catalog, " (dry run)" if dry_run else "",
               config=cfg.source, catalog=str(catalog))
         state = read_state(catalog) if catalog.exists() else None

@@ -109,6 +109,7 @@ def test_new_inputs_redo_only_the_tiles_they_reach_and_equal_a_full_rebuild(tmp_
 
     import astroembed
     from astroembed.config import load_run_config
+    from astroembed.io.catalog import read_catalog_info
     from astroembed.pipeline import crossmatch
     from astroembed.run import read_state
 
@@ -157,6 +158,15 @@ def test_new_inputs_redo_only_the_tiles_they_reach_and_equal_a_full_rebuild(tmp_
                if (hp.ang2pix(2 ** t[0], ra, dec, nest=True, lonlat=True) == t[1]).any()}
     assert {t for t in holding if t in {tile_of(p) for p in after}} <= rewritten
 
+    # Provenance names today's inputs and records the update (not only the first full run).
+    provenance = read_catalog_info(catalog).provenance
+    new_paths = sorted(str(p.resolve()) for p in back)
+    assert set(new_paths) <= {i["path"] for i in provenance["inputs"]}
+    update = provenance["updates"][-1]
+    assert update["inputs_changed"] == new_paths
+    assert rewritten <= {tuple(t) for t in update["tiles_redone"]}
+    assert update["summary"]["matched"] > 0
+
     # A full rebuild on the same layout, embedded the same way, holds the same rows.
     cfg = load_run_config(config)
     rebuilt = tmp_path / "rebuilt"
@@ -165,6 +175,14 @@ def test_new_inputs_redo_only_the_tiles_they_reach_and_equal_a_full_rebuild(tmp_
                layout=layout)
     astroembed.embed_catalog(rebuilt)
     assert_same_rows(read_rows(catalog), read_rows(rebuilt))
+
+
+def test_a_first_dry_run_writes_nothing(tmp_path, survey):
+    config = setup_pipeline(tmp_path, survey)
+    dry = cli("-q", "run", config, "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["stages"]["crossmatch"]["mode"] == "full"
+    assert not (tmp_path / "out").exists()  # not even the lock's directory
 
 
 def test_a_rerun_with_nothing_new_does_nothing_and_says_so(tmp_path, survey):

@@ -46,7 +46,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -421,6 +421,15 @@ def mark_incomplete(path: str | os.PathLike) -> None:
     props = read_properties(_properties_file(path))
     props[STATUS_KEY] = "incomplete"
     write_properties(path / PROPERTIES_FILE, props)
+
+
+def update_provenance(path: str | os.PathLike, change: Callable[[dict], dict]) -> None:
+    """Rewrite the provenance sidecar of a catalog being changed in place (atomically); the
+    compact copies in ``hats.properties`` and the Parquet footers follow when it is finished
+    (:func:`refresh_catalog`)."""
+    path = Path(path)
+    props = read_properties(_properties_file(path))
+    _write_provenance(path, change(_read_provenance(path, props)))
 
 
 # ----------------------------------------------------------------------------- finishing
