@@ -296,7 +296,7 @@ def split_input(key: str, role: str, staging: str, plan: Plan) -> int:
         return 0
     table = read_work_file(staged)
     h29 = table.column("_healpix_29").to_numpy()
-    if np.any(h29[1:] < h29[:-1]):  # staged by an older version, or by hand
+    if np.any(h29[1:] < h29[:-1]):  # _stage_chunk writes them sorted; cheap to make sure
         order = np.argsort(h29, kind="stable")
         table, h29 = table.take(pa.array(order)), h29[order]
     lo, hi = tile_ranges(plan.tiles)

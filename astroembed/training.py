@@ -76,8 +76,12 @@ class TrainConfig:
     model_name: str = "astroembed-sim"
     model_version: str = "1.0.0"
     crop: int = 32
-    spectrum_bin: int = 4
-    spectrum: dict = field(default_factory=lambda: {"patch": 40, "width": 128, "depth": 4,
+    # 16-pixel bins (12.8 A), 10-bin patches: 48 tokens of 160 original pixels each. Against
+    # 4-pixel bins and 40-bin patches (the same tokens) the spectrum k-NN after 8 epochs went
+    # from R^2 0.829 to 0.870 (sigma_NMAD 0.0169 -> 0.0131): z-scoring noisy 4-pixel bins
+    # divides by a spread that is mostly noise, and the patch targets are noisier.
+    spectrum_bin: int = 16
+    spectrum: dict = field(default_factory=lambda: {"patch": 10, "width": 128, "depth": 4,
                                                     "heads": 4, "mlp_ratio": 2.0})
     image: dict = field(default_factory=lambda: {"widths": [24, 48, 96], "heads": 4})
     embed_dim: int = 128

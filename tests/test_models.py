@@ -161,7 +161,7 @@ def test_export_parity_and_metadata_round_trip(exported, trained):
     assert image.info.modality == "image" and spectrum.info.modality == "spectrum"
     assert image.info.dim == spectrum.info.dim == 16
     assert image.info.preprocessing == default_image_preprocessing(16)
-    assert spectrum.info.preprocessing == default_spectrum_preprocessing(4)
+    assert spectrum.info.preprocessing == default_spectrum_preprocessing(TrainConfig.spectrum_bin)
     assert image.info.name == "astroembed-sim" and image.info.version == "1.0.0"
     assert len(image.info.hash) == 64 and image.info.hash != spectrum.info.hash
     assert image.info.training_data_hash == load_checkpoint(trained / "model.pt")["data_digest"]
@@ -239,7 +239,7 @@ def test_declared_shape_must_match_preprocessing(exported, tmp_path):
         for p in model.metadata_props:
             if p.key == "preprocessing":
                 prep = json.loads(p.value)
-                prep["bin"] = 2  # declares 3890 pixels; the graph takes 1945
+                prep["bin"] = 2  # declares 3890 pixels; the graph takes 486 (bins of 16)
                 p.value = json.dumps(prep)
 
     bad = _rewrite(out / "spectrum.onnx", tmp_path / "spectrum.onnx", wrong_bin)
