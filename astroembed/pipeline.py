@@ -210,8 +210,7 @@ def crossmatch(cfg: CrossmatchConfig, progress: Progress | None = None,
         raise
     summary = _summary(inputs, per_input, tile_results, plan, time.time() - start)
     provenance = {"command": "crossmatch", "config": resolved, "run_id": run_id,
-                  "inputs": [{"path": f.path, "kind": f.kind, "role": f.role, "size": f.size,
-                              "mtime": f.mtime} for f in inputs],
+                  "inputs": _input_records(inputs),
                   "summary": {k: v for k, v in summary.items() if k not in ("seconds", "tiles_skipped")}}
     out_ra, out_dec = _output_radec(Path(plan.write_path), ra_col, dec_col, cfg.suffixes[0])
     info = writer.finish(provenance,
@@ -328,6 +327,12 @@ def crossmatch_update(cfg: CrossmatchConfig, layout: list[tuple[int, int]],
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _input_records(inputs) -> list[dict]:
+    """The input files as provenance lists them."""
+    return [{"path": f.path, "kind": f.kind, "role": f.role, "size": f.size, "mtime": f.mtime}
+            for f in inputs]
+
+
 MAX_UPDATES_KEPT = 100  # provenance keeps the latest in-place updates, not a growing log
 
 
@@ -336,8 +341,7 @@ def _updated_provenance(provenance: dict, inputs, report: dict) -> dict:
     ``updates`` (``summary`` stays that of the full run that made the layout; the row
     counts of the whole catalog are in hats.properties)."""
     provenance = dict(provenance)
-    provenance["inputs"] = [{"path": f.path, "kind": f.kind, "role": f.role, "size": f.size,
-                             "mtime": f.mtime} for f in inputs]
+    provenance["inputs"] = _input_records(inputs)
     entry = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
              "inputs_changed": report["inputs_changed"], "tiles_redone": report["tiles"],
              "summary": {k: report[k] for k in ("left_rows", "right_rows", "right_usable",
