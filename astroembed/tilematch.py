@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .io.atomic import atomic_path
+from .io.catalog import sorted_by_healpix
 from .partition import (IMAGE_JOIN_ARCSEC, WORK_SUFFIX, Plan, radec_names, read_fragments,
                         tile_dir, work_file_schema)
 
@@ -242,7 +243,8 @@ def build_tile(tile: tuple[int, int], staging: str, catalog: str, plan: Plan,
         with atomic_path(done) as tmp:
             tmp.write_text(result.to_json())
         return result
-    left = _sorted_by_position(left)
+    # sorted, pairs taken in left order come out in the order the tile is written in
+    left = sorted_by_healpix(left, left.column("_healpix_29").to_numpy())
     own = ~left.column("_margin").to_numpy(zero_copy_only=False)
     result.left_rows = int(own.sum())
     if right is not None:
@@ -273,15 +275,6 @@ def build_tile(tile: tuple[int, int], staging: str, catalog: str, plan: Plan,
     with atomic_path(done) as tmp:
         tmp.write_text(result.to_json())
     return result
-
-
-def _sorted_by_position(table: pa.Table) -> pa.Table:
-    """Rows in ``_healpix_29`` order (stable): neighbouring queries then walk the tree
-    together, and pairs taken in left order come out in the order the tile is written in."""
-    h29 = table.column("_healpix_29").to_numpy()
-    if h29.size < 2 or np.all(h29[1:] >= h29[:-1]):
-        return table
-    return table.take(pa.array(np.argsort(h29, kind="stable")))
 
 
 def _empty_like_right(right: pa.Table | None) -> pa.Table:

@@ -53,7 +53,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from astroembed.errors import InputError, OutputError, where
@@ -244,9 +243,16 @@ def _prepare_tile(table: pa.Table, order: int, pixel: int, final: Path) -> pa.Ta
     if table.schema.field(idx).type != pa.int64():
         table = table.set_column(idx, table.schema.field(idx).with_type(pa.int64()),
                                  pa.array(h29, pa.int64()))
-    if h29.size > 1 and np.any(np.diff(h29) < 0):
-        table = table.take(pc.sort_indices(table.column(idx)))  # stable sort
-    return _normalize(table)
+    return _normalize(sorted_by_healpix(table, h29))
+
+
+def sorted_by_healpix(table: pa.Table, h29: np.ndarray) -> pa.Table:
+    """``table`` in ``_healpix_29`` order (stable; ``h29`` is that column as NumPy), itself
+    when already sorted: tiles are written in this order, and matching left rows in it makes
+    neighbouring queries walk the KD-tree together."""
+    if h29.size > 1 and np.any(h29[1:] < h29[:-1]):
+        return table.take(pa.array(np.argsort(h29, kind="stable")))
+    return table
 
 
 def _row_group_rows(table: pa.Table, target_bytes: int = ROW_GROUP_BYTES) -> int:
