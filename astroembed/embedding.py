@@ -38,8 +38,8 @@ import pyarrow.parquet as pq
 from astroembed.errors import AstroembedError, InputError, ModelError, OutputError, where
 from astroembed.io.atomic import atomic_path
 from astroembed.io.catalog import (COMMON_METADATA_FILE, DATASET_DIR, ROW_GROUP_BYTES,
-                                   CatalogInfo, find_tile, parquet_options, parse_tile,
-                                   publish_mode, read_catalog_info, tile_path)
+                                   CatalogInfo, find_tile, is_embedding_field, parquet_options,
+                                   parse_tile, publish_mode, read_catalog_info, tile_path)
 from astroembed.modelfile import MODALITIES, Encoder, find_encoders, open_encoder
 from astroembed.preprocess import image_inputs, spectrum_inputs
 
@@ -674,7 +674,7 @@ def catalog_embeddings(catalog: str | os.PathLike) -> tuple[dict[str, dict], str
                              f"different columns ({', '.join(only) or 'types differ'})")
         for fld in schema:
             meta = _field_meta(fld)
-            if "model_hash" not in meta or meta.get("astroembed_embedding") != "1":
+            if not is_embedding_field(fld) or "model_hash" not in meta:
                 continue
             nulls = _null_rows(footer, fld.name)
             entry = columns.setdefault(fld.name, {

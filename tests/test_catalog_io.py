@@ -401,3 +401,21 @@ def test_tile_numbers_checked():
         cat.tile_path(Path("x"), 1, 48)
     with pytest.raises(ValueError):
         cat.tile_path(Path("x"), 30, 0)
+
+
+def test_statistics_on_scalars_and_embeddings_not_on_pixel_arrays(tmp_path):
+    """Min/max over every pixel of a cutout or spectrum prune nothing and slow every write;
+    embedding columns keep their statistics because ``info`` counts null rows from them."""
+    table = _rows(np.random.default_rng(3), 2, 0, 20, 1)
+    marked = pa.field("embedding_spectrum", pa.list_(pa.float32(), DIM),
+                      metadata={"astroembed_embedding": "1"})
+    emb = pa.array([None if i % 4 == 0 else [0.5] * DIM for i in range(20)], marked.type)
+    flux = pa.array([[1.0, 2.0, 3.0]] * 20, pa.list_(pa.float32()))
+    table = table.append_column(marked, emb).append_column("flux", flux)
+    path = cat.write_tile(tmp_path / "cat", 2, 0, table)
+    group = pq.read_metadata(path).row_group(0)
+    stats = {group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)}
+    assert {p for p, c in stats.items() if not c.is_stats_set} == {
+        "image.list.element", "flux.list.element", "embedding_image.list.element"}
+    assert stats["embedding_spectrum.list.element"].statistics.null_count == 5
+    assert stats["Z"].statistics.min >= 0 and stats["TARGETID"].statistics.max == 20

@@ -268,18 +268,45 @@ def _is_float_array(t: pa.DataType) -> bool:
         pa.types.is_floating(t.value_type)
 
 
+def _leaf_paths(name: str, t: pa.DataType) -> list[str]:
+    """Parquet leaf column paths of an Arrow field, as pyarrow names them."""
+    if isinstance(t, pa.BaseExtensionType):
+        t = t.storage_type
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return _leaf_paths(f"{name}.list.element", t.value_type)
+    if pa.types.is_struct(t):
+        return [p for i in range(t.num_fields)
+                for p in _leaf_paths(f"{name}.{t.field(i).name}", t.field(i).type)]
+    if pa.types.is_map(t):
+        return (_leaf_paths(f"{name}.key_value.key", t.key_type)
+                + _leaf_paths(f"{name}.key_value.value", t.item_type))
+    return [name]
+
+
+def is_embedding_field(fld: pa.Field) -> bool:
+    """Whether ``fld`` is an embedding column written by ``embed`` (it says so in its
+    metadata)."""
+    return (fld.metadata or {}).get(b"astroembed_embedding") == b"1"
+
+
 def parquet_options(schema: pa.Schema) -> dict:
     """``pq.ParquetWriter`` options for a tile: the float arrays (cutouts, spectra,
     embeddings) are stored plain, because noisy float32 does not compress (snappy: 1.00 on
     simulated cutouts and spectra) while compressing and dictionary-probing them costs about
     a third of the time to write and read a tile. Scalar columns keep snappy; only the
     non-float ones (IDs, bricks, flags, names) try dictionaries: measured floats rarely
-    repeat, so probing them tripled a cross-match tile's write time and grew the file."""
+    repeat, so probing them tripled a cross-match tile's write time and grew the file.
+    Pixel arrays get no statistics (min/max over every pixel of a cutout or spectrum prune
+    nothing and cost a third of writing them); embedding columns keep theirs, because
+    ``info`` counts their null rows from them."""
     plain = {f.name for f in schema if _is_float_array(f.type)}
     compression = {f.name: ("none" if f.name in plain else "snappy") for f in schema}
     dictionary = [f.name for f in schema
                   if f.name not in plain and not pa.types.is_floating(f.type)]
-    return {"compression": compression, "use_dictionary": dictionary}
+    statistics = [p for f in schema if f.name not in plain or is_embedding_field(f)
+                  for p in _leaf_paths(f.name, f.type)]
+    return {"compression": compression, "use_dictionary": dictionary,
+            "write_statistics": statistics}
 
 
 def write_tile(catalog: str | os.PathLike, order: int, pixel: int, table: pa.Table) -> Path:
