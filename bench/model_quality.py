@@ -5,10 +5,15 @@
 HELDOUT_CAT is a cross-matched catalog of a survey the model never saw (another seed). The
 embeddings are computed here with onnxruntime directly on the preprocessed inputs; redshift is
 predicted by 5-fold k-NN (distance-weighted, k = 64, standardised features, as AstroCLIP's
-zero-shot evaluation) from: spectrum embeddings, image embeddings, a 32-component PCA of the
-preprocessed (binned, z-scored) spectra, and the g, r, z magnitudes and colours alone
-(AstroCLIP's photometry baseline). Retrieval: for each object, the rank of its own partner
-among all objects of the other modality by cosine similarity.
+zero-shot evaluation) from: spectrum embeddings, image embeddings, three PCAs of the spectra
+(32 components of the observed flux as stored; 32 components of the encoder's input, binned
+and z-scored; ``astroembed probe``'s baseline, 16 components of the spectra binned by 32 and
+scaled to unit norm, the strongest of the three), and the g, r, z magnitudes and colours alone
+(AstroCLIP's photometry baseline).
+k-NN scores grow with the number of reference objects (neighbours are closer), so the
+spectrum features are also scored on random subsets of the held-out rows
+(``reference_size``). Retrieval: for each object, the rank of its own partner among all
+objects of the other modality by cosine similarity.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from sklearn.preprocessing import StandardScaler
 from astroembed.io.catalog import image_array, read_catalog_info, tile_path
 from astroembed.modelfile import find_encoders, open_encoder
 from astroembed.preprocess import image_inputs, spectrum_inputs
+from astroembed.probe import PCA_COMPONENTS, SPECTRUM_BIN, rebin_spectra
 
 
 def load(catalog: str, flux_cols: list[str]) -> dict:
@@ -75,6 +81,21 @@ def knn_redshift(x: np.ndarray, z: np.ndarray, k: int = 64, seed: int = 0) -> di
             "bias": float(np.median(dz))}
 
 
+def by_reference_size(features: dict[str, np.ndarray], z: np.ndarray,
+                      sizes: tuple[int, ...] = (5000, 10000), seed: int = 0) -> dict:
+    """k-NN R^2 and sigma_NMAD of each feature set on random subsets of ``sizes`` rows (the
+    same rows for every feature set) and on all rows."""
+    order = np.random.default_rng(seed).permutation(len(z))
+    out = {}
+    for n in [s for s in sizes if s < len(z)] + [len(z)]:
+        rows = np.sort(order[:n])
+        out[str(n)] = {}
+        for name, x in features.items():
+            r = knn_redshift(x[rows], z[rows], seed=seed)
+            out[str(n)][name] = {"r2": r["r2"], "sigma_nmad": r["sigma_nmad"]}
+    return out
+
+
 def retrieval(a: np.ndarray, b: np.ndarray) -> dict:
     """Top-1, top-10 and top-1% rate of finding ``b[i]`` for query ``a[i]``."""
     sims = a @ b.T
@@ -102,12 +123,20 @@ def main() -> int:
                          for i in range(0, ok.sum(), 512)])
     z = data["z"][ok]
     pca = PCA(32, random_state=0).fit_transform(spec["spectrum"][ok][:, 0])
+    raw_pca = PCA(32, random_state=0).fit_transform(data["flux"][ok])
+    probe_pca = PCA(PCA_COMPONENTS, random_state=0).fit_transform(
+        rebin_spectra(data["flux"][ok], data["ivar"][ok], SPECTRUM_BIN))
     phot = photometry(data["table"].filter(pa.array(ok)))
     results = {"catalog": args.catalog, "model": str(files["image"].parent), "rows": int(ok.sum()),
                "model_name": encoders["image"].info.name,
                "redshift_knn": {"spectrum": knn_redshift(zs, z), "image": knn_redshift(zi, z),
+                                "spectrum_raw_pca32": knn_redshift(raw_pca, z),
                                 "spectrum_pca32": knn_redshift(pca, z),
+                                "spectrum_probe_pca": knn_redshift(probe_pca, z),
                                 "photometry": knn_redshift(phot, z)},
+               "reference_size": by_reference_size(
+                   {"spectrum": zs, "spectrum_raw_pca32": raw_pca, "spectrum_pca32": pca,
+                    "spectrum_probe_pca": probe_pca}, z),
                "retrieval": {"image_to_spectrum": retrieval(zi, zs),
                              "spectrum_to_image": retrieval(zs, zi)},
                "seconds": round(time.time() - t0, 1)}

@@ -162,7 +162,7 @@ def test_export_parity_and_metadata_round_trip(exported, trained):
     assert image.info.dim == spectrum.info.dim == 16
     assert image.info.preprocessing == default_image_preprocessing(16)
     assert spectrum.info.preprocessing == default_spectrum_preprocessing(TrainConfig.spectrum_bin)
-    assert image.info.name == "astroembed-sim" and image.info.version == "1.0.0"
+    assert image.info.name == "astroembed-sim" and image.info.version == TrainConfig.model_version
     assert len(image.info.hash) == 64 and image.info.hash != spectrum.info.hash
     assert image.info.training_data_hash == load_checkpoint(trained / "model.pt")["data_digest"]
     assert image.providers == ["CPUExecutionProvider"]

@@ -177,3 +177,22 @@ def test_values_are_validated(tmp_path):
     path = write(tmp_path, f'{MINIMAL}[probe]\nmethod = ["knn", "forest"]\n', "p2.toml")
     with pytest.raises(ConfigError, match="--method must be one of"):
         load_run_config(path)
+
+
+def test_default_model_recipe_is_the_training_defaults():
+    """`astroembed train` without --config trains the shipped model's recipe, and the recipe
+    file is a valid training config (every key known, every value the default)."""
+    import dataclasses
+    import tomllib
+
+    from astroembed.config import from_mapping
+    from astroembed.training import TrainConfig
+
+    path = PIPELINES / "default-model.toml"
+    recipe = {**tomllib.loads(path.read_text()), "catalog": "CAT", "out": "OUT"}
+    loaded = from_mapping(TrainConfig, recipe, source=str(path))
+    defaults = TrainConfig(catalog="CAT", out="OUT")
+    differ = {f.name: (getattr(loaded, f.name), getattr(defaults, f.name))
+              for f in dataclasses.fields(TrainConfig)
+              if getattr(loaded, f.name) != getattr(defaults, f.name)}
+    assert differ == {}
