@@ -84,10 +84,10 @@ def knn_redshift(x: np.ndarray, z: np.ndarray, k: int = 64, seed: int = 0) -> di
 def by_reference_size(features: dict[str, np.ndarray], z: np.ndarray,
                       sizes: tuple[int, ...] = (5000, 10000), seed: int = 0) -> dict:
     """k-NN R^2 and sigma_NMAD of each feature set on random subsets of ``sizes`` rows (the
-    same rows for every feature set) and on all rows."""
+    same rows for every feature set); sizes not below the number of rows are skipped."""
     order = np.random.default_rng(seed).permutation(len(z))
     out = {}
-    for n in [s for s in sizes if s < len(z)] + [len(z)]:
+    for n in [s for s in sizes if s < len(z)]:
         rows = np.sort(order[:n])
         out[str(n)] = {}
         for name, x in features.items():
@@ -127,16 +127,17 @@ def main() -> int:
     probe_pca = PCA(PCA_COMPONENTS, random_state=0).fit_transform(
         rebin_spectra(data["flux"][ok], data["ivar"][ok], SPECTRUM_BIN))
     phot = photometry(data["table"].filter(pa.array(ok)))
+    spectral = {"spectrum": zs, "spectrum_raw_pca32": raw_pca, "spectrum_pca32": pca,
+                "spectrum_probe_pca": probe_pca}
+    knn = {name: knn_redshift(x, z) for name, x in
+           {**spectral, "image": zi, "photometry": phot}.items()}
+    by_size = by_reference_size(spectral, z)
+    by_size[str(len(z))] = {name: {"r2": knn[name]["r2"], "sigma_nmad": knn[name]["sigma_nmad"]}
+                            for name in spectral}
     results = {"catalog": args.catalog, "model": str(files["image"].parent), "rows": int(ok.sum()),
                "model_name": encoders["image"].info.name,
-               "redshift_knn": {"spectrum": knn_redshift(zs, z), "image": knn_redshift(zi, z),
-                                "spectrum_raw_pca32": knn_redshift(raw_pca, z),
-                                "spectrum_pca32": knn_redshift(pca, z),
-                                "spectrum_probe_pca": knn_redshift(probe_pca, z),
-                                "photometry": knn_redshift(phot, z)},
-               "reference_size": by_reference_size(
-                   {"spectrum": zs, "spectrum_raw_pca32": raw_pca, "spectrum_pca32": pca,
-                    "spectrum_probe_pca": probe_pca}, z),
+               "redshift_knn": knn,
+               "reference_size": by_size,
                "retrieval": {"image_to_spectrum": retrieval(zi, zs),
                              "spectrum_to_image": retrieval(zs, zi)},
                "seconds": round(time.time() - t0, 1)}

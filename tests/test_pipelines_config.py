@@ -3,12 +3,15 @@ pipeline-owned keys are refused with a useful message, relative paths follow the
 
 from __future__ import annotations
 
+import dataclasses
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from astroembed.config import load_run_config
+from astroembed.config import from_mapping, load_run_config
 from astroembed.errors import ConfigError
+from astroembed.training import TrainConfig
 
 PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 # TOML files in pipelines/ that are not `astroembed run` configs: the default model's
@@ -182,12 +185,6 @@ def test_values_are_validated(tmp_path):
 def test_default_model_recipe_is_the_training_defaults():
     """`astroembed train` without --config trains the shipped model's recipe, and the recipe
     file is a valid training config (every key known, every value the default)."""
-    import dataclasses
-    import tomllib
-
-    from astroembed.config import from_mapping
-    from astroembed.training import TrainConfig
-
     path = PIPELINES / "default-model.toml"
     recipe = {**tomllib.loads(path.read_text()), "catalog": "CAT", "out": "OUT"}
     loaded = from_mapping(TrainConfig, recipe, source=str(path))
