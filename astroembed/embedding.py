@@ -37,9 +37,11 @@ import pyarrow.parquet as pq
 
 from astroembed.errors import AstroembedError, InputError, ModelError, OutputError, where
 from astroembed.io.atomic import atomic_path
-from astroembed.io.catalog import (COMMON_METADATA_FILE, DATASET_DIR, ROW_GROUP_BYTES,
-                                   CatalogInfo, find_tile, is_embedding_field, parquet_options,
-                                   parse_tile, publish_mode, read_catalog_info, tile_path)
+from astroembed.io.catalog import (COMMON_METADATA_FILE, DATASET_DIR, CatalogInfo, find_tile,
+                                   is_embedding_field, parquet_options, parse_tile,
+                                   publish_mode, read_catalog_info, tile_path)
+from astroembed.io.tilestream import (RowGroupWriter, assemble, open_tile, read_batches,
+                                      with_column)
 from astroembed.modelfile import MODALITIES, Encoder, find_encoders, open_encoder
 from astroembed.preprocess import image_inputs, spectrum_inputs
 
@@ -262,75 +264,15 @@ def embed_prepared(prepared: _Prepared, spec: EncoderSpec, encoder: Encoder,
 def _output_schema(schema: pa.Schema, specs: tuple[EncoderSpec, ...], created: str) -> pa.Schema:
     """The tile's schema with each embedding column replaced in place, or appended."""
     for spec in specs:
-        fld = spec.arrow_field(created)
-        i = schema.get_field_index(spec.column)
-        schema = schema.set(i, fld) if i >= 0 else schema.append(fld)
+        schema = with_column(schema, spec.arrow_field(created))
     return schema
-
-
-class _RowGroupWriter:
-    """Collects output batches and writes them as row groups of about ``target_bytes``, so the
-    rewritten tile streams as well as the original (and memory stays bounded)."""
-
-    def __init__(self, writer: pq.ParquetWriter, schema: pa.Schema,
-                 target_bytes: int = ROW_GROUP_BYTES) -> None:
-        self.writer, self.schema, self.target = writer, schema, target_bytes
-        self.batches: list[pa.RecordBatch] = []
-        self.nbytes = 0
-
-    def add(self, batch: pa.RecordBatch) -> None:
-        self.batches.append(batch)
-        self.nbytes += batch.nbytes
-        if self.nbytes >= self.target:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.batches:
-            table = pa.Table.from_batches(self.batches, schema=self.schema)
-            self.writer.write_table(table, row_group_size=table.num_rows)
-        self.batches, self.nbytes = [], 0
-
-
-def _assemble(batch: pa.RecordBatch, schema: pa.Schema,
-              new: dict[str, pa.Array]) -> pa.RecordBatch:
-    """The output batch: the input columns with the embedding columns set."""
-    arrays = [new[f.name] if f.name in new else batch.column(f.name) for f in schema]
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
-
-
-def _unreadable(file: Path, err: Exception) -> InputError:
-    return InputError(f"{file}: unreadable tile ({err}); rebuild the catalog with "
-                      "`astroembed crossmatch --overwrite`.")
-
-
-def _open_tile(file: Path) -> pq.ParquetFile:
-    try:
-        return pq.ParquetFile(file)
-    except (OSError, pa.ArrowException) as err:
-        raise _unreadable(file, err) from err
-
-
-def _read_batches(source: pq.ParquetFile, file: Path,
-                  batch_size: int) -> Iterator[pa.RecordBatch]:
-    """The tile's rows in batches of at most ``batch_size``, one row group at a time (so only
-    one row group is buffered); read errors become InputError naming the file."""
-    for group in range(source.num_row_groups):
-        batches = source.iter_batches(batch_size=batch_size, row_groups=[group])
-        while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                break
-            except (OSError, pa.ArrowException) as err:
-                raise _unreadable(file, err) from err
-            yield batch
 
 
 def _pipelined(source: pq.ParquetFile, file: Path, job: TileJob,
                pool: ThreadPoolExecutor) -> Iterator[_Prepared]:
     """Prepared batches, the next one read and preprocessed in ``pool`` while the caller runs
     the model on the current one (one batch ahead, so memory stays bounded)."""
-    batches = _read_batches(source, file, job.batch_size)
+    batches = read_batches(source, file, job.batch_size)
 
     def next_prepared() -> _Prepared | None:
         batch = next(batches, None)
@@ -376,18 +318,18 @@ def embed_tile(job: TileJob, on_rows: Callable[[int], None] | None = None) -> Ti
     counts: dict[str, dict[str, int]] = {k: {s.column: 0 for s in job.encoders}
                                          for k in ("embedded", "missing", "unusable")}
     rows = 0
-    with _open_tile(file) as source:
+    with open_tile(file) as source:
         schema = _output_schema(source.schema_arrow, job.encoders, _now())
         try:
             with atomic_path(file) as tmp:
                 with pq.ParquetWriter(tmp, schema, **parquet_options(schema)) as writer:
-                    groups = _RowGroupWriter(writer, schema)
+                    groups = RowGroupWriter(writer, schema)
                     with ThreadPoolExecutor(max_workers=2) as pool, \
                             ThreadPoolExecutor(max_workers=len(job.encoders)) as models:
                         written = None
                         for prepared in _pipelined(source, file, job, pool):
                             new = _run_encoders(prepared, job.encoders, encoders, counts, models)
-                            out = _assemble(prepared.batch, schema, new)
+                            out = assemble(prepared.batch, schema, new)
                             if written is not None:
                                 written.result()  # in order; a write error surfaces here
                             written = pool.submit(groups.add, out)

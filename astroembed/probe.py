@@ -871,36 +871,37 @@ def predict_catalog(catalog: str | os.PathLike, probe_path: str | os.PathLike,
 
 def _predict_tiles(info: CatalogInfo, probe: SavedProbe, column: str, columns: dict[str, str],
                    id_column: str | None, field_meta: dict, progress: Progress | None) -> dict:
-    """Rewrite every tile with the prediction column, then the catalog metadata."""
+    """Rewrite every tile with the prediction column (batch by batch: a tile's cutouts and
+    spectra need not fit in memory), then the catalog metadata."""
     import pyarrow as pa
 
-    from astroembed.io.catalog import mark_incomplete, read_tile, refresh_catalog, write_tile
+    from astroembed.io.catalog import mark_incomplete, refresh_catalog, tile_path
+    from astroembed.io.tilestream import rewrite_tile
 
     spec = probe.spec
     tiles = [t for t in info.tiles if info.rows.get(t, 0)]
-    mark_incomplete(info.path)
-    n_rows, n_null = 0, 0
-    for i, (order, pixel) in enumerate(tiles, start=1):
-        table = read_tile(info.path, order, pixel)
-        mats, valid = [], np.ones(table.num_rows, bool)
+    fld = pa.field(column, pa.float64(), metadata=field_meta)
+    n_null = 0
+
+    def predictions(batch: pa.RecordBatch) -> dict[str, pa.Array]:
+        nonlocal n_null
+        mats, valid = [], np.ones(batch.num_rows, bool)
         for modality in probe.modalities:
-            x, ok = vectors(table.column(columns[modality]))
+            x, ok = vectors(batch.column(columns[modality]))
             mats.append(x)
             valid &= ok
-        pred = np.full(table.num_rows, np.nan)
+        pred = np.full(batch.num_rows, np.nan)
         if valid.any():
-            ids = table.column(id_column).to_numpy(zero_copy_only=False) if id_column else None
+            ids = batch.column(id_column).to_numpy(zero_copy_only=False) if id_column else None
             pred[valid] = probe.predict(np.hstack(mats)[valid],
                                         None if ids is None else ids[valid])
-        values = pa.array(pred, pa.float64(), mask=~valid)
-        fld = pa.field(column, pa.float64(), metadata=field_meta)
-        if column in table.column_names:
-            table = table.set_column(table.column_names.index(column), fld, values)
-        else:
-            table = table.append_column(fld, values)
-        write_tile(info.path, order, pixel, table)
-        n_rows += table.num_rows
         n_null += int((~valid).sum())
+        return {column: pa.array(pred, pa.float64(), mask=~valid)}
+
+    mark_incomplete(info.path)
+    n_rows = 0
+    for i, (order, pixel) in enumerate(tiles, start=1):
+        n_rows += rewrite_tile(tile_path(info.path, order, pixel), [fld], predictions)
         if progress:
             progress("predict", i, len(tiles))
     provenance = dict(info.provenance or {})

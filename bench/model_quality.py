@@ -8,8 +8,8 @@ predicted by 5-fold k-NN (distance-weighted, k = 64, standardised features, as A
 zero-shot evaluation) from: spectrum embeddings, image embeddings, three PCAs of the spectra
 (32 components of the observed flux as stored; 32 components of the encoder's input, binned
 and z-scored; ``astroembed probe``'s baseline, 16 components of the spectra binned by 32 and
-scaled to unit norm, the strongest of the three), and the g, r, z magnitudes and colours alone
-(AstroCLIP's photometry baseline).
+scaled to unit norm, the strongest of the three), each PCA fitted on the training folds only,
+and the g, r, z magnitudes and colours alone (AstroCLIP's photometry baseline).
 k-NN scores grow with the number of reference objects (neighbours are closer), so the
 spectrum features are also scored on random subsets of the held-out rows
 (``reference_size``). Retrieval: for each object, the rank of its own partner among all
@@ -64,12 +64,16 @@ def photometry(table: pa.Table) -> np.ndarray:
     return np.stack([g, r, z, g - r, r - z], axis=1)
 
 
-def knn_redshift(x: np.ndarray, z: np.ndarray, k: int = 64, seed: int = 0) -> dict:
-    """5-fold CV k-NN: R^2 (pooled and fold spread), sigma_NMAD, outlier fraction, bias."""
+def knn_redshift(x: np.ndarray, z: np.ndarray, k: int = 64, seed: int = 0,
+                 pca: int = 0) -> dict:
+    """5-fold CV k-NN: R^2 (pooled and fold spread), sigma_NMAD, outlier fraction, bias.
+    ``pca`` > 0: the features are first reduced to that many principal components, fitted on
+    each training fold (as ``astroembed probe`` does), so the held-out fold stays unseen."""
     pred = np.empty_like(z)
     r2s = []
     for train, test in KFold(5, shuffle=True, random_state=seed).split(x):
-        model = make_pipeline(StandardScaler(), KNeighborsRegressor(k, weights="distance"))
+        steps = [PCA(pca, random_state=0)] if pca else []
+        model = make_pipeline(*steps, StandardScaler(), KNeighborsRegressor(k, weights="distance"))
         model.fit(x[train], z[train])
         pred[test] = model.predict(x[test])
         r2s.append(1 - np.sum((pred[test] - z[test]) ** 2) / np.sum((z[test] - z[test].mean()) ** 2))
@@ -81,17 +85,18 @@ def knn_redshift(x: np.ndarray, z: np.ndarray, k: int = 64, seed: int = 0) -> di
             "bias": float(np.median(dz))}
 
 
-def by_reference_size(features: dict[str, np.ndarray], z: np.ndarray,
+def by_reference_size(features: dict[str, tuple[np.ndarray, int]], z: np.ndarray,
                       sizes: tuple[int, ...] = (5000, 10000), seed: int = 0) -> dict:
-    """k-NN R^2 and sigma_NMAD of each feature set on random subsets of ``sizes`` rows (the
-    same rows for every feature set); sizes not below the number of rows are skipped."""
+    """k-NN R^2 and sigma_NMAD of each feature set (features, PCA components or 0) on random
+    subsets of ``sizes`` rows (the same rows for every feature set); sizes not below the
+    number of rows are skipped."""
     order = np.random.default_rng(seed).permutation(len(z))
     out = {}
     for n in [s for s in sizes if s < len(z)]:
         rows = np.sort(order[:n])
         out[str(n)] = {}
-        for name, x in features.items():
-            r = knn_redshift(x[rows], z[rows], seed=seed)
+        for name, (x, pca) in features.items():
+            r = knn_redshift(x[rows], z[rows], seed=seed, pca=pca)
             out[str(n)][name] = {"r2": r["r2"], "sigma_nmad": r["sigma_nmad"]}
     return out
 
@@ -122,15 +127,14 @@ def main() -> int:
     zs = np.concatenate([encoders["spectrum"].run({k: v[ok][i:i + 512] for k, v in spec.items()})
                          for i in range(0, ok.sum(), 512)])
     z = data["z"][ok]
-    pca = PCA(32, random_state=0).fit_transform(spec["spectrum"][ok][:, 0])
-    raw_pca = PCA(32, random_state=0).fit_transform(data["flux"][ok])
-    probe_pca = PCA(PCA_COMPONENTS, random_state=0).fit_transform(
-        rebin_spectra(data["flux"][ok], data["ivar"][ok], SPECTRUM_BIN))
     phot = photometry(data["table"].filter(pa.array(ok)))
-    spectral = {"spectrum": zs, "spectrum_raw_pca32": raw_pca, "spectrum_pca32": pca,
-                "spectrum_probe_pca": probe_pca}
-    knn = {name: knn_redshift(x, z) for name, x in
-           {**spectral, "image": zi, "photometry": phot}.items()}
+    # (features, principal components to keep, fitted in each training fold; 0 = none)
+    spectral = {"spectrum": (zs, 0), "spectrum_raw_pca32": (data["flux"][ok], 32),
+                "spectrum_pca32": (spec["spectrum"][ok][:, 0], 32),
+                "spectrum_probe_pca": (rebin_spectra(data["flux"][ok], data["ivar"][ok],
+                                                     SPECTRUM_BIN), PCA_COMPONENTS)}
+    knn = {name: knn_redshift(x, z, pca=pca) for name, (x, pca) in
+           {**spectral, "image": (zi, 0), "photometry": (phot, 0)}.items()}
     by_size = by_reference_size(spectral, z)
     by_size[str(len(z))] = {name: {"r2": knn[name]["r2"], "sigma_nmad": knn[name]["sigma_nmad"]}
                             for name in spectral}
