@@ -150,10 +150,17 @@ def child_embed(args) -> dict:
 
     cfg = EmbedConfig(catalog=args.catalog, model=args.model, batch_size=args.batch_size,
                       threads=args.threads, device=args.device, force=True)
-    start = time.perf_counter()
+    cpu0, start = _cpu_seconds(), time.perf_counter()
     summary = embed(cfg)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "rows": summary["rows_embedded"], "providers": summary["providers"]}
+    return {"seconds": seconds, "cpu_seconds": _cpu_seconds() - cpu0,
+            "rows": summary["rows_embedded"], "providers": summary["providers"]}
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU of this process so far, all threads (ONNX Runtime's included)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def child_bare(args) -> dict:
@@ -187,7 +194,7 @@ def child_bare(args) -> dict:
         sessions[modality] = (ort.InferenceSession(str(path), opts, providers=wanted), info.output)
         preps[modality] = info.preprocessing
         providers[modality] = sessions[modality][0].get_providers()
-    timings = {"read": 0.0, "preprocess": 0.0, "model": 0.0}
+    timings = {"read": 0.0, "preprocess": 0.0, "model": 0.0, "model_cpu": 0.0}
     rows = 0
     source = pq.ParquetFile(tile_path(args.catalog, ORDER, PIXEL))
     for group in range(source.num_row_groups):
@@ -207,15 +214,17 @@ def child_bare(args) -> dict:
                 x, ok = spectrum_inputs(flux, ivar, preps["spectrum"])
                 feeds["spectrum"] = {k: v[ok] for k, v in x.items()}
             timings["preprocess"] += time.perf_counter() - t
-            t = time.perf_counter()
+            t, cpu0 = time.perf_counter(), _cpu_seconds()
             runs = [models.submit(sessions[m][0].run, [sessions[m][1]], feed)
                     for m, feed in feeds.items()]
             for run in runs:
                 np.asarray(run.result()[0])
             timings["model"] += time.perf_counter() - t
+            timings["model_cpu"] += _cpu_seconds() - cpu0
             rows += n
             t = time.perf_counter()
-    return {"seconds": timings["model"], "rows": rows, "read_seconds": timings["read"],
+    return {"seconds": timings["model"], "cpu_seconds": timings["model_cpu"], "rows": rows,
+            "read_seconds": timings["read"],
             "preprocess_seconds": timings["preprocess"], "providers": providers}
 
 
@@ -289,17 +298,22 @@ def markdown(report: dict) -> str:
         "bare s - 1 (target <= 0.30 on CPU). `read`/`prep` = time the bare run spent reading "
         "and preprocessing (untimed in `bare`), for where the overhead goes. Peak RSS sampled "
         "by psutil (getrusage high-water mark in brackets). `other CPU` = cores' worth used "
-        "by other processes during the run (> 0.2: timing disturbed).", "",
+        "by other processes during the run (> 0.2: timing disturbed). `CPU s` = CPU seconds "
+        "(user + system, all threads) of `embed` and of the bare `session.run` calls; "
+        "`idle` = the share of the cores' time `embed` left unused (1 - CPU s / (wall s x "
+        "cores)): CPU s above the bare run's is extra work, idle is waiting.", "",
         *([report["note"], ""] if report.get("note") else []),
         "| rows | embed s | embed rows/s | bare s | bare rows/s | overhead | read s | prep s "
-        "| embed peak MB | bare peak MB | other CPU |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        "| embed CPU s | bare CPU s | embed idle | embed peak MB | bare peak MB | other CPU |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["results"]:
         e, b = r["embed"], r["bare"]
         lines.append(
             f"| {r['rows']:,} | {e['seconds']:.2f} | {e['rows_per_second']:,.0f} | "
             f"{b['seconds']:.2f} | {b['rows_per_second']:,.0f} | {r['overhead']:.2f} | "
             f"{b['read_seconds']:.2f} | {b['preprocess_seconds']:.2f} | "
+            f"{e['cpu_seconds']:.2f} | {b['cpu_seconds']:.2f} | "
+            f"{1 - e['cpu_seconds'] / (e['seconds'] * report['cores']):.2f} | "
             f"{e['peak_rss_mb']:.0f} ({e['maxrss_mb']:.0f}) | "
             f"{b['peak_rss_mb']:.0f} ({b['maxrss_mb']:.0f}) | "
             f"{max(e['other_cpu'], b['other_cpu']):.2f} |")
@@ -335,6 +349,8 @@ def harness(opts) -> None:
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{cpu}, {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.1f} GB",
         "python": platform.python_version(), "model": model_id(model),
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
         "batch_size": opts.batch_size, "threads": opts.threads, "device": opts.device,
         "note": opts.note, "results": results}
     out = Path(opts.out)
