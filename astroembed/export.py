@@ -58,6 +58,8 @@ def _export_one(module, example: tuple, names: list[str], path: Path, metadata: 
     import onnx
     import torch
 
+    from astroembed.models.export_form import ONNX_OPSET, translation_table
+
     batch = torch.export.Dim("batch", min=1)
     shapes = {name: {0: batch} for name in names}
     module.eval()
@@ -67,7 +69,9 @@ def _export_one(module, example: tuple, names: list[str], path: Path, metadata: 
         warnings.filterwarnings("ignore", message=".*axis name.*will not be used")
         program = torch.onnx.export(module, example, dynamo=True, input_names=names,
                                     output_names=[OUTPUT_NAME], dynamic_shapes=shapes,
-                                    external_data=False, verbose=False)
+                                    external_data=False, verbose=False,
+                                    opset_version=ONNX_OPSET,
+                                    custom_translation_table=translation_table())
     model = program.model_proto
     del model.metadata_props[:]
     for key, value in metadata.items():

@@ -1,11 +1,11 @@
 """ONNX Runtime vs torch eager for both encoders on CPU (issue 4's speed check).
 
-    python bench/encoder_bench.py [--batch 256] [--repeats 10] [--threads 2]
+    python bench/encoder_bench.py [--batch 256] [--repeats 20] [--threads 2]
 
 Builds the default architecture (TrainConfig defaults; timing does not depend on the weight
 values), exports it with astroembed's exporter, then times ``session.run`` against
 ``torch.no_grad()`` forward passes on the same random batch, with the same thread count,
-after a warm-up. Writes bench/results/encoders.json and encoders.md.
+in blocks taken in turn. Writes bench/results/encoders.json and encoders.md.
 """
 
 from __future__ import annotations
@@ -23,15 +23,20 @@ import numpy as np
 RESULTS = Path(__file__).parent / "results"
 
 
-def _time(fn, repeats: int) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` runs after two warm-up runs."""
-    fn(), fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+def _time_pair(first, second, repeats: int, block: int = 5) -> tuple[float, float]:
+    """Median seconds of ``first()`` and of ``second()`` over ``repeats`` runs each, taken in
+    blocks of ``block`` runs in turn (first, second, first, ...) so that a change in the
+    machine's speed during the run falls on both alike. Each block starts with two untimed
+    runs: the other runtime's idle threads may still be spinning on the cores."""
+    times: tuple[list[float], list[float]] = ([], [])
+    while len(times[1]) < repeats:
+        for fn, out in zip((first, second), times):
+            fn(), fn()
+            for _ in range(min(block, repeats - len(out))):
+                t0 = time.perf_counter()
+                fn()
+                out.append(time.perf_counter() - t0)
+    return float(np.median(times[0])), float(np.median(times[1]))
 
 
 def main() -> int:
@@ -44,7 +49,7 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -71,8 +76,9 @@ def main() -> int:
             opts.inter_op_num_threads = 1
             session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
             with torch.no_grad():
-                t_torch = _time(lambda: module(*example), args.repeats)
-            t_onnx = _time(lambda: session.run(None, inputs[modality]), args.repeats)
+                t_torch, t_onnx = _time_pair(lambda: module(*example),
+                                             lambda: session.run(None, inputs[modality]),
+                                             args.repeats)
             with torch.no_grad():
                 diff = float(np.abs(session.run(None, inputs[modality])[0]
                                     - module(*example).numpy()).max())

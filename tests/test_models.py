@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -352,16 +353,16 @@ def test_default_model_warns_on_data_it_was_not_trained_on(catalog, tmp_path, ca
 @pytest.mark.parametrize("heads,width,depth,length,patch", [(1, 16, 1, 200, 40), (2, 32, 2, 1945, 40),
                                                              (4, 64, 1, 333, 25)])
 def test_spectrum_export_form_matches_trained_form(heads, width, depth, length, patch, tmp_path):
-    """The row layout handed to the exporter computes what the trained module computes (the
-    oracle is torch's own scaled_dot_product_attention path), and exports without 4-D
-    transposes."""
+    """The layout handed to the exporter (folded head, dropped key bias, one Attention node
+    per block) computes what the trained module computes (the oracle is the trained module's
+    own forward pass), and exports without transposes of the token tensors."""
     from astroembed.export import _export_one
     from astroembed.models.export_form import export_form
 
     torch.manual_seed(heads + depth)
     enc = SpectrumEncoder(SpectrumEncoderConfig(length=length, patch=patch, width=width,
                                                 depth=depth, heads=heads, embed_dim=8)).eval()
-    for p in enc.parameters():  # away from the small init, so head slicing errors would show
+    for p in enc.parameters():  # away from the small init, so folding errors would show
         p.data.normal_(0, 0.3)
     spectrum, stats = torch.randn(5, 2, length), torch.randn(5, 2)
     form = export_form(enc)
@@ -369,11 +370,29 @@ def test_spectrum_export_form_matches_trained_form(heads, width, depth, length, 
         expected, got = enc(spectrum, stats), form(spectrum, stats)
     assert got.shape == expected.shape == (5, 8)
     assert float((got - expected).abs().max()) < 1e-5
-    assert export_form(ImageEncoder(ImageEncoderConfig(crop=16, widths=(8, 16), heads=2,
-                                                       embed_dim=8))).__class__ is ImageEncoder
     if heads == 2:
         path = tmp_path / "spectrum.onnx"
         with torch.no_grad():
             _export_one(form, (spectrum, stats), ["spectrum", "stats"], path, {})
         ops = [n.op_type for n in onnx.load(str(path)).graph.node]
-        assert ops.count("Transpose") <= 1 + heads * (depth + 1)  # patch layout + K^T per head
+        assert ops.count("Attention") == depth
+        assert ops.count("Transpose") <= 2  # the patch layout and the head's pooling weights
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        onnx_out = session.run(None, {"spectrum": spectrum.numpy(), "stats": stats.numpy()})[0]
+        assert np.abs(onnx_out - expected.numpy()).max() < 1e-5
+
+
+@pytest.mark.parametrize("heads,widths,crop", [(1, (8, 16), 16), (4, (8, 16, 32), 32)])
+def test_image_export_form_matches_trained_form(heads, widths, crop):
+    """The image encoder's folded head computes what the trained head computes."""
+    from astroembed.models.export_form import export_form
+
+    torch.manual_seed(len(widths))
+    enc = ImageEncoder(ImageEncoderConfig(crop=crop, widths=widths, heads=heads,
+                                          embed_dim=8)).eval()
+    for p in enc.parameters():
+        p.data.normal_(0, 0.3)
+    image = torch.randn(4, 3, crop, crop)
+    with torch.no_grad():
+        expected, got = enc(image), export_form(enc)(image)
+    assert float((got - expected).abs().max()) < 1e-5
