@@ -5,8 +5,8 @@ Why this shape: a tile can hold more rows than fit in memory (images ~49 kB and 
 preprocessed in NumPy exactly as the encoder's metadata declares
 (:mod:`astroembed.preprocess`), run, and written to a temporary file that replaces the tile
 only when it is complete. Reading + preprocessing the next batch and writing the previous
-one overlap with the model (two helper threads, one batch apart), which keeps a GPU busy and
-hides the Parquet work on CPU. Peak memory depends on the batch and row-group size, never on
+ones overlap with the model (a reader thread one batch ahead, a writer thread a few batches
+behind), which keeps a GPU busy and hides the Parquet work on CPU. Peak memory depends on the batch and row-group size, never on
 the number of rows. Rows whose input is missing (a null image or spectrum) or unusable (the
 preprocessing says so, or the model gives non-finite values) get a null embedding.
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -268,19 +269,26 @@ def _output_schema(schema: pa.Schema, specs: tuple[EncoderSpec, ...], created: s
     return schema
 
 
+#: Batches read and preprocessed ahead of the model. One is not enough: the first batch of a
+#: row group waits for the whole group to be decoded, which can take longer than a batch of
+#: the model.
+READ_AHEAD = 2
+
+
 def _pipelined(source: pq.ParquetFile, file: Path, job: TileJob,
-               pool: ThreadPoolExecutor) -> Iterator[_Prepared]:
-    """Prepared batches, the next one read and preprocessed in ``pool`` while the caller runs
-    the model on the current one (one batch ahead, so memory stays bounded)."""
+               reader: ThreadPoolExecutor) -> Iterator[_Prepared]:
+    """Prepared batches, read and preprocessed by ``reader`` (one thread, so in order) up to
+    :data:`READ_AHEAD` batches ahead of the caller, which runs the model (memory stays
+    bounded)."""
     batches = read_batches(source, file, job.batch_size)
 
     def next_prepared() -> _Prepared | None:
         batch = next(batches, None)
         return None if batch is None else prepare_batch(batch, job.encoders)
 
-    pending = pool.submit(next_prepared)
-    while (prepared := pending.result()) is not None:
-        pending = pool.submit(next_prepared)
+    pending = deque(reader.submit(next_prepared) for _ in range(READ_AHEAD))
+    while (prepared := pending.popleft().result()) is not None:
+        pending.append(reader.submit(next_prepared))
         yield prepared
 
 
@@ -304,12 +312,54 @@ def _run_encoders(prepared: _Prepared, specs: tuple[EncoderSpec, ...],
     return {column: future.result() for column, future in futures.items()}
 
 
+#: Output batches that may wait for the writer thread: a row-group flush (~64 MB) can take
+#: longer than one batch of the model, and the model should not wait for it.
+MAX_PENDING_WRITES = 3
+
+
+class _OrderedWriter:
+    """Writes output batches in order on one thread of its own, at most
+    :data:`MAX_PENDING_WRITES` queued (memory stays bounded); a write error is raised by the
+    next :meth:`submit` or by :meth:`finish`."""
+
+    def __init__(self, groups: RowGroupWriter) -> None:
+        self.groups = groups
+        self.thread = ThreadPoolExecutor(max_workers=1)
+        self.pending: deque = deque()
+        self.failed = False
+
+    def _add(self, batch: pa.RecordBatch) -> None:
+        if self.failed:  # the batches queued behind a failed write never reach the file
+            return
+        try:
+            self.groups.add(batch)
+        except BaseException:
+            self.failed = True
+            raise
+
+    def submit(self, batch: pa.RecordBatch) -> None:
+        while self.pending and (self.pending[0].done()
+                                or len(self.pending) >= MAX_PENDING_WRITES):
+            self.pending.popleft().result()
+        self.pending.append(self.thread.submit(self._add, batch))
+
+    def finish(self) -> None:
+        while self.pending:
+            self.pending.popleft().result()
+        self.groups.flush()
+
+    def close(self) -> None:
+        for future in self.pending:
+            future.cancel()
+        self.thread.shutdown(wait=True)
+
+
 def embed_tile(job: TileJob, on_rows: Callable[[int], None] | None = None) -> TileResult:
     """Embed one tile and replace it atomically; the old file stays until the new is complete.
 
-    Three stages overlap, one batch apart: read + preprocess (a thread), the model (this
-    thread; the encoders side by side), write (a thread); the batches and their order are
-    the same as run one by one.
+    Three stages overlap: read + preprocess (a thread, a batch or two ahead), the model (this
+    thread; the encoders side by side), write (a thread, up to :data:`MAX_PENDING_WRITES`
+    batches behind); the batches and their order are the same as run one by one.
     ``on_rows(n)`` is called after each batch (for a progress bar in-process).
     """
     file = tile_path(job.catalog, job.order, job.pixel)
@@ -323,22 +373,21 @@ def embed_tile(job: TileJob, on_rows: Callable[[int], None] | None = None) -> Ti
         try:
             with atomic_path(file) as tmp:
                 with pq.ParquetWriter(tmp, schema, **parquet_options(schema)) as writer:
-                    groups = RowGroupWriter(writer, schema)
-                    with ThreadPoolExecutor(max_workers=2) as pool, \
-                            ThreadPoolExecutor(max_workers=len(job.encoders)) as models:
-                        written = None
-                        for prepared in _pipelined(source, file, job, pool):
-                            new = _run_encoders(prepared, job.encoders, encoders, counts, models)
-                            out = assemble(prepared.batch, schema, new)
-                            if written is not None:
-                                written.result()  # in order; a write error surfaces here
-                            written = pool.submit(groups.add, out)
-                            rows += out.num_rows
-                            if on_rows:
-                                on_rows(out.num_rows)
-                        if written is not None:
-                            written.result()
-                    groups.flush()
+                    output = _OrderedWriter(RowGroupWriter(writer, schema))
+                    try:
+                        with ThreadPoolExecutor(max_workers=1) as reader, \
+                                ThreadPoolExecutor(max_workers=len(job.encoders)) as models:
+                            for prepared in _pipelined(source, file, job, reader):
+                                new = _run_encoders(prepared, job.encoders, encoders, counts,
+                                                    models)
+                                out = assemble(prepared.batch, schema, new)
+                                output.submit(out)
+                                rows += out.num_rows
+                                if on_rows:
+                                    on_rows(out.num_rows)
+                        output.finish()
+                    finally:
+                        output.close()
                 publish_mode(tmp)
         except OSError as err:  # reading errors are InputError by now: this is the write
             raise OutputError(f"{file}: cannot write the embedded tile: "

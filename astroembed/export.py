@@ -64,9 +64,10 @@ def _export_one(module, example: tuple, names: list[str], path: Path, metadata: 
     shapes = {name: {0: batch} for name in names}
     module.eval()
     for name in ("onnx_ir", "onnxscript", "torch.onnx"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(logging.ERROR)  # its notes are not the user's to act on
     with _stdout_to_stderr(), torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*axis name.*will not be used")
+        warnings.filterwarnings("ignore", category=FutureWarning)  # torch's own deprecations
         program = torch.onnx.export(module, example, dynamo=True, input_names=names,
                                     output_names=[OUTPUT_NAME], dynamic_shapes=shapes,
                                     external_data=False, verbose=False,

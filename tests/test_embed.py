@@ -673,3 +673,43 @@ def test_images_stored_as_plain_lists_give_the_same_embeddings(catalog, models, 
     embed(cfg(catalog, models["tiny"], modality="image"))
     assert same_values(read_all(catalog).column("embedding_image"),
                        read_all(tensor).column("embedding_image"))
+
+
+def test_ordered_writer_keeps_order_bounds_the_queue_and_raises_write_errors():
+    """Batches reach the file in the order given, however long each write takes; no more
+    than MAX_PENDING_WRITES wait; a failed write stops the tile at the next submit."""
+    import random
+    import time
+
+    from astroembed.embedding import MAX_PENDING_WRITES, _OrderedWriter
+
+    class Groups:
+        def __init__(self, fail_at=None):
+            self.written, self.flushed, self.fail_at = [], False, fail_at
+
+        def add(self, batch):
+            time.sleep(random.uniform(0, 0.004))
+            if batch == self.fail_at:
+                raise OSError(28, "No space left on device")
+            self.written.append(batch)
+
+        def flush(self):
+            self.flushed = True
+
+    groups = Groups()
+    writer = _OrderedWriter(groups)
+    for i in range(40):
+        writer.submit(i)
+        assert len(writer.pending) <= MAX_PENDING_WRITES
+    writer.finish()
+    writer.close()
+    assert groups.written == list(range(40)) and groups.flushed
+
+    groups = Groups(fail_at=3)
+    writer = _OrderedWriter(groups)
+    with pytest.raises(OSError, match="No space"):
+        for i in range(40):
+            writer.submit(i)
+        writer.finish()
+    writer.close()
+    assert groups.written == [0, 1, 2] and not groups.flushed
