@@ -4,11 +4,12 @@ Why this shape: a tile can hold more rows than fit in memory (images ~49 kB and 
 ~62 kB a row), so a tile is read one row group and ``batch_size`` rows at a time,
 preprocessed in NumPy exactly as the encoder's metadata declares
 (:mod:`astroembed.preprocess`), run, and written to a temporary file that replaces the tile
-only when it is complete. Reading + preprocessing the next batch and writing the previous
-ones overlap with the model (a reader thread one batch ahead, a writer thread a few batches
-behind), which keeps a GPU busy and hides the Parquet work on CPU. Peak memory depends on the batch and row-group size, never on
-the number of rows. Rows whose input is missing (a null image or spectrum) or unusable (the
-preprocessing says so, or the model gives non-finite values) get a null embedding.
+only when it is complete. Reading + preprocessing the next batches and writing the previous
+ones overlap with the model (a reader thread up to two batches ahead, a writer thread up to
+three behind), which keeps a GPU busy and hides the Parquet work on CPU. Peak memory depends
+on the batch and row-group size, never on the number of rows. Rows whose input is missing
+(a null image or spectrum) or unusable (the preprocessing says so, or the model gives
+non-finite values) get a null embedding.
 
 Everything here works on one tile given by its path, so the same code runs in-process or in
 a Dask task (:func:`astroembed.pipeline.embed` does the orchestration; no dask here, and no

@@ -40,6 +40,9 @@ __all__ = ["CONTRACT_VERSION", "DEFAULT_MODEL_DIR", "MODALITIES", "Encoder", "En
 CONTRACT_VERSION = "1"
 MODALITIES = ("image", "spectrum")
 DEFAULT_MODEL_DIR = Path(__file__).parent / "data" / "models" / "default"
+#: The first onnxruntime with a CPU kernel for the ONNX Attention operator (opset 23), which
+#: astroembed's exporter writes (pyproject's ``cpu`` extra asks for it).
+MIN_ONNXRUNTIME = "1.23"
 REQUIRED_KEYS = ("astroembed_contract", "modality", "model_name", "model_version", "model_hash",
                  "embedding_dim", "inputs", "output", "preprocessing")
 _KINDS = {"image": IMAGE_KIND, "spectrum": SPECTRUM_KIND}
@@ -218,8 +221,13 @@ def _session(path: Path, providers: list[str], threads: int | None):
                                     providers=_provider_options(providers))
     except Exception as err:  # onnxruntime raises its own exception types for corrupt files
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelError(f"{path}: not a loadable ONNX model ({first}). Re-export it or check "
-                         "that the file was copied completely.") from None
+        if any(w in first.lower() for w in ("opset", "implementation for", "registered")):
+            hint = (f"This onnxruntime ({ort.__version__}) does not know an operator or opset "
+                    f"the file uses; astroembed's encoders need onnxruntime {MIN_ONNXRUNTIME} "
+                    "or newer (pip install -U onnxruntime, or onnxruntime-gpu).")
+        else:
+            hint = "Re-export it or check that the file was copied completely."
+        raise ModelError(f"{path}: not a loadable ONNX model ({first}). {hint}") from None
 
 
 def open_encoder(path: str | os.PathLike, device: str = "cpu",

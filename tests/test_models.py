@@ -266,6 +266,21 @@ def _flatten_encoder(path: Path, side: int, meta: dict, dim: int = 16) -> Path:
     return path
 
 
+def test_model_newer_than_onnxruntime_says_which_version_it_needs(exported, tmp_path):
+    """An operator set this onnxruntime does not know (here one far in the future) is named
+    as a version problem, not as a damaged file."""
+    import onnxruntime as ort
+
+    out, _ = exported
+    model = onnx.load(str(out / "image.onnx"))
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx"):
+            opset.version = 99
+    onnx.save_model(model, str(tmp_path / "image.onnx"))
+    with pytest.raises(ModelError, match=rf"onnxruntime \({ort.__version__}\).*1\.23 or newer"):
+        open_encoder(tmp_path / "image.onnx")
+
+
 def test_wrong_graph_input_shape_is_refused(exported, tmp_path):
     """A graph taking 20x20 crops that declares the 16-pixel preprocessing."""
     out, _ = exported

@@ -41,8 +41,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
               scale: float) -> torch.Tensor:
     """Scaled dot-product attention on ``(B, N, heads * d)`` tensors (ONNX ``Attention``)."""
     b, n, w = q.shape
-    m, d = k.shape[1], w // heads
-    q, k, v = (t.reshape(b, -1, heads, d).transpose(1, 2) for t in (q, k, v))
+    q, k, v = (t.reshape(b, -1, heads, w // heads).transpose(1, 2) for t in (q, k, v))
     y = F.scaled_dot_product_attention(q, k, v, scale=scale)
     return y.transpose(1, 2).reshape(b, n, w).contiguous()
 
@@ -65,7 +64,7 @@ def translation_table() -> dict:
 
 
 class Affine(nn.Module):
-    """``x @ weight (+ bias)`` with the weight stored ``(in, out)``: ONNX ``MatMul`` (+ ``Add``)."""
+    """``x @ weight (+ bias)``, the weight stored ``(in, out)``: ONNX ``MatMul`` (+ ``Add``)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
         super().__init__()
