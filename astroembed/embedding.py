@@ -288,9 +288,13 @@ def _pipelined(source: pq.ParquetFile, file: Path, job: TileJob,
         return None if batch is None else prepare_batch(batch, job.encoders)
 
     pending = deque(reader.submit(next_prepared) for _ in range(READ_AHEAD))
-    while (prepared := pending.popleft().result()) is not None:
-        pending.append(reader.submit(next_prepared))
-        yield prepared
+    try:
+        while (prepared := pending.popleft().result()) is not None:
+            pending.append(reader.submit(next_prepared))
+            yield prepared
+    finally:  # on an error downstream, reads not yet started are dropped, not waited for
+        for future in pending:
+            future.cancel()
 
 
 def threads_per_encoder(threads: int | None, encoders: int) -> int:

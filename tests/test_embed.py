@@ -707,9 +707,55 @@ def test_ordered_writer_keeps_order_bounds_the_queue_and_raises_write_errors():
 
     groups = Groups(fail_at=3)
     writer = _OrderedWriter(groups)
+    submitted = 0
     with pytest.raises(OSError, match="No space"):
         for i in range(40):
             writer.submit(i)
-        writer.finish()
+            submitted += 1
     writer.close()
+    assert submitted <= 3 + MAX_PENDING_WRITES  # the error stops the producer, not finish()
     assert groups.written == [0, 1, 2] and not groups.flushed
+
+
+def test_tile_of_many_row_groups_through_reader_and_writer_threads(catalog, models,
+                                                                    monkeypatch):
+    """Small row groups, batches of 3 and a row group written for every batch (on the writer
+    thread): the rows keep their order and get the reference embeddings; a write failing in
+    the middle of the tile leaves it as it was."""
+    import astroembed.embedding as embedding_module
+    from astroembed.io.tilestream import RowGroupWriter
+
+    info = read_catalog_info(catalog)
+    tile = max(info.tiles, key=lambda t: info.rows[t])
+    file = tile_path(catalog, *tile)
+    table = pq.read_table(file)
+    pq.write_table(table, file, row_group_size=4)
+    assert table.num_rows >= 12 and pq.ParquetFile(file).num_row_groups >= 3
+    monkeypatch.setattr(embedding_module, "RowGroupWriter",
+                        lambda writer, schema: RowGroupWriter(writer, schema, target_bytes=1))
+    original = pq.ParquetWriter.write_table
+    calls = []
+
+    def full_at_third(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return original(self, *args, **kwargs)
+
+    before = file.read_bytes()
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", full_at_third)
+    with pytest.raises(OutputError, match="No space"):
+        embed(cfg(catalog, models["tiny"], tiles=(f"{tile[0]}/{tile[1]}",), batch_size=3))
+    assert file.read_bytes() == before and not list(catalog.rglob("*.tmp"))
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", original)
+    embed(cfg(catalog, models["tiny"], tiles=(f"{tile[0]}/{tile[1]}",), batch_size=3))
+    out = pq.read_table(file)
+    batches = sum(-(-n // 3) for n in (4,) * (table.num_rows // 4) + (table.num_rows % 4,) if n)
+    assert pq.ParquetFile(file).num_row_groups == batches  # one written for every batch
+    assert out.column("_healpix_29").equals(table.column("_healpix_29"))
+    expected = reference_embeddings(out, models["tiny"])
+    for modality, ref in expected.items():
+        got, valid = as_array(out.column(f"embedding_{modality}"), DIM)
+        assert np.array_equal(valid, np.isfinite(ref).all(axis=1)), modality
+        np.testing.assert_allclose(got[valid], ref[valid], atol=2e-5, rtol=0)
