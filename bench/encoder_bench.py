@@ -1,9 +1,9 @@
 """ONNX Runtime vs torch eager for both encoders on CPU (issue 4's speed check).
 
-    python bench/encoder_bench.py [--batch 256] [--repeats 20] [--threads 2]
+    python bench/encoder_bench.py [--batch 256] [--repeats 20] [--threads 2] [--config TOML]
 
-Builds the default architecture (TrainConfig defaults; timing does not depend on the weight
-values), exports it with astroembed's exporter, then times ``session.run`` against
+Builds the default architecture (TrainConfig defaults, or a training recipe's with --config;
+timing does not depend on the weight values), exports it with astroembed's exporter, then times ``session.run`` against
 ``torch.no_grad()`` forward passes on the same random batch, with the same thread count,
 in blocks taken in turn. Writes bench/results/encoders.json and encoders.md.
 """
@@ -43,7 +43,9 @@ def main() -> int:
     import onnxruntime as ort
     import torch
 
+    from astroembed.config import from_mapping, load_toml
     from astroembed.export import _export_one
+    from astroembed.modelfile import onnx_session
     from astroembed.models.export_form import export_form
     from astroembed.training import TrainConfig, build_models
 
@@ -51,9 +53,11 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--config", help="training recipe (TOML) whose architecture to time")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = TrainConfig(catalog="-", out="-")
+    recipe = load_toml(args.config) if args.config else {}
+    cfg = from_mapping(TrainConfig, {**recipe, "catalog": "-", "out": "-"}, args.config or "")
     image_model, spectrum_model = build_models(cfg)
     image_model.eval(), spectrum_model.eval()
     rng = np.random.default_rng(0)
@@ -71,10 +75,7 @@ def main() -> int:
             example = tuple(torch.from_numpy(inputs[modality][n]) for n in names)
             path = Path(tmp) / f"{modality}.onnx"
             _export_one(export_form(module), example, names, path, {})  # as `export` does
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = args.threads
-            opts.inter_op_num_threads = 1
-            session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            session = onnx_session(path, ["CPUExecutionProvider"], args.threads)  # as embed runs it
             with torch.no_grad():
                 t_torch, t_onnx = _time_pair(lambda: module(*example),
                                              lambda: session.run(None, inputs[modality]),

@@ -22,7 +22,8 @@ from astroembed.preprocess import (default_image_preprocessing,  # noqa: E402
                                    spectrum_inputs, spectrum_length)
 from astroembed.training import TrainConfig, load_checkpoint, span_mask, train  # noqa: E402
 
-TINY = {"spectrum": {"patch": 40, "width": 32, "depth": 1, "heads": 2, "mlp_ratio": 2.0},
+TINY = {"spectrum": {"patch": 40, "width": 32, "depth": 1, "heads": 2, "mlp_ratio": 2.0,
+                     "stem": [[8, 5, 1], [16, 4, 4]]},
         "image": {"widths": [8, 16], "heads": 2}, "embed_dim": 16, "batch_size": 32,
         "pretrain_epochs": 2, "align_epochs": 2, "threads": 1, "crop": 16}
 
@@ -62,6 +63,58 @@ def test_encoder_shapes_and_unit_norm():
     np.testing.assert_allclose(zs.norm(dim=1).detach().numpy(), 1, atol=1e-5)
     np.testing.assert_allclose(zi.norm(dim=1).detach().numpy(), 1, atol=1e-5)
     assert spec.cfg.tokens == 1945 // 40
+
+
+def test_conv_stem_shapes_and_receptive_field():
+    """The stem makes one token per patch; a token changes with the pixels of its own patch
+    and of the stride-1 layers' reach beyond it (kernel 5: 2 pixels), not with pixels further
+    away."""
+    torch.manual_seed(0)
+    cfg = SpectrumEncoderConfig(length=205, patch=20, width=16, depth=1, heads=2, embed_dim=8,
+                                stem=[[4, 5, 1], [8, 4, 4]])
+    spec = SpectrumEncoder(cfg).eval()
+    x = torch.randn(2, 2, 205)
+    with torch.no_grad():
+        tokens = spec.embed_patches(x)
+        assert tokens.shape == (2, 10, 16)
+        assert spec(x, torch.randn(2, 2)).shape == (2, 8)
+        y = x.clone()
+        y[:, :, 100] += 1.0  # first pixel of patch 5, within reach of patch 4's last pixels
+        changed = (spec.embed_patches(y) - tokens).abs().amax(dim=(0, 2)) > 0
+    assert changed.tolist() == [False] * 4 + [True, True] + [False] * 4
+
+
+def test_conv_stem_blanks_hidden_patches():
+    """With a mask, what lies under a hidden patch reaches no token (its neighbours' stem
+    convolutions would otherwise see its edges), so the reconstruction cannot peek."""
+    torch.manual_seed(0)
+    spec = SpectrumEncoder(SpectrumEncoderConfig(length=200, patch=20, width=16, depth=1,
+                                                 heads=2, stem=[[4, 5, 1], [8, 4, 4]])).eval()
+    x, stats = torch.randn(3, 2, 200), torch.randn(3, 2)
+    mask = torch.zeros(3, 10, dtype=torch.bool)
+    mask[:, 4] = True
+    y = x.clone()
+    y[:, :, 80:100] = torch.randn(3, 2, 20)  # patch 4 rewritten
+    with torch.no_grad():
+        assert torch.equal(spec.tokens(x, stats, mask), spec.tokens(y, stats, mask))
+        assert not torch.equal(spec.tokens(x, stats), spec.tokens(y, stats))
+
+
+@pytest.mark.parametrize("stem,message", [
+    ([[8, 4, 1]], "odd kernel"),
+    ([[8, 3, 2]], "kernel must equal its stride"),
+    ([[8, 3, 3]], "does not divide patch 20"),
+    ([[8, 5]], r"expected \[channels, kernel, stride\]"),
+])
+def test_conv_stem_config_errors(stem, message):
+    with pytest.raises(ValueError, match=message):
+        SpectrumEncoderConfig(length=200, patch=20, stem=stem)
+    from astroembed.config import from_mapping
+    from astroembed.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"\[spectrum\].*" + message):
+        from_mapping(TrainConfig, {"catalog": "c", "out": "o",
+                                   "spectrum": {"patch": 20, "stem": stem}})
 
 
 def test_reconstruction_loss_ignores_untrusted_pixels():
@@ -281,6 +334,20 @@ def test_model_newer_than_onnxruntime_says_which_version_it_needs(exported, tmp_
         open_encoder(tmp_path / "image.onnx")
 
 
+def test_onnxruntime_minimum_matches_the_install_extras():
+    """The versions the load error names are the ones ``pip install astroembed[cpu|gpu]``
+    asks for."""
+    import tomllib
+
+    from astroembed.modelfile import MIN_ONNXRUNTIME
+
+    pyproject = Path(__file__).parents[1] / "pyproject.toml"
+    extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
+    declared = {req.split(">=")[0]: req.split(">=")[1] for name in ("cpu", "gpu")
+                for req in extras[name] if req.startswith("onnxruntime")}
+    assert declared == MIN_ONNXRUNTIME
+
+
 def test_wrong_graph_input_shape_is_refused(exported, tmp_path):
     """A graph taking 20x20 crops that declares the 16-pixel preprocessing."""
     out, _ = exported
@@ -365,9 +432,11 @@ def test_default_model_warns_on_data_it_was_not_trained_on(catalog, tmp_path, ca
     assert "simulated" not in caplog.text
 
 
-@pytest.mark.parametrize("heads,width,depth,length,patch", [(1, 16, 1, 200, 40), (2, 32, 2, 1945, 40),
-                                                             (4, 64, 1, 333, 25)])
-def test_spectrum_export_form_matches_trained_form(heads, width, depth, length, patch, tmp_path):
+@pytest.mark.parametrize("heads,width,depth,length,patch,stem", [
+    (1, 16, 1, 200, 40, ()), (2, 32, 2, 1945, 40, ()), (4, 64, 1, 333, 25, ()),
+    (2, 32, 2, 486, 20, ((8, 5, 1), (16, 4, 4))), (4, 16, 1, 333, 20, ((4, 3, 1), (8, 5, 1)))])
+def test_spectrum_export_form_matches_trained_form(heads, width, depth, length, patch, stem,
+                                                   tmp_path):
     """The layout handed to the exporter (folded head, dropped key bias, one Attention node
     per block) computes what the trained module computes (the oracle is the trained module's
     own forward pass), and exports without transposes of the token tensors."""
@@ -376,7 +445,8 @@ def test_spectrum_export_form_matches_trained_form(heads, width, depth, length, 
 
     torch.manual_seed(heads + depth)
     enc = SpectrumEncoder(SpectrumEncoderConfig(length=length, patch=patch, width=width,
-                                                depth=depth, heads=heads, embed_dim=8)).eval()
+                                                depth=depth, heads=heads, embed_dim=8,
+                                                stem=stem)).eval()
     for p in enc.parameters():  # away from the small init, so folding errors would show
         p.data.normal_(0, 0.3)
     spectrum, stats = torch.randn(5, 2, length), torch.randn(5, 2)

@@ -6,9 +6,10 @@ be compared by cosine similarity.
 
 - :class:`SpectrumEncoder`: the preprocessed spectrum (z-scored flux and per-pixel trust,
   see :mod:`astroembed.preprocess`) cut into non-overlapping patches of ``patch`` binned
-  pixels, each mapped linearly to a token (cheap on CPU: the number of tokens sets the cost),
-  plus a leading token made from the spectrum's mean and spread, through a pre-norm
-  transformer. :meth:`SpectrumEncoder.reconstruct` is the masked-reconstruction objective of
+  pixels, each made into one token (cheap on CPU: the number of tokens sets the cost),
+  either linearly or by a small convolutional stem (:class:`ConvStem`) that looks at the
+  pixels before they are pooled into tokens, plus a leading token made from the spectrum's
+  mean and spread, through a pre-norm transformer. :meth:`SpectrumEncoder.reconstruct` is the masked-reconstruction objective of
   the pretraining stage.
 - :class:`ImageEncoder`: a small ResNet over the stretched g, r, z crop; its last feature map
   (8x8 for a 32-pixel crop) is the token set of the head.
@@ -29,7 +30,14 @@ __all__ = ["ImageEncoder", "ImageEncoderConfig", "SpectrumEncoder", "SpectrumEnc
 @dataclass
 class SpectrumEncoderConfig:
     """Shape of the spectrum encoder. ``length``: binned pixels per channel (1945 for the
-    DESI grid binned by 4); tokens = length // patch."""
+    DESI grid binned by 4); tokens = length // patch.
+
+    ``stem``: convolution layers ``(channels, kernel, stride)`` run over the binned pixels
+    before the tokens are made; empty for a linear map of each patch. A stride-1 layer has an
+    odd kernel and keeps the length; a strided layer's kernel equals its stride (it pools
+    whole pixels, so every token still sees only its own patch up to the stride-1 layers'
+    reach). The strides multiply to a divisor of ``patch``; a last layer with kernel and
+    stride ``patch / product(strides)`` makes the tokens."""
 
     length: int = 1945
     channels: int = 2
@@ -39,6 +47,27 @@ class SpectrumEncoderConfig:
     heads: int = 4
     mlp_ratio: float = 2.0
     embed_dim: int = 128
+    stem: tuple[tuple[int, int, int], ...] = ()
+
+    def __post_init__(self):
+        self.stem = tuple(tuple(int(v) for v in layer) for layer in self.stem)
+        if self.tokens < 1:
+            raise ValueError(f"patch {self.patch} is longer than the spectrum ({self.length}).")
+        pooled = 1
+        for layer in self.stem:
+            if len(layer) != 3 or min(layer) < 1:
+                raise ValueError(f"stem layer {list(layer)}: expected [channels, kernel, stride] "
+                                 "of positive integers.")
+            _, kernel, stride = layer
+            if stride == 1 and kernel % 2 == 0:
+                raise ValueError(f"stem layer {list(layer)}: a stride-1 layer needs an odd kernel.")
+            if stride > 1 and kernel != stride:
+                raise ValueError(f"stem layer {list(layer)}: a strided layer's kernel must equal "
+                                 "its stride.")
+            pooled *= stride
+        if self.patch % pooled:
+            raise ValueError(f"the stem's strides multiply to {pooled}, which does not divide "
+                             f"patch {self.patch}.")
 
     @property
     def tokens(self) -> int:
@@ -111,13 +140,37 @@ class CrossAttentionHead(nn.Module):
         return F.normalize(self.proj(pooled), dim=-1)
 
 
+class ConvStem(nn.Module):
+    """The spectrum's pixels -> one token per patch, through ``cfg.stem``'s convolutions
+    (GELU after each, no normalisation: masked pretraining inputs would skew batch
+    statistics). Written as 2-D convolutions of height 1, the form ONNX Runtime's fast CPU
+    convolution kernels take."""
+
+    def __init__(self, cfg: SpectrumEncoderConfig):
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels, pooled = cfg.channels, 1
+        for out, kernel, stride in cfg.stem:
+            pad = kernel // 2 if stride == 1 else 0
+            layers += [nn.Conv2d(channels, out, (1, kernel), (1, stride), (0, pad)), nn.GELU()]
+            channels, pooled = out, pooled * stride
+        last = cfg.patch // pooled
+        layers.append(nn.Conv2d(channels, cfg.width, (1, last), (1, last)))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, spectrum: torch.Tensor) -> torch.Tensor:
+        """(B, C, tokens * patch) -> (B, tokens, width)."""
+        return self.net(spectrum[:, :, None, :]).flatten(2).transpose(1, 2)
+
+
 class SpectrumEncoder(nn.Module):
     """Transformer over spectrum patches; inputs as :func:`preprocess.spectrum_inputs` makes."""
 
     def __init__(self, cfg: SpectrumEncoderConfig):
         super().__init__()
         self.cfg = cfg
-        self.patchify = nn.Linear(cfg.channels * cfg.patch, cfg.width)
+        self.patchify = (ConvStem(cfg) if cfg.stem else
+                         nn.Linear(cfg.channels * cfg.patch, cfg.width))
         self.stats = nn.Linear(2, cfg.width)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
         self.position = nn.Parameter(torch.randn(1, cfg.tokens + 1, cfg.width) * 0.02)
@@ -133,10 +186,23 @@ class SpectrumEncoder(nn.Module):
         x = spectrum[:, :, :t * p].reshape(spectrum.shape[0], c, t, p)
         return x.permute(0, 2, 1, 3).reshape(spectrum.shape[0], t, c * p)
 
+    def embed_patches(self, spectrum: torch.Tensor,
+                      mask: torch.Tensor | None = None) -> torch.Tensor:
+        """One token per patch (B, T, width), before position and context. The stem's
+        convolutions reach across patch edges, so hidden patches are blanked (flux and trust
+        0, as for pixels without data) before it runs."""
+        if not self.cfg.stem:
+            return self.patchify(self.patches(spectrum))
+        x = spectrum[:, :, :self.cfg.tokens * self.cfg.patch]
+        if mask is not None:
+            keep = (~mask).repeat_interleave(self.cfg.patch, dim=1)[:, None, :]
+            x = x * keep.to(x.dtype)
+        return self.patchify(x)
+
     def tokens(self, spectrum: torch.Tensor, stats: torch.Tensor,
                mask: torch.Tensor | None = None) -> torch.Tensor:
         """Contextual tokens (B, T + 1, width); ``mask`` (B, T) True hides a patch."""
-        x = self.patchify(self.patches(spectrum))
+        x = self.embed_patches(spectrum, mask)
         if mask is not None:
             x = torch.where(mask[..., None], self.mask_token.to(x.dtype), x)
         x = torch.cat([self.stats(stats)[:, None], x], dim=1) + self.position

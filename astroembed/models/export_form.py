@@ -149,7 +149,7 @@ class SpectrumExportForm(nn.Module):
 
     def forward(self, spectrum: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
         enc = self.encoder
-        x = enc.patchify(enc.patches(spectrum))
+        x = enc.embed_patches(spectrum)
         x = torch.cat([enc.stats(stats)[:, None], x], dim=1) + enc.position
         for block, attention in zip(enc.blocks, self.attention):
             x = x + attention(block.norm1(x))
