@@ -60,7 +60,7 @@ class TrainConfig:
     max_rows: int = 0  # 0 = all rows of the catalog
     val_fraction: float = 0.1
     batch_size: int = 256
-    pretrain_epochs: int = 50  # 1.1.0 had 20 (R^2 0.932), 1.2.0 40 (0.952); 1.3.0's steps are cheaper
+    pretrain_epochs: int = 50  # 1.1.0 had 20 (R^2 0.932), 1.2.0 40 (0.952); the stem's steps are cheaper
     pretrain_lr: float = 1e-3
     mask_fraction: float = 0.3
     mask_span: int = 2  # tokens per masked span (40 bins): longer than the continuum can be interpolated over
@@ -74,19 +74,18 @@ class TrainConfig:
     image_noise: float = 0.02
     threads: int = 0  # 0 = torch's default (all cores)
     model_name: str = "astroembed-sim"
-    model_version: str = "1.3.0"
+    model_version: str = "1.4.0"
     crop: int = 32
     # 16-pixel bins (12.8 A). Against 4-pixel bins (the same tokens) the spectrum k-NN after 8
     # epochs went from R^2 0.829 to 0.870 (sigma_NMAD 0.0169 -> 0.0131): z-scoring noisy
     # 4-pixel bins divides by a spread that is mostly noise, and the patch targets are noisier.
     spectrum_bin: int = 16
-    # 24 tokens of 20 bins, made by a convolutional stem (32 channels at full resolution, 64
-    # after pooling by 4). 1.2.0 had 48 linear tokens of 10 bins: the stem's encoder is 1.7x
-    # faster in ONNX Runtime and its training steps 1.6x, and scores better (held-out R^2
-    # 0.955 vs 0.952, sigma_NMAD 0.0053 vs 0.0069) with 50 epochs instead of 40.
-    spectrum: dict = field(default_factory=lambda: {"patch": 20, "stem": [[32, 5, 1], [64, 4, 4]],
-                                                    "width": 128, "depth": 4, "heads": 4,
-                                                    "mlp_ratio": 2.0})
+    # 24 tokens of 20 bins, made by a convolutional stem (two layers of 32 channels at full
+    # resolution, 64 after pooling by 4); see the README's default-model section for what each
+    # version of this choice measured (1.2.0: 48 linear tokens of 10 bins).
+    spectrum: dict = field(default_factory=lambda: {
+        "patch": 20, "stem": [[32, 5, 1], [32, 5, 1], [64, 4, 4]], "width": 128, "depth": 4,
+        "heads": 4, "mlp_ratio": 2.0})
     image: dict = field(default_factory=lambda: {"widths": [24, 48, 96], "heads": 4})
     embed_dim: int = 128
 
