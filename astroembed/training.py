@@ -60,10 +60,10 @@ class TrainConfig:
     max_rows: int = 0  # 0 = all rows of the catalog
     val_fraction: float = 0.1
     batch_size: int = 256
-    pretrain_epochs: int = 50  # 1.1.0 had 20 (R^2 0.932), 1.2.0 40 (0.952); the stem's steps are cheaper
+    pretrain_epochs: int = 50  # 1.1.0: 20 (R^2 0.932); 1.2.0: 40 (0.952); 1.4.0's steps are cheaper
     pretrain_lr: float = 1e-3
     mask_fraction: float = 0.3
-    mask_span: int = 2  # tokens per masked span (40 bins): longer than the continuum can be interpolated over
+    mask_span: int = 2  # tokens (40 bins) per masked span: longer than the continuum interpolates
     view_weight: float = 0.2  # weight of the two-view InfoNCE against masked reconstruction
     view_jitter: float = 0.25  # relative jitter of trust and flux level between the two views
     align_epochs: int = 16

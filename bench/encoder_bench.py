@@ -3,9 +3,10 @@
     python bench/encoder_bench.py [--batch 256] [--repeats 20] [--threads 2] [--config TOML]
 
 Builds the default architecture (TrainConfig defaults, or a training recipe's with --config;
-timing does not depend on the weight values), exports it with astroembed's exporter, then times ``session.run`` against
-``torch.no_grad()`` forward passes on the same random batch, with the same thread count,
-in blocks taken in turn. Writes bench/results/encoders.json and encoders.md.
+timing does not depend on the weight values), exports it with astroembed's exporter, then
+times ``session.run`` (a session set up as ``embed`` sets it up) against ``torch.no_grad()``
+forward passes on the same random batch, with the same thread count, in blocks taken in
+turn. Torch eager's time moves from run to run (its allocator's state); run it a few times. Writes bench/results/encoders.json and encoders.md.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ be compared by cosine similarity.
   pixels, each made into one token (cheap on CPU: the number of tokens sets the cost),
   either linearly or by a small convolutional stem (:class:`ConvStem`) that looks at the
   pixels before they are pooled into tokens, plus a leading token made from the spectrum's
-  mean and spread, through a pre-norm transformer. :meth:`SpectrumEncoder.reconstruct` is the masked-reconstruction objective of
-  the pretraining stage.
+  mean and spread, through a pre-norm transformer. :meth:`SpectrumEncoder.reconstruct` is
+  the masked-reconstruction objective of the pretraining stage.
 - :class:`ImageEncoder`: a small ResNet over the stretched g, r, z crop; its last feature map
   (8x8 for a 32-pixel crop) is the token set of the head.
 """
