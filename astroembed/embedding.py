@@ -354,9 +354,7 @@ class _OrderedWriter:
         self.groups.flush()
 
     def close(self) -> None:
-        for future in self.pending:
-            future.cancel()
-        self.thread.shutdown(wait=True)
+        self.thread.shutdown(wait=True, cancel_futures=True)
 
 
 def embed_tile(job: TileJob, on_rows: Callable[[int], None] | None = None) -> TileResult:

@@ -224,15 +224,16 @@ def onnx_session(path: Path, providers: list[str], threads: int | None):
     if threads:
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
+    cpu_only = providers == ["CPUExecutionProvider"]
     try:
-        disabled = list(CPU_DISABLED_OPTIMIZERS) if providers == ["CPUExecutionProvider"] else []
+        disabled = list(CPU_DISABLED_OPTIMIZERS) if cpu_only else []
         return ort.InferenceSession(str(path), sess_options=opts,
                                     providers=_provider_options(providers),
                                     disabled_optimizers=disabled)
     except Exception as err:  # onnxruntime raises its own exception types for corrupt files
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if any(w in first.lower() for w in ("opset", "implementation for", "registered")):
-            build = "onnxruntime" if providers == ["CPUExecutionProvider"] else "onnxruntime-gpu"
+            build = "onnxruntime" if cpu_only else "onnxruntime-gpu"
             hint = (f"This onnxruntime ({ort.__version__}) does not know an operator or opset "
                     f"the file uses; astroembed's encoders need {build} "
                     f"{MIN_ONNXRUNTIME[build]} or newer (pip install -U {build}).")

@@ -130,7 +130,8 @@ class TrainConfig:
             return ImageEncoderConfig(crop=self.crop, embed_dim=self.embed_dim,
                                       **{k: tuple(v) if k == "widths" else v
                                          for k, v in self.image.items()})
-        return SpectrumEncoderConfig(length=spectrum_length(self.preprocessing()[1]),
+        spectrum_prep = default_spectrum_preprocessing(self.spectrum_bin)
+        return SpectrumEncoderConfig(length=spectrum_length(spectrum_prep),
                                      embed_dim=self.embed_dim, **self.spectrum)
 
     def encoder_configs(self):

@@ -6,7 +6,8 @@ Builds the default architecture (TrainConfig defaults, or a training recipe's wi
 timing does not depend on the weight values), exports it with astroembed's exporter, then
 times ``session.run`` (a session set up as ``embed`` sets it up) against ``torch.no_grad()``
 forward passes on the same random batch, with the same thread count, in blocks taken in
-turn. Torch eager's time moves from run to run (its allocator's state); run it a few times. Writes bench/results/encoders.json and encoders.md.
+turn. Torch eager's time moves from run to run (its allocator's state); run it a few times.
+Writes bench/results/encoders.json and encoders.md.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     recipe = load_toml(args.config) if args.config else {}
-    cfg = from_mapping(TrainConfig, {**recipe, "catalog": "-", "out": "-"}, args.config or "")
+    cfg = from_mapping(TrainConfig, {**recipe, "catalog": "-", "out": "-"}, args.config or "encoder_bench")
     image_model, spectrum_model = build_models(cfg)
     image_model.eval(), spectrum_model.eval()
     rng = np.random.default_rng(0)

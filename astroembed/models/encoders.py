@@ -17,6 +17,7 @@ be compared by cosine similarity.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -53,7 +54,6 @@ class SpectrumEncoderConfig:
         self.stem = tuple(tuple(int(v) for v in layer) for layer in self.stem)
         if self.tokens < 1:
             raise ValueError(f"patch {self.patch} is longer than the spectrum ({self.length}).")
-        pooled = 1
         for layer in self.stem:
             if len(layer) != 3 or min(layer) < 1:
                 raise ValueError(f"stem layer {list(layer)}: expected [channels, kernel, stride] "
@@ -64,14 +64,18 @@ class SpectrumEncoderConfig:
             if stride > 1 and kernel != stride:
                 raise ValueError(f"stem layer {list(layer)}: a strided layer's kernel must equal "
                                  "its stride.")
-            pooled *= stride
-        if self.patch % pooled:
-            raise ValueError(f"the stem's strides multiply to {pooled}, which does not divide "
-                             f"patch {self.patch}.")
+        if self.patch % self.stem_pooling:
+            raise ValueError(f"the stem's strides multiply to {self.stem_pooling}, which does not "
+                             f"divide patch {self.patch}.")
 
     @property
     def tokens(self) -> int:
         return self.length // self.patch
+
+    @property
+    def stem_pooling(self) -> int:
+        """Pixels per position after the stem's strided layers (1 without a stem)."""
+        return math.prod(stride for _, _, stride in self.stem)
 
 
 @dataclass
@@ -149,12 +153,12 @@ class ConvStem(nn.Module):
     def __init__(self, cfg: SpectrumEncoderConfig):
         super().__init__()
         layers: list[nn.Module] = []
-        channels, pooled = cfg.channels, 1
+        channels = cfg.channels
         for out, kernel, stride in cfg.stem:
             pad = kernel // 2 if stride == 1 else 0
             layers += [nn.Conv2d(channels, out, (1, kernel), (1, stride), (0, pad)), nn.GELU()]
-            channels, pooled = out, pooled * stride
-        last = cfg.patch // pooled
+            channels = out
+        last = cfg.patch // cfg.stem_pooling
         layers.append(nn.Conv2d(channels, cfg.width, (1, last), (1, last)))
         self.net = nn.Sequential(*layers)
 
