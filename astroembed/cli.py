@@ -18,7 +18,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import __version__
-from .errors import AstroembedError, ConfigError
+from .errors import AstroembedError, ConfigError, InterruptedRun
 
 app = typer.Typer(
     name="astroembed",
@@ -40,15 +40,28 @@ def _stderr():
 
 @contextlib.contextmanager
 def _user_errors():
-    """Turn AstroembedError into one line on stderr and its exit code."""
+    """Turn every failure into one line on stderr (at most one hint line) and an exit code:
+    AstroembedError its own, an interruption 130, anything unforeseen 1."""
     try:
         yield
+    except InterruptedRun as exc:
+        typer.echo(f"interrupted: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
     except AstroembedError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        typer.echo("interrupted; no partial output was kept.", err=True)
+    except KeyboardInterrupt as exc:
+        # Commands whose outputs are written atomically keep nothing of an interrupted run.
+        name = getattr(exc, "signal_name", "SIGINT")
+        typer.echo(f"interrupted ({name}) before any output was complete; nothing was kept.",
+                   err=True)
         raise typer.Exit(130) from None
+    except Exception as exc:  # a bug, or a system failure no check foresaw
+        log.debug("unexpected error", exc_info=True)
+        typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+        typer.echo("hint: run again with -vv for the traceback; if it looks like a bug in "
+                   "astroembed, please report it with that output.", err=True)
+        raise typer.Exit(1) from None
 
 
 def _version(value: bool) -> None:
@@ -853,8 +866,22 @@ def _reflow_help(typer_app: typer.Typer) -> None:
 _reflow_help(app)
 
 
+def _terminate_like_interrupt() -> None:
+    """SIGTERM (a batch system's cancel, ``kill``) unwinds like Ctrl-C, so the same cleanup
+    runs and the same message says what was kept."""
+    import signal
+
+    from .errors import Interrupted
+
+    def handler(signum, frame):
+        raise Interrupted("SIGTERM")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main() -> None:
     """Console-script entry point."""
+    _terminate_like_interrupt()
     app()
 
 

@@ -33,6 +33,27 @@ class ModelError(AstroembedError):
     """A model file is missing, corrupt, or does not declare the expected contract."""
 
 
+class LockedError(AstroembedError):
+    """Another astroembed process holds the catalog lock; this one changed nothing."""
+
+    exit_code = 3
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM turned into the same unwinding as Ctrl-C (SIGINT), with the signal's name."""
+
+    def __init__(self, signal_name: str = "SIGINT") -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+class InterruptedRun(AstroembedError):
+    """A run stopped by SIGINT or SIGTERM; the message says what was kept, where, its size,
+    that the same command resumes from it, and how to remove it."""
+
+    exit_code = 130
+
+
 def where(path: object, hdu: object | None = None, column: str | None = None,
           row: int | None = None) -> str:
     """Format a location as ``file[HDU] column X row N`` for error messages."""
