@@ -882,7 +882,11 @@ def _terminate_like_interrupt() -> None:
 def main() -> None:
     """Console-script entry point."""
     _terminate_like_interrupt()
-    app()
+    try:
+        app()
+    except KeyboardInterrupt as exc:  # between commands' own handling, e.g. at start-up
+        typer.echo(f"interrupted ({getattr(exc, 'signal_name', 'SIGINT')}).", err=True)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

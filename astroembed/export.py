@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from astroembed.errors import ModelError, OutputError
+from astroembed.errors import ModelError
 from astroembed.io.atomic import atomic_directory
+from astroembed.io.outputs import MODEL, claim_directory, may_replace
 from astroembed.modelfile import CONTRACT_VERSION, open_encoder
 
 log = logging.getLogger("astroembed")
@@ -124,8 +125,7 @@ def export_model(model_dir: str | os.PathLike, out: str | os.PathLike,
         hint = (" Training has not finished (only a checkpoint); continue it with "
                 "`astroembed train --resume`." if (model_dir / "checkpoint.pt").is_file() else "")
         raise ModelError(f"{model_dir}: no {FINAL} (a model trained by `astroembed train`).{hint}")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise OutputError(f"{out}: exists and is not empty; use --overwrite to replace it.")
+    claim_directory(out, MODEL, overwrite=overwrite, option="--out")
     payload = load_checkpoint(model_dir / FINAL)
     cfg = config_from_checkpoint(payload)
     summary = json.loads(payload.get("summary", "{}"))
@@ -145,7 +145,7 @@ def export_model(model_dir: str | os.PathLike, out: str | os.PathLike,
                       {"name": "stats", "shape": ["batch", 2]}]),
     }
     result = {"out": str(out), "encoders": {}}
-    with atomic_directory(out, overwrite=True) as tmp:
+    with atomic_directory(out, lambda p: may_replace(p, MODEL, "--out")) as tmp:
         tmp = Path(tmp)
         for modality, (module, names, prep, inputs) in specs.items():
             file = tmp / f"{modality}.onnx"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import shlex
 import shutil
 import time
 import warnings
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .config import CrossmatchConfig, EmbedConfig
-from .errors import AstroembedError, ConfigError
+from .errors import AstroembedError, ConfigError, InterruptedRun
 
 log = logging.getLogger("astroembed")
 STAGING = ".astroembed-staging"
@@ -61,7 +62,8 @@ def dask_client(scheduler: str | None, workers: int, processes: bool) -> Iterato
     # handlers, so `run --log-format json` stays JSON.
     quiet_level = logging.DEBUG if log.getEffectiveLevel() <= logging.DEBUG else logging.CRITICAL
     for name in ("distributed", "dask", "distributed.worker", "distributed.scheduler",
-                 "distributed.client", "distributed.nanny", "distributed.core"):
+                 "distributed.client", "distributed.nanny", "distributed.core",
+                 "tornado.application"):
         logger = logging.getLogger(name)
         logger.setLevel(quiet_level)
         logger.handlers[:] = []
@@ -163,7 +165,8 @@ def crossmatch(cfg: CrossmatchConfig, progress: Progress | None = None,
     quality-cut reason, tiles, time, and ``input_tiles``: the tiles each input file reached.
     """
     from .io.catalog import CatalogWriter
-    from .partition import IMAGE_JOIN_ARCSEC, Plan, classify_inputs, config_hash, make_tiles
+    from .io.lock import CatalogLock
+    from .partition import classify_inputs, config_hash
 
     start = time.time()
     cfg.validate()
@@ -175,13 +178,53 @@ def crossmatch(cfg: CrossmatchConfig, progress: Progress | None = None,
     run_id = config_hash(resolved, inputs)
     ra_col, dec_col = _left_radec(inputs)
     writer = CatalogWriter(out, ra_column=ra_col, dec_column=dec_col, overwrite=cfg.overwrite)
-    plan = _resumable_plan(staging, run_id)
-    if plan is not None:
-        writer.adopt(plan.write_path)
-        log.info("resuming the interrupted run in %s", plan.write_path)
-    else:
+    if _resumable_plan(staging, run_id) is None:
+        writer.check()  # before the lock file appears beside a path that is refused
+    with CatalogLock(out, "crossmatch").exclusive():
+        plan = _resumable_plan(staging, run_id)
+        if plan is not None:
+            writer.adopt(plan.write_path)
+            log.info("resuming the interrupted run in %s", plan.write_path)
+        else:
+            shutil.rmtree(staging, ignore_errors=True)
+            writer.begin()
+        try:
+            plan, per_input, tile_results = _match_tiles(cfg, inputs, staging, writer, plan,
+                                                         layout, run_id, progress)
+            summary = _summary(inputs, per_input, tile_results, plan, time.time() - start)
+            provenance = {"command": "crossmatch", "config": resolved, "run_id": run_id,
+                          "inputs": _input_records(inputs),
+                          "summary": {k: v for k, v in summary.items()
+                                      if k not in ("seconds", "tiles_skipped")}}
+            out_ra, out_dec = _output_radec(Path(plan.write_path), ra_col, dec_col,
+                                            cfg.suffixes[0])
+            info = writer.finish(provenance, extra_properties={
+                "hats_col_ra": out_ra, "hats_col_dec": out_dec,
+                "astroembed_id_column": cfg.id_column, "hats_max_rows": cfg.max_rows,
+                "hats_max_bytes": int(cfg.max_bytes)})
+        except KeyboardInterrupt as err:
+            raise _crossmatch_interrupted(err, writer, staging) from None
+        summary["input_tiles"] = input_tiles(staging, inputs)
+        summary["layout"] = [list(t) for t in plan.tiles]
         shutil.rmtree(staging, ignore_errors=True)
-        writer.begin()
+    summary["tiles_written"] = len(info.tiles)
+    if info.total_rows == 0:
+        log.warning("the inputs do not overlap: %s is an empty, valid catalog", out)
+    elif cfg.id_column not in info.schema.names:
+        log.warning("--id-column %s is not a column of %s; probe and search need an object "
+                    "key: pass --id-column with one of its columns", cfg.id_column, out)
+    return summary
+
+
+def _match_tiles(cfg: CrossmatchConfig, inputs, staging: Path, writer, plan, layout,
+                 run_id: str, progress: Progress | None) -> tuple:
+    """Read, partition and match on the cluster; (plan, per-input results, tile results).
+
+    A bad input is found while reading, before any tile exists: then nothing is left behind.
+    """
+    from .partition import IMAGE_JOIN_ARCSEC, Plan, make_tiles
+
+    left_margin, right_margin = _margins(cfg)
     opts = _tile_options(cfg)
     try:
         input_bytes = sum(f.size for f in inputs)
@@ -195,7 +238,8 @@ def crossmatch(cfg: CrossmatchConfig, progress: Progress | None = None,
                          else make_tiles(stage_results, cfg.max_rows, cfg.max_bytes))
                 plan = Plan(tiles=tiles, left_margin=left_margin, right_margin=right_margin,
                             image_margin=IMAGE_JOIN_ARCSEC * 1.01,
-                            inputs=[dataclasses.asdict(f) for f in inputs], config_hash=run_id,
+                            inputs=[dataclasses.asdict(f) for f in inputs],
+                            config_hash=run_id,
                             write_path=str(writer.write_path))
                 plan.save(staging)
             _run_all(client, _split_one, chunks, "partition", progress, staging=str(staging),
@@ -204,30 +248,33 @@ def crossmatch(cfg: CrossmatchConfig, progress: Progress | None = None,
                                     staging=str(staging), catalog=plan.write_path, plan=plan,
                                     opts=opts, keep_all=cfg.keep_all_spectra)
     except AstroembedError:
-        # A bad input is found while reading, before any tile exists: leave nothing behind.
         writer.abort()
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    summary = _summary(inputs, per_input, tile_results, plan, time.time() - start)
-    provenance = {"command": "crossmatch", "config": resolved, "run_id": run_id,
-                  "inputs": _input_records(inputs),
-                  "summary": {k: v for k, v in summary.items() if k not in ("seconds", "tiles_skipped")}}
-    out_ra, out_dec = _output_radec(Path(plan.write_path), ra_col, dec_col, cfg.suffixes[0])
-    info = writer.finish(provenance,
-                         extra_properties={"hats_col_ra": out_ra, "hats_col_dec": out_dec,
-                                           "astroembed_id_column": cfg.id_column,
-                                           "hats_max_rows": cfg.max_rows,
-                                           "hats_max_bytes": int(cfg.max_bytes)})
-    summary["input_tiles"] = input_tiles(staging, inputs)
-    summary["layout"] = [list(t) for t in plan.tiles]
-    shutil.rmtree(staging, ignore_errors=True)
-    summary["tiles_written"] = len(info.tiles)
-    if info.total_rows == 0:
-        log.warning("the inputs do not overlap: %s is an empty, valid catalog", out)
-    elif cfg.id_column not in info.schema.names:
-        log.warning("--id-column %s is not a column of %s; probe and search need an object "
-                    "key: pass --id-column with one of its columns", cfg.id_column, out)
-    return summary
+    return plan, per_input, tile_results
+
+
+def _crossmatch_interrupted(err: KeyboardInterrupt, writer, staging: Path) -> InterruptedRun:
+    """Say what an interrupted cross-match kept: its work files and the catalog it was
+    writing, when the run had got far enough for a rerun to resume from them; otherwise
+    remove them, so that what the message says is all there is."""
+    from .io.outputs import describe_sizes
+
+    signal_name = getattr(err, "signal_name", "SIGINT")
+    if not (staging / "plan.json").is_file():
+        writer.abort()
+        shutil.rmtree(staging, ignore_errors=True)
+        before = ("the old catalog there is as it was" if writer.path.exists()
+                  else "no catalog was made")
+        return InterruptedRun(f"{signal_name} while reading the inputs; nothing was kept and "
+                              f"{before} ({writer.path}).")
+    kept = [p for p in (staging, writer.write_path) if p.exists()]
+    old = (f"; the old catalog {writer.path} is as it was" if writer.write_path != writer.path
+           else "")
+    return InterruptedRun(
+        f"{signal_name}: kept the work files {describe_sizes(kept)}{old}. Run the same "
+        f"command again to resume from them, or remove them with: rm -rf "
+        + " ".join(shlex.quote(str(p)) for p in kept))
 
 
 def input_tiles(staging: Path, inputs) -> dict[str, list[list[int]]]:
@@ -454,8 +501,21 @@ def _embed_one(job, on_rows=None):
     return run_tile(job, on_rows)
 
 
-def _embed_tiles(cfg: EmbedConfig, jobs: list, rows: dict, progress: Progress | None) -> list:
-    """Run the tile jobs in-process (rows bar per batch) or on Dask (per tile)."""
+def _embed_interrupted(err: KeyboardInterrupt, catalog: Path, results: list,
+                       attempted: int) -> InterruptedRun:
+    """What an interrupted embed kept: the tiles it finished (each rewritten atomically)."""
+    signal_name = getattr(err, "signal_name", "SIGINT")
+    done = sum(1 for r in results if r is not None and not r.error)
+    return InterruptedRun(
+        f"{signal_name}: {done} of {attempted} tiles were embedded and are kept in {catalog}, "
+        "which reads as incomplete until they all are; no work files were left. Run the same "
+        "command again to embed the rest (embedded tiles are skipped).")
+
+
+def _embed_tiles(cfg: EmbedConfig, jobs: list, rows: dict, progress: Progress | None,
+                 results: list) -> list:
+    """Run the tile jobs in-process (rows bar per batch) or on Dask (per tile), appending
+    each tile's result to ``results`` as it comes (an interruption keeps what is there)."""
     total_rows = sum(rows[(j.order, j.pixel)] for j in jobs)
     done_rows = 0
 
@@ -467,7 +527,6 @@ def _embed_tiles(cfg: EmbedConfig, jobs: list, rows: dict, progress: Progress | 
     report(0)
     with compute_client(cfg.scheduler, cfg.workers, cfg.processes, 0) as client:
         if isinstance(client, InProcess):
-            results = []
             for job in jobs:
                 def on_rows(n: int) -> None:
                     nonlocal done_rows
@@ -484,16 +543,18 @@ def _embed_tiles(cfg: EmbedConfig, jobs: list, rows: dict, progress: Progress | 
 
         futures = client.map(_embed_one, jobs, pure=False)
         index = {f.key: i for i, f in enumerate(futures)}
-        results: list = [None] * len(jobs)
+        by_job: list = [None] * len(jobs)
         try:
             for n, future in enumerate(as_completed(futures), start=1):
                 i = index[future.key]
-                results[i] = future.result()
+                by_job[i] = future.result()
+                results.append(by_job[i])
                 done_rows += rows[(jobs[i].order, jobs[i].pixel)]
                 report(n)
         except BaseException:
             client.cancel(futures)
             raise
+        results[:] = by_job  # in job order
         return results
 
 
@@ -541,11 +602,14 @@ def embed(cfg: EmbedConfig, progress: Progress | None = None) -> dict:
     results: list = []
     complete, reason = plan.info.complete, None
     if plan.jobs or not plan.info.complete:
-        lock = CatalogLock(catalog)
+        lock = CatalogLock(catalog, "embed")
         with lock.shared():
             if plan.jobs:
                 mark_incomplete(catalog)
-                results = _embed_tiles(cfg, plan.jobs, plan.info.rows, progress)
+                try:
+                    _embed_tiles(cfg, plan.jobs, plan.info.rows, progress, results)
+                except KeyboardInterrupt as err:
+                    raise _embed_interrupted(err, catalog, results, len(plan.jobs)) from None
         complete, reason, _ = _finish_embed(catalog, lock)
         if not complete:  # expected after --tile runs (a job array); a surprise otherwise
             log.log(logging.INFO if cfg.tiles else logging.WARNING,

@@ -32,7 +32,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from astroembed.config import ProbeConfig
-from astroembed.errors import ConfigError, InputError, ModelError, OutputError
+from astroembed.errors import ConfigError, InputError, InterruptedRun, ModelError, OutputError
 from astroembed.io.arrays import (
     MODALITIES,
     embedding_columns,
@@ -65,6 +65,7 @@ FLUX_FLOOR = 0.01
 #: ``--index auto``: k-NN on faiss above this many usable rows (exact k-NN costs O(N^2)).
 EXACT_KNN_MAX_ROWS = 200_000
 PROBE_FORMAT = "astroembed-probe"
+REPORT_FORMAT = "astroembed-probe-report"  # probe.json of `probe --out`
 PROBE_VERSION = 1
 
 
@@ -522,6 +523,7 @@ def prepare_probe(cfg: ProbeConfig) -> ProbePlan:
     runs += [(f, "knn") for f in BASELINES if f in data.features]
     n = len(data.y)
     check_sizes(n, cfg, [m for _, m in runs])
+    check_outputs(cfg, data.target, runs)
     index = _index_kind(cfg, n)
     return ProbePlan(cfg=cfg, info=info, data=data, runs=runs, index=index,
                      fold=fold_indices(n, cfg.folds, cfg.seed),
@@ -579,6 +581,26 @@ def run_probe(cfg: ProbeConfig, progress: Progress | None = None,
 
 # ----------------------------------------------------------------------------- outputs
 
+def output_names(target: str, runs: list[tuple[str, str]]) -> list[str]:
+    """The files ``--out`` receives: predictions, one plot per result, the report."""
+    return ["predictions.parquet", "probe.json",
+            *(f"probe_{target}_{features}_{method}.png" for features, method in runs)]
+
+
+def check_outputs(cfg: ProbeConfig, target: str, runs: list[tuple[str, str]]) -> None:
+    """``--out`` and ``--save`` checked before any fitting: writable, and nothing there that
+    astroembed did not write would be overwritten or replaced."""
+    from astroembed.io.outputs import PROBE_REPORT, SAVED_PROBE, check_write_into, claim_directory
+
+    if cfg.out and cfg.save and Path(cfg.out).absolute() == Path(cfg.save).absolute():
+        raise OutputError(f"--out and --save are both {cfg.out}: the report and the saved "
+                          "probe each need a directory of their own.")
+    if cfg.out:
+        check_write_into(cfg.out, PROBE_REPORT, output_names(target, runs), "--out")
+    if cfg.save:
+        claim_directory(cfg.save, SAVED_PROBE, overwrite=cfg.overwrite, option="--save")
+
+
 def write_outputs(out: Path, data: ProbeData, fold: np.ndarray,
                   predictions: dict[tuple[str, str], np.ndarray], doc: dict) -> dict:
     """``OUT/predictions.parquet`` (ID, fold, true value, one column per feature set and
@@ -613,7 +635,8 @@ def write_outputs(out: Path, data: ProbeData, fold: np.ndarray,
                    redshift=data.redshift, metrics=result)
         files["plots"].append(str(file))
     with atomic_path(out / "probe.json") as tmp:
-        tmp.write_text(json.dumps(doc | {"outputs": files}, indent=2, default=str))
+        report = {"format": REPORT_FORMAT} | doc | {"outputs": files}
+        tmp.write_text(json.dumps(report, indent=2, default=str))
     files["summary"] = str(out / "probe.json")
     return files
 
@@ -648,6 +671,7 @@ def fitted_arrays(est, method: str) -> dict[str, np.ndarray]:
 def save_best(cfg: ProbeConfig, data: ProbeData, results: list[dict], index: str) -> dict:
     """Refit the best embedding probe on every usable row and save it to ``cfg.save``."""
     from astroembed.io.atomic import atomic_directory
+    from astroembed.io.outputs import SAVED_PROBE, claim_directory, may_replace
 
     best = _best(results)
     features, method = best["features"], best["method"]
@@ -679,11 +703,9 @@ def save_best(cfg: ProbeConfig, data: ProbeData, results: list[dict], index: str
         "arrays": sorted(arrays), "mlp_layers": sum(1 for a in arrays if a.startswith("W")),
     }
     path = Path(cfg.save)
-    if path.exists() and not cfg.overwrite:
-        raise OutputError(f"{path}: exists; pass --overwrite to replace the saved probe, or "
-                          "choose another --save path.")
+    claim_directory(path, SAVED_PROBE, overwrite=cfg.overwrite, option="--save")
     try:
-        with atomic_directory(path, overwrite=True) as tmp:
+        with atomic_directory(path, lambda p: may_replace(p, SAVED_PROBE, "--save")) as tmp:
             np.savez(tmp / "arrays.npz", **{k: np.asarray(v) for k, v in arrays.items()})
             (tmp / "probe.json").write_text(json.dumps(spec, indent=2, default=str))
     except OSError as err:
@@ -850,23 +872,33 @@ def predict_catalog(catalog: str | os.PathLike, probe_path: str | os.PathLike,
                           "name another.")
     if column in info.schema.names:
         meta = info.schema.field(column).metadata or {}
-        same = meta.get(b"astroembed_probe_id", b"").decode() == probe_id
-        if not (overwrite or same):
-            raise OutputError(f"{info.path}: already has a column {column!r}; pass --overwrite "
-                              "to replace it or --column to name another.")
+        made_by = meta.get(b"astroembed_probe_id", b"").decode()
+        if not made_by:
+            raise OutputError(f"{info.path}: already has a column {column!r} that no probe "
+                              "made; predict replaces only its own prediction columns. Name "
+                              "another with --column.")
+        if not (overwrite or made_by == probe_id):
+            raise OutputError(f"{info.path}: already has a prediction column {column!r} from "
+                              "another probe; pass --overwrite to replace it or --column to "
+                              "name another.")
     field_meta = {b"astroembed_probe_id": probe_id.encode(),
                   b"astroembed_probe": json.dumps({k: spec[k] for k in (
                       "target", "features", "method", "k", "metric", "n_train")}
                       | {"path": str(probe.path), "cv_r2": spec["cv"].get("r2")}).encode()}
     from astroembed.io.lock import CatalogLock
 
-    # Every tile is rewritten, so no other run (embed, predict) may change tiles meanwhile:
-    # the exclusive catalog lock for the whole run, refused at once rather than waited for.
-    with CatalogLock(info.path).try_exclusive() as alone:
-        if not alone:
-            raise OutputError(f"{info.path}: another run (embed or predict) is changing this "
-                              "catalog; run predict again when it has finished.")
-        return _predict_tiles(info, probe, column, columns, id_column, field_meta, progress)
+    # Every tile is rewritten, so no other writer may change tiles meanwhile: the exclusive
+    # catalog lock for the whole run, refused at once (exit 3) rather than waited for.
+    with CatalogLock(info.path, "predict").exclusive():
+        try:
+            return _predict_tiles(info, probe, column, columns, id_column, field_meta,
+                                  progress)
+        except KeyboardInterrupt as err:
+            signal_name = getattr(err, "signal_name", "SIGINT")
+            raise InterruptedRun(
+                f"{signal_name}: {info.path} keeps the column {column} in the tiles already "
+                "rewritten and reads as incomplete; no work files were left. Run the same "
+                "command again to redo every tile.") from None
 
 
 def _predict_tiles(info: CatalogInfo, probe: SavedProbe, column: str, columns: dict[str, str],

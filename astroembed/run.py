@@ -9,8 +9,9 @@ reach (own rows or margins), and those where removed or changed files had rows, 
 cross-matched again, on the same tile layout; the embed stage then embeds the tiles without
 embeddings; a run with nothing new does nothing and says so.
 
-One run at a time: an exclusive lock beside the catalog (``.CAT.astroembed-run.lock``); the
-kernel releases it when its process dies, so a killed run's lock is simply taken over.
+One writer at a time: the run holds the catalog lock exclusively (:mod:`astroembed.io.lock`,
+``.CAT.astroembed.lock`` beside the catalog) from start to end; the kernel releases it when its
+process dies, so a killed run's lock is simply taken over.
 Events go to the ``astroembed`` logger with ``extra={"event": ..., ...}`` (the CLI prints
 them as text or one JSON object per line).
 
@@ -25,14 +26,13 @@ import hashlib
 import json
 import logging
 import os
-import socket
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 from .config import ON_ERROR, RunConfig, load_run_config
-from .errors import AstroembedError, ConfigError, InputError, OutputError
+from .errors import AstroembedError, ConfigError, InputError, InterruptedRun, LockedError
 
 log = logging.getLogger("astroembed")
 STATE_FILE = "astroembed_state.json"
@@ -41,12 +41,6 @@ HASH_CHUNK = 8 * 2**20
 MAX_SKIPS = 1000
 
 __all__ = ["LockedError", "PartialSuccess", "run", "read_state"]
-
-
-class LockedError(AstroembedError):
-    """Another ``astroembed run`` holds the catalog."""
-
-    exit_code = 3
 
 
 class PartialSuccess(AstroembedError):
@@ -62,49 +56,6 @@ def _now() -> str:
 def event(name: str, message: str, *args, level: int = logging.INFO, **fields) -> None:
     """One log record that is also a structured event (``event`` plus ``fields``)."""
     log.log(level, message, *args, extra={"event": name, "fields": fields})
-
-
-# ----------------------------------------------------------------------------- the lock
-
-@contextlib.contextmanager
-def run_lock(catalog: Path, create: bool = True) -> Iterator[Path]:
-    """Hold ``.CAT.astroembed-run.lock`` beside the catalog for the whole run, or raise
-    :class:`LockedError` naming the holder. A lock file left by a killed run is not held by
-    anyone (the kernel drops a dead process's locks) and is taken over. Without ``create``
-    (a dry run) a missing parent directory is not made: there is nothing to lock yet."""
-    import fcntl
-
-    path = catalog.with_name(f".{catalog.name}.astroembed-run.lock")
-    if not create and not path.parent.is_dir():
-        yield path
-        return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as err:
-        raise OutputError(f"{path}: cannot create the run lock: {err.strerror or err}. Is "
-                          f"{path.parent} writable?") from err
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
-            raise LockedError(f"{catalog}: another astroembed run is working on it ({holder}); "
-                              "this run did nothing. Try again when it has finished.") from None
-        previous = os.pread(fd, 4096, 0).decode(errors="replace").strip()
-        if previous:
-            event("lock_taken_over", "%s: taking over the lock of a run that ended without "
-                  "releasing it (%s)", catalog, previous, previous=previous)
-        stamp = f"pid {os.getpid()} on {socket.gethostname()} since {_now()}".encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, stamp, 0)
-        try:
-            yield path
-        finally:
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
 
 
 # ----------------------------------------------------------------------------- state
@@ -344,12 +295,21 @@ def run(config: str | os.PathLike, *, dry_run: bool = False, on_error: str = "fa
     started = time.time()
     report: dict = {"config": cfg.source, "catalog": str(catalog), "started": _now(),
                     "dry_run": dry_run, "stages": {}, "skipped_inputs": {}}
-    with run_lock(catalog, create=not dry_run):
+    with _run_lock(catalog, dry_run):
         event("run_start", "run %s -> %s%s", cfg.source, catalog, " (dry run)" if dry_run else "",
               config=cfg.source, catalog=str(catalog))
         state = read_state(catalog) if catalog.exists() else None
         try:
             _run_stages(cfg, catalog, state, report, dry_run, on_error, progress)
+        except (KeyboardInterrupt, InterruptedRun) as err:
+            stopped = _interrupted(err, catalog, report)
+            report.update(outcome="interrupted", error=str(stopped),
+                          seconds=round(time.time() - started, 2))
+            if not dry_run:
+                _record(catalog, state, cfg, report)
+            event("run_interrupted", "run interrupted: %s", report["error"],
+                  level=logging.WARNING, error=report["error"])
+            raise stopped from None
         except BaseException as err:
             report.update(outcome="failed", error=str(err) or type(err).__name__,
                           seconds=round(time.time() - started, 2))
@@ -369,6 +329,32 @@ def run(config: str | os.PathLike, *, dry_run: bool = False, on_error: str = "fa
         err.report = report
         raise err
     return report
+
+
+@contextlib.contextmanager
+def _run_lock(catalog: Path, dry_run: bool) -> Iterator[None]:
+    """The catalog's exclusive lock for the whole run; a dry run whose catalog's directory
+    does not exist yet has nothing to lock (and makes no directory)."""
+    from .io.lock import CatalogLock
+
+    if dry_run and not catalog.parent.is_dir():
+        yield
+        return
+    with CatalogLock(catalog, "run").exclusive():
+        yield
+
+
+def _interrupted(err: BaseException, catalog: Path, report: dict) -> InterruptedRun:
+    """The stage's own account of what it kept, or (stopped between stages, or in one that
+    writes atomically) what the catalog holds and that a rerun continues."""
+    if isinstance(err, InterruptedRun):
+        return err
+    signal_name = getattr(err, "signal_name", "SIGINT")
+    done = ", ".join(report["stages"]) or "no stage"
+    where = (f"{catalog} keeps what the finished stages made ({done})" if catalog.exists()
+             else "no catalog was made")
+    return InterruptedRun(f"{signal_name}: {where}; no work files were left. Run the same "
+                          "command again to continue.")
 
 
 def _run_stages(cfg: RunConfig, catalog: Path, state: dict | None, report: dict, dry_run: bool,

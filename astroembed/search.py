@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from astroembed.errors import ConfigError, InputError
+from astroembed.errors import AstroembedError, ConfigError, InputError
 from astroembed.io.arrays import (
     MODALITIES,
     read_arrays,
@@ -37,6 +37,7 @@ from astroembed.io.arrays import (
     vectors,
 )
 from astroembed.io.atomic import atomic_path
+from astroembed.io.lock import CatalogLock
 from astroembed.io.catalog import CatalogInfo, read_catalog_info, tile_path
 
 #: Above this many rows ``--index auto`` uses faiss (exact search holds every vector in memory).
@@ -384,19 +385,22 @@ def load_or_build_faiss(cat: SearchCatalog, modality: str, seed: int = 0):
     x, valid = cat.matrix(modality)
     rows = np.flatnonzero(valid)
     index = build_ivf(normalise(x[rows]), "ip", seed=seed)
+    # Stored under the shared catalog lock, like a tile an embed run writes; a catalog an
+    # exclusive writer is changing gets no stored index (this search still runs).
     try:
-        with atomic_path(f_index) as tmp:
-            faiss.write_index(index, str(tmp))
-        with atomic_path(f_rows) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, rows)
-        with atomic_path(f_meta) as tmp:
-            tmp.write_text(json.dumps({"fingerprint": want, "nlist": index.nlist,
-                                       "nprobe": index.nprobe, "ntotal": index.ntotal}))
-    except OSError as err:
+        with CatalogLock(cat.info.path, "search").shared():
+            with atomic_path(f_index) as tmp:
+                faiss.write_index(index, str(tmp))
+            with atomic_path(f_rows) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, rows)
+            with atomic_path(f_meta) as tmp:
+                tmp.write_text(json.dumps({"fingerprint": want, "nlist": index.nlist,
+                                           "nprobe": index.nprobe, "ntotal": index.ntotal}))
+    except (OSError, AstroembedError) as err:
         logging.getLogger("astroembed").warning(
             "could not store the faiss index in %s (%s); it will be rebuilt next time.",
-            f_index.parent, err)
+            f_index.parent, getattr(err, "strerror", None) or err)
     return FaissIndex(index), rows
 
 

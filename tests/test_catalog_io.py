@@ -207,7 +207,7 @@ def test_existing_catalog_refused_and_kept(built):
 
 def test_non_catalog_directory_refused_even_with_overwrite(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(OutputError, match="not an astroembed/HATS catalog"):
+    with pytest.raises(OutputError, match="holds files astroembed did not make"):
         cat.CatalogWriter(tmp_path, ra_column="ra", dec_column="dec", overwrite=True).begin()
     assert (tmp_path / "notes.txt").read_text() == "mine"
 

@@ -323,7 +323,7 @@ def test_predict_appends_a_column_to_every_tile(tmp_path):
 
 
 def test_predict_waits_for_no_one_and_protects_columns(tmp_path):
-    from astroembed.errors import OutputError
+    from astroembed.errors import LockedError, OutputError
     from astroembed.io.lock import CatalogLock
     from astroembed.probe import predict_catalog
 
@@ -331,8 +331,8 @@ def test_predict_waits_for_no_one_and_protects_columns(tmp_path):
     save = tmp_path / "probe"
     run_probe(ProbeConfig(catalog=str(path), embedding=("image",), method=("linear",),
                           baselines=False, save=str(save)))
-    with CatalogLock(path).shared():  # an embed run at work
-        with pytest.raises(OutputError, match="another run"):
+    with CatalogLock(path, "embed").shared():  # an embed run at work
+        with pytest.raises(LockedError, match="another astroembed process"):
             predict_catalog(path, save)
     assert read_catalog_info(path).complete
     for column in ("Z", "embedding_spectrum", "TARGETID"):

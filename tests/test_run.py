@@ -212,14 +212,14 @@ def test_a_touched_but_identical_input_is_not_a_change(tmp_path, survey):
 # ----------------------------------------------------------------------------- lock
 
 def test_a_second_run_while_one_holds_the_catalog_exits_3(tmp_path, survey):
-    from astroembed.run import run_lock
+    from astroembed.io.lock import CatalogLock
 
     config = setup_pipeline(tmp_path, survey)
     catalog = tmp_path / "out" / "cat"
-    with run_lock(catalog):
+    with CatalogLock(catalog, "run").exclusive():
         blocked = cli("run", config)
     assert blocked.returncode == 3
-    assert "another astroembed run is working on it" in blocked.stderr
+    assert "another astroembed process is working on it (astroembed run" in blocked.stderr
     assert f"pid {os.getpid()}" in blocked.stderr
     assert not catalog.exists()
 
@@ -235,7 +235,7 @@ def test_two_runs_at_once_one_runs_one_exits_3(tmp_path, survey):
 
 def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path, survey):
     config = setup_pipeline(tmp_path, survey)
-    lock = tmp_path / "out" / ".cat.astroembed-run.lock"
+    lock = tmp_path / "out" / ".cat.astroembed.lock"
     lock.parent.mkdir(parents=True)
     lock.write_text("pid 999999 on elsewhere since 2026-01-01T00:00:00+00:00")
     done = cli("run", config)
@@ -334,7 +334,7 @@ def test_a_run_killed_at_any_point_finishes_identically_when_run_again(tmp_path,
     assert "complete" in cli("info", catalog).stdout.splitlines()[0]
     assert_same_rows(read_rows(catalog), read_rows(reference_dir / "out" / "cat"))
     leftovers = [p for p in (tmp_path / "out").iterdir()
-                 if p.name not in ("cat", ".cat.astroembed-run.lock")]
+                 if p.name not in ("cat", ".cat.astroembed.lock")]
     assert not leftovers, leftovers
 
 

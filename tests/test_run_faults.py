@@ -250,7 +250,7 @@ def test_a_killed_dask_worker_is_replaced_and_the_catalog_equals_an_uninterrupte
         f"the run ended before both kills ({killed}); stderr:\n{stderr[-3000:]}"
     assert proc.returncode == 0, stderr[-5000:]
     assert f"{catalog}: ok" in stdout
-    leftovers = [p.name for p in out.iterdir() if p.name not in ("cat", ".cat.astroembed-run.lock")]
+    leftovers = [p.name for p in out.iterdir() if p.name not in ("cat", ".cat.astroembed.lock")]
     assert not leftovers, leftovers
 
     assert_same_rows(read_rows(catalog), want)
@@ -401,7 +401,7 @@ def test_a_full_output_device_fails_and_keeps_the_previous_catalog_and_a_later_r
         {k: v for k, v in full_device["before"].items() if k != state}
     assert _without_run_record(full_device["state_after"]) == \
         _without_run_record(full_device["state_before"])
-    assert full_device["out_after"] == [".cat.astroembed-run.lock", "cat"]  # no staging left
+    assert full_device["out_after"] == [".cat.astroembed.lock", "cat"]  # no staging left
 
     recovered = full_device["recovered"]
     assert recovered["rc"] == 0, recovered["stderr"][-5000:]

@@ -56,7 +56,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from astroembed.errors import InputError, OutputError, where
-from astroembed.io.atomic import atomic_path
+from astroembed.io.atomic import atomic_path, publish_mode
 
 __all__ = [
     "CatalogInfo",
@@ -163,22 +163,6 @@ def parse_tile(text: str) -> tuple[int, int]:
 
 
 # ----------------------------------------------------------------------------- writing tiles
-
-def _umask() -> int:
-    """The process umask, read without changing it (os.umask is racy under threads)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    return 0o022
-
-
-def publish_mode(path: Path) -> None:
-    """Give a temporary file normal file permissions (mkstemp makes it 0600)."""
-    os.chmod(path, 0o666 & ~_umask())
-
 
 def _plain_tensor_type(ttype: pa.FixedShapeTensorType) -> pa.DataType:
     """The same tensor type without a ``permutation`` (which lsdb cannot handle)."""
@@ -701,21 +685,23 @@ class CatalogWriter:
         """Where a replacement catalog is built (hidden, beside the old one)."""
         return self.path.with_name(f".{self.path.name}.partial")
 
+    def check(self) -> str:
+        """Whether :attr:`path` may be written, before any work: ``absent``, ``empty`` or
+        ``catalog`` (an astroembed catalog holding only its own files, replaced only with
+        ``overwrite``); anything else is refused (:mod:`astroembed.io.outputs`)."""
+        from astroembed.io.outputs import CATALOG, claim_directory
+
+        if claim_directory(self.path, CATALOG, overwrite=self.overwrite, option="--out"):
+            return "catalog"
+        return "empty" if self.path.is_dir() else "absent"
+
     def begin(self) -> None:
         """Create the directories and an ``incomplete`` hats.properties; refuse to clobber."""
-        self._state = _existing_state(self.path)
-        if self._state == "catalog" and not self.overwrite:
-            raise OutputError(f"{self.path}: a catalog already exists there; pass --overwrite "
-                              "to replace it (the old one is kept until the new one is "
-                              "complete), or choose another output path.")
-        if self._state == "other":
-            hint = " even with --overwrite" if self.overwrite else ""
-            raise OutputError(f"{self.path}: exists and is not an astroembed/HATS catalog (no "
-                              f"{PROPERTIES_FILE}); refusing to write into it{hint}. Choose "
-                              "another output path.")
+        self._state = self.check()
         if self._state == "catalog":
             self.write_path = self.staging_path
-            shutil.rmtree(self.write_path, ignore_errors=True)  # left by a killed run
+            if self.write_path.is_dir() and (self.write_path / PROPERTIES_FILE).is_file():
+                shutil.rmtree(self.write_path)  # an interrupted run's, not resumable
         try:
             (self.write_path / DATASET_DIR).mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -777,19 +763,12 @@ class CatalogWriter:
                     child.unlink(missing_ok=True)
 
 
-def _existing_state(path: Path) -> str:
-    """``absent``, ``empty`` (an empty dir), ``catalog`` (has hats.properties) or ``other``."""
-    if not path.exists():
-        return "absent"
-    if not path.is_dir():
-        return "other"
-    if (path / PROPERTIES_FILE).is_file():
-        return "catalog"
-    return "other" if any(path.iterdir()) else "empty"
-
-
 def _swap(new: Path, final: Path) -> None:
-    """Put ``new`` at ``final``; the old catalog is removed only after the rename."""
+    """Put ``new`` at ``final``; the old catalog is removed only after the rename, and only
+    when it still holds nothing but astroembed's files."""
+    from astroembed.io.outputs import CATALOG, may_replace
+
+    may_replace(final, CATALOG, "--out")
     old = final.with_name(f".{final.name}.old-{os.getpid()}")
     try:
         os.replace(final, old)

@@ -1,16 +1,29 @@
-"""Advisory locks on a catalog, so runs that change it in place never step on each other.
+"""The catalog lock: one advisory lock per catalog, taken by every command that writes it.
 
-Why shared + exclusive: several ``embed`` runs may work on one catalog at once (a job array,
-one ``--tile`` each); they write different tiles, atomically, so they only need to keep out
-of the one step that must see every tile at rest: rewriting ``_metadata``,
-``_common_metadata`` and ``hats.properties``. Each run holds a *shared* lock while it works;
-when it ends it tries the *exclusive* lock without waiting. Whoever gets it is the last run
-still going and finishes the catalog; a run that does not get it leaves that to the runs
-still holding the shared lock. A run that starts waits (shared) until a finisher is done, so
-it never marks the catalog incomplete under a finisher that is about to mark it complete.
+The lock file is ``.CAT.astroembed.lock`` *beside* the catalog ``CAT``, not inside it: a
+cross-match that replaces a catalog swaps the whole directory by a rename, and a lock inside
+would be swapped away with it while a writer still held it.
 
-The kernel drops a killed process's locks, so there is nothing stale to clean up. Where the
-file system has no ``flock`` (some network file systems), the lock degrades to a warning.
+Modes:
+
+- **exclusive** (:meth:`CatalogLock.exclusive`): ``crossmatch``, ``predict``, ``run`` and
+  anything else that rewrites every tile or replaces the catalog. Refused at once when any
+  other process holds the lock (exit 3: :class:`~astroembed.errors.LockedError`); the holder
+  is written into the lock file so the refusal can name it.
+- **shared** (:meth:`CatalogLock.shared`): ``embed`` runs, which write different tiles, so
+  that the ``embed --tile`` jobs of a job array run side by side; also ``search`` while it
+  stores its index in the catalog. Refused when an exclusive writer holds the lock, except
+  one ``embed`` finishing the catalog, which takes a moment and is waited for.
+- **finishing** (:meth:`CatalogLock.try_exclusive`): an ``embed`` run that ends tries the
+  exclusive lock without waiting; whoever gets it is the last run still going and rewrites
+  the catalog's metadata; the others leave that to it.
+
+Commands that only read (``info``, ``probe``, ``search`` without storing) take no lock and
+never wait. The locks are re-entrant within a process (``run`` holds the exclusive lock and
+calls ``crossmatch``, ``embed`` and ``predict``, which take it again). The kernel drops a
+killed process's locks, so there is nothing stale to clean up; the file itself stays (removing
+a lock file others may be waiting on would let two writers in). Where the file system has no
+``flock`` (some network file systems) the lock degrades to a warning.
 """
 
 from __future__ import annotations
@@ -18,77 +31,180 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
-from astroembed.errors import OutputError
+from astroembed.errors import LockedError, OutputError
 
 log = logging.getLogger("astroembed")
-LOCK_FILE = ".astroembed.lock"
+LOCK_SUFFIX = ".astroembed.lock"
+FINISHING = "finishing the catalog"
 
 try:  # POSIX only; elsewhere the lock is a no-op with a warning
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
+# Lock files this process holds exclusively: inside such a hold (``run`` calling its stages)
+# every further request for the same lock is granted. Shared holds are not recorded: a second
+# one in the same process takes its own shared lock, and an exclusive request then fails
+# like another process's would.
+_held: set[str] = set()
+
+
+def lock_path(catalog: str | os.PathLike) -> Path:
+    """``.CAT.astroembed.lock`` in the catalog's parent directory."""
+    catalog = Path(os.path.abspath(catalog))
+    return catalog.with_name(f".{catalog.name}{LOCK_SUFFIX}")
+
 
 class CatalogLock:
-    """``CAT/.astroembed.lock``: :meth:`shared` while working, :meth:`try_exclusive` to finish."""
+    """The lock of catalog ``catalog`` as taken by ``command`` (named in refusals)."""
 
-    def __init__(self, catalog: str | os.PathLike) -> None:
-        self.path = Path(catalog) / LOCK_FILE
+    def __init__(self, catalog: str | os.PathLike, command: str = "astroembed") -> None:
+        self.catalog = Path(catalog)
+        self.path = lock_path(catalog)
+        self.command = command
+
+    # -- plumbing
 
     def _open(self) -> int:
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as err:
             raise OutputError(f"{self.path}: cannot create the catalog lock: "
-                              f"{err.strerror or err}. Is the catalog writable?") from err
+                              f"{err.strerror or err}. Is {self.path.parent} writable?") from err
+
+    def _holder(self, fd: int) -> str:
+        text = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+        return text or "astroembed embed runs, sharing it"
+
+    def _stamp(self, fd: int, what: str) -> str:
+        """Write who holds the lock exclusively; return what a previous holder left."""
+        previous = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+        since = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{what} (pid {os.getpid()} on {socket.gethostname()} since "
+                      f"{since})".encode(), 0)
+        return previous
+
+    def _refuse(self, fd: int) -> LockedError:
+        return LockedError(f"{self.catalog}: another astroembed process is working on it "
+                           f"({self._holder(fd)}); this {self.command} did nothing. Try again "
+                           "when it has finished.")
 
     @contextlib.contextmanager
-    def _locked(self, mode: int) -> Iterator[bool]:
-        """Hold ``mode`` (``fcntl.LOCK_*``); yields False when it could not be had at once
-        (only with ``LOCK_NB``), True otherwise (also where locking is unsupported)."""
+    def _unsupported(self, err: OSError | None) -> Iterator[bool]:
+        log.warning("%s: file locking unsupported here (%s): do not run two astroembed "
+                    "writers on this catalog at once", self.path,
+                    "no fcntl" if err is None else err.strerror or err)
+        yield True
+
+    @contextlib.contextmanager
+    def _hold_exclusive(self, fd: int) -> Iterator[None]:
+        key = str(self.path)
+        _held.add(key)
+        try:
+            yield
+        finally:
+            _held.discard(key)
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    # -- the three modes
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the catalog alone, or raise LockedError naming the holder (never waits).
+
+        Logs when it takes over a lock file stamped by a process that died holding it."""
+        if str(self.path) in _held:
+            yield
+            return
         if fcntl is None:
-            log.warning("no file locking on this platform: do not run two embed jobs on one "
-                        "catalog at once")
-            yield True
+            with self._unsupported(None):
+                yield
             return
         fd = self._open()
         try:
             try:
-                fcntl.flock(fd, mode)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                yield False
+                raise self._refuse(fd) from None
+            except OSError as err:
+                with self._unsupported(err):
+                    yield
                 return
-            except OSError as err:  # e.g. ENOLCK on a file system without flock
-                log.warning("%s: file locking unsupported here (%s): do not run two embed "
-                            "jobs on this catalog at once", self.path, err.strerror or err)
-                yield True
-                return
+            previous = self._stamp(fd, f"astroembed {self.command}")
+            if previous:
+                log.info("%s: taking over the lock of a process that ended without releasing "
+                         "it (%s)", self.catalog, previous,
+                         extra={"event": "lock_taken_over", "fields": {"previous": previous}})
+            with self._hold_exclusive(fd):
+                yield
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        """Hold the catalog with other shared holders; wait only for an embed finishing it,
+        raise LockedError for any other exclusive holder."""
+        if str(self.path) in _held:  # inside this process's exclusive hold
+            yield
+            return
+        if fcntl is None:
+            with self._unsupported(None):
+                yield
+            return
+        fd = self._open()
+        try:
             try:
-                yield True
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if FINISHING not in self._holder(fd):
+                    raise self._refuse(fd) from None
+                log.info("%s: another embed run is finishing the catalog; waiting",
+                         self.catalog)
+                fcntl.flock(fd, fcntl.LOCK_SH)
+            except OSError as err:
+                with self._unsupported(err):
+                    yield
+                return
+            os.ftruncate(fd, 0)  # a stamp left by an exclusive holder that died
+            try:
+                yield
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
 
     @contextlib.contextmanager
-    def shared(self) -> Iterator[None]:
-        """Held by a run while it changes tiles; waits while another run finishes the catalog."""
-        mode = fcntl.LOCK_SH if fcntl else 0
-        if fcntl is not None:
-            with self._locked(mode | fcntl.LOCK_NB) as got:
-                if got:
-                    yield
-                    return
-            log.info("%s: another run is finishing the catalog; waiting", self.path.parent)
-        with self._locked(mode):
-            yield
-
-    @contextlib.contextmanager
     def try_exclusive(self) -> Iterator[bool]:
-        """True when no other run holds the lock (this run may finish the catalog)."""
-        mode = (fcntl.LOCK_EX | fcntl.LOCK_NB) if fcntl else 0
-        with self._locked(mode) as got:
-            yield got
+        """True when no other process holds the lock (this embed run may finish the catalog);
+        False at once otherwise."""
+        if str(self.path) in _held:
+            yield True
+            return
+        if fcntl is None:
+            with self._unsupported(None) as got:
+                yield got
+            return
+        fd = self._open()
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            except OSError as err:
+                with self._unsupported(err) as got:
+                    yield got
+                return
+            self._stamp(fd, f"astroembed {self.command} {FINISHING}")
+            with self._hold_exclusive(fd):
+                yield True
+        finally:
+            os.close(fd)

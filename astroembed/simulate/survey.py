@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from ..config import SimulationConfig
-from ..errors import OutputError
 from ..io.atomic import atomic_directory, atomic_path
+from ..io.outputs import SURVEY, claim_directory, may_replace
 from . import images as img
 from . import spectra as spec
 from .population import DECAM, Galaxies, Stars, sample_galaxies, sample_stars
@@ -148,17 +148,14 @@ def write_survey(out: str | Path, config: SimulationConfig, overwrite: bool = Fa
                  progress=None) -> dict:
     """Simulate a survey into ``out``, which appears complete or not at all.
 
-    An ``out`` that already holds files is refused unless ``overwrite``; it is replaced only
-    once the new survey is complete. Returns a summary (counts, files) for the CLI to print.
+    An existing ``out`` is replaced only when it is a survey this simulator wrote, holding
+    nothing else, and only with ``overwrite``; the swap happens once the new survey is
+    complete (:mod:`astroembed.io.outputs`). Returns a summary (counts, files) for the CLI.
     """
     config.validate()
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{out}: exists and is not a directory; choose another output path.")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise OutputError(f"{out}: already holds data; choose a new directory or pass --overwrite "
-                          "to replace it.")
-    with atomic_directory(out, overwrite=True) as tmp:
+    claim_directory(out, SURVEY, overwrite=overwrite, option="OUT")
+    with atomic_directory(out, lambda p: may_replace(p, SURVEY, "OUT")) as tmp:
         summary = _simulate(tmp, config, progress)
     return summary
 
