@@ -421,6 +421,7 @@ def test_default_model_warns_on_data_it_was_not_trained_on(catalog, tmp_path, ca
     prov = json.loads(prov_file.read_text())
     for item in prov["inputs"]:
         item["path"] = "/data/desi/dr1/" + Path(item["path"]).name
+        item["simulated"] = False  # as cross-matching real survey files records it
     prov_file.write_text(json.dumps(prov))
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="astroembed"):
