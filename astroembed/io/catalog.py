@@ -4,10 +4,11 @@ Why HATS: users of LSDB/hats can open astroembed output directly, and the same p
 files let ``embed`` and ``run`` redo one tile at a time. Layout (DESIGN.md section 3)::
 
     CAT/hats.properties               HATS keys + astroembed_version/_status/_provenance
-    CAT/astroembed_provenance.json    full provenance (config, inputs, checksums, models)
+    CAT/astroembed_provenance.json    full provenance (config, inputs, models)
     CAT/partition_info.csv            Norder,Npix, breadth-first order
     CAT/dataset/_common_metadata      schema only (+ compact provenance under b"astroembed")
-    CAT/dataset/_metadata             schema + every tile's row groups (paths relative to dataset/)
+    CAT/dataset/_metadata             schema + every tile's row groups (paths relative to dataset/;
+                                      absent while the catalog is partly embedded)
     CAT/dataset/Norder=k/Dir=D/Npix=n.parquet    D = (n // 10000) * 10000
 
 Every row has ``_healpix_29`` (int64, nested order 29); a tile's rows are sorted by it and
@@ -17,7 +18,10 @@ Writes are atomic (temporary name, then rename) so many processes can each write
 tile. While a run is under way ``hats.properties`` says ``astroembed_status=incomplete`` and
 the catalog has no ``_common_metadata`` yet (so lsdb refuses it instead of reading half of
 it); :meth:`CatalogWriter.finish` writes the metadata files and then ``hats.properties``
-last. Replacing an existing catalog (``overwrite=True``) builds the new one in a hidden
+last. ``astroembed_status`` is ``complete``, ``partial`` (finished, but some tiles lack
+embedding columns others have, or hold another model's: ``embed --tile`` leaves it so) or
+``incomplete`` (a writer at work, or an interrupted run); :func:`describe_catalog` tells
+which from the status and the tiles' footers, for ``astroembed info``. Replacing an existing catalog (``overwrite=True``) builds the new one in a hidden
 staging directory beside it (:attr:`CatalogWriter.write_path`) and swaps it in at
 ``finish()``, so a failed run leaves the old catalog intact. In-place updates (``embed``)
 use :func:`mark_incomplete` and :func:`refresh_catalog`.
@@ -37,6 +41,14 @@ Findings with lsdb 0.11.1 / hats 0.11.1 / pyarrow 26 (checked by tests/test_cata
   to :meth:`CatalogWriter.finish` (else a minimal ``_healpix_29``/RA/Dec schema is used).
 - ``point_map.fits``/``skymap.fits`` are optional (hats then has no MOC and LSDB works on
   whole tiles); they are not written. Nor is the legacy duplicate ``properties`` file.
+- Tiles whose columns differ (``embed --tile`` added ``embedding_image_x`` to one tile):
+  pyarrow cannot put their row groups into one ``_metadata`` ("AppendRowGroups requires
+  equal schemas"). With ``_common_metadata`` holding the union of the tiles' schemas and
+  no ``_metadata`` (or one with that schema and no row groups), lsdb opens the catalog,
+  lists every column, and ``compute()`` (all columns, or ``columns=[...]`` naming the new
+  one) gives every row, with nulls for the tiles that lack the column. Such a catalog is
+  marked ``partial`` and has no ``_metadata``; ``embed`` without ``--tile`` makes it
+  complete again (tested in tests/test_info.py).
 - hats and lsdb are not imported here: this module writes the files itself.
 """
 
@@ -45,6 +57,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -1115,7 +1128,8 @@ def _embed_command(path: Path, column: str, entry: dict, columns: dict[str, dict
     suffix = f"_{name}" if name else ""
     siblings = {e.get("modality") for c, e in columns.items()
                 if c == f"embedding_{e.get('modality')}{suffix}"}
-    command = f"astroembed embed --catalog {path}" + (f" --name {name}" if name else "")
+    command = (f"astroembed embed --catalog {shlex.quote(str(path))}"
+               + (f" --name {shlex.quote(name)}" if name else ""))
     if siblings == {modality}:
         command += f" --modality {modality}"
     return command
@@ -1132,8 +1146,9 @@ def partly_embedded_detail(path: Path, columns: dict[str, dict]) -> str:
             parts.append(f"{column} made by {made} of {e['tiles_total']} tiles")
         else:
             parts.append(f"{column} in {e['tiles']} of {e['tiles_total']} tiles")
-        command = (f"`{_embed_command(path, column, e, columns)}` with the model wanted "
-                   f"(now {e['model_name']} {e['model_version']})")
+        model = ("the model wanted in every tile" if len(e["models"]) > 1 else
+                 f"the model that made them ({e['model_name']} {e['model_version']})")
+        command = f"`{_embed_command(path, column, e, columns)}` with {model}"
         if command not in commands:
             commands.append(command)
     return "; ".join(parts) + "; run " + " and ".join(commands) + " to embed the rest"
