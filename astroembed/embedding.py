@@ -40,9 +40,9 @@ import pyarrow.parquet as pq
 from astroembed.errors import AstroembedError, InputError, ModelError, OutputError, where
 from astroembed.io.atomic import atomic_path
 from astroembed.io.catalog import (COMMON_METADATA_FILE, DATASET_DIR, CatalogInfo,
-                                   embedding_columns, find_tile, parquet_options, parse_tile,
+                                   find_tile, parquet_options, parse_tile,
                                    publish_mode, read_catalog_info, schema_problem,
-                                   tile_footers, tile_path)
+                                   tile_embeddings, tile_footers, tile_path)
 from astroembed.io.tilestream import (RowGroupWriter, assemble, open_tile, read_batches,
                                       with_column)
 from astroembed.modelfile import MODALITIES, Encoder, find_encoders, open_encoder
@@ -665,7 +665,7 @@ def plan_embed(catalog: str | os.PathLike, *, tiles: tuple[str, ...] = (),
 
 def catalog_embeddings(catalog: str | os.PathLike) -> tuple[dict[str, dict], str | None]:
     """Per embedding column, what the catalog's tiles hold (from their footers alone, see
-    :func:`astroembed.io.catalog.embedding_columns`), and why its metadata cannot be
+    :func:`astroembed.io.catalog.tile_embeddings`), and why its metadata cannot be
     finished (None when it can).
 
     Tiles may lack embedding columns others have (``embed --tile``): the catalog is then
@@ -677,6 +677,6 @@ def catalog_embeddings(catalog: str | os.PathLike) -> tuple[dict[str, dict], str
         footers = tile_footers(info)
     except InputError as err:
         return {}, str(err)
-    columns = embedding_columns(footers)
+    columns = tile_embeddings(footers)
     problem = schema_problem({t: f.schema.to_arrow_schema() for t, f in footers.items()})
     return columns, problem

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -98,7 +97,7 @@ def test_info_after_one_tile_embed_says_partly_embedded(catalog, model):
     rows = {f: pq.read_metadata(f).num_rows for f in files}
     assert len(frame) == sum(rows.values())
     tile = pq.read_table(one, columns=["_healpix_29", "embedding_image_x"])
-    assert frame["embedding_image_x"].notna().sum() == tile["embedding_image_x"].drop_null().__len__()
+    assert frame["embedding_image_x"].notna().sum() == len(tile["embedding_image_x"].drop_null())
     got = frame.loc[tile["_healpix_29"].to_numpy(), "embedding_image_x"]
     for value, want in zip(got, tile["embedding_image_x"].to_pylist()):
         if want is not None:

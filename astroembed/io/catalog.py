@@ -21,12 +21,14 @@ it); :meth:`CatalogWriter.finish` writes the metadata files and then ``hats.prop
 last. ``astroembed_status`` is ``complete``, ``partial`` (finished, but some tiles lack
 embedding columns others have, or hold another model's: ``embed --tile`` leaves it so) or
 ``incomplete`` (a writer at work, or an interrupted run); :func:`describe_catalog` tells
-which from the status and the tiles' footers, for ``astroembed info``. Replacing an existing catalog (``overwrite=True``) builds the new one in a hidden
-staging directory beside it (:attr:`CatalogWriter.write_path`) and swaps it in at
+which from the status and the tiles' footers, for ``astroembed info``. Replacing an
+existing catalog (``overwrite=True``) builds the new one in a hidden staging directory
+beside it (:attr:`CatalogWriter.write_path`) and swaps it in at
 ``finish()``, so a failed run leaves the old catalog intact. In-place updates (``embed``)
 use :func:`mark_incomplete` and :func:`refresh_catalog`.
 
-Findings with lsdb 0.11.1 / hats 0.11.1 / pyarrow 26 (checked by tests/test_catalog_io.py):
+Findings with lsdb 0.11.1 / hats 0.11.1 / pyarrow 26 (checked by tests/test_catalog_io.py
+and tests/test_info.py):
 
 - Images are stored as Arrow's fixed-shape tensor extension type (a fixed-size list in the
   Parquet file, so any reader can read it); lsdb opens and computes such catalogs and gives
@@ -80,7 +82,6 @@ __all__ = [
     "SPATIAL_INDEX_COLUMN",
     "catalog_state",
     "describe_catalog",
-    "embedding_columns",
     "find_tile",
     "healpix_dir",
     "image_array",
@@ -91,6 +92,7 @@ __all__ = [
     "read_properties",
     "read_tile",
     "refresh_catalog",
+    "tile_embeddings",
     "tile_of",
     "tile_path",
     "write_empty_catalog",
@@ -1080,7 +1082,7 @@ def tile_footers(info: CatalogInfo) -> dict[tuple[int, int], pq.FileMetaData]:
     return _read_footers({t: tile_path(info.path, *t) for t in info.tiles}, InputError)
 
 
-def embedding_columns(footers: dict[tuple[int, int], pq.FileMetaData]) -> dict[str, dict]:
+def tile_embeddings(footers: dict[tuple[int, int], pq.FileMetaData]) -> dict[str, dict]:
     """Per embedding column, what the tiles hold, read from their footers alone: the model
     (the one in most tiles), rows embedded and null, the tiles holding it of all tiles,
     and every model found in it with its tile count (more than one while a column is being
@@ -1092,7 +1094,8 @@ def embedding_columns(footers: dict[tuple[int, int], pq.FileMetaData]) -> dict[s
             if not is_embedding_field(fld) or "model_hash" not in meta:
                 continue
             entry = columns.setdefault(fld.name, {
-                "modality": meta.get("modality"), "embedding_dim": int(meta.get("embedding_dim", 0)),
+                "modality": meta.get("modality"),
+                "embedding_dim": int(meta.get("embedding_dim", 0)),
                 "created": meta.get("created"), "updated": meta.get("created"),
                 "rows_embedded": 0, "rows_null": 0, "tiles": 0, "tiles_total": len(footers),
                 "models": {}})
@@ -1222,7 +1225,7 @@ def describe_catalog(path: str | os.PathLike) -> dict:
 
     info = read_catalog_info(path)
     footers = tile_footers(info)
-    columns = embedding_columns(footers)
+    columns = tile_embeddings(footers)
     state, detail = catalog_state(info, columns)
     return {
         "path": str(info.path), "state": state, "state_detail": detail,
