@@ -83,11 +83,14 @@ def run_pipeline(config, *, dry_run: bool = False, on_error: str = "fail") -> di
     return run(config, dry_run=dry_run, on_error=on_error)
 
 
-def catalog_info(path):
-    """Tiles, rows, schema, properties and provenance of a catalog written by astroembed."""
-    from .io.catalog import read_catalog_info
+def catalog_info(path) -> dict:
+    """What a catalog written by astroembed holds, as ``astroembed info --json`` prints it:
+    ``state`` (complete, partly embedded or incomplete) and ``state_detail``, ``total_rows``,
+    ``tiles`` with rows, ``columns``, ``embeddings`` per column with the tiles holding it,
+    ``leftover_work_files`` beside it, ``last_run``, ``properties`` and ``provenance``."""
+    from .io.catalog import describe_catalog
 
-    return read_catalog_info(path)
+    return describe_catalog(path)
 
 
 def describe_inputs(paths) -> dict:

@@ -264,51 +264,73 @@ def info(
     tiles: Annotated[bool, typer.Option("--tiles", help="Print one ORDER/PIXEL per line (for job arrays).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print everything as JSON.")] = False,
 ) -> None:
-    """What a catalog holds: tiles, rows, columns, provenance, whether it is complete.
+    """What a catalog holds: tiles, rows, columns, embeddings, provenance, and its state:
+    complete, partly embedded (after `embed --tile`) or incomplete (a run under way or
+    interrupted); work files left beside it, with their sizes.
 
     Example:  astroembed info demo/matched --tiles
     """
-    from .io.catalog import read_catalog_info
+    from .io.catalog import describe_catalog, read_catalog_info
 
-    with _user_errors():
-        cat = read_catalog_info(catalog)
     if tiles:
+        with _user_errors():
+            cat = read_catalog_info(catalog)
         for order, pixel in cat.tiles:
             typer.echo(f"{order}/{pixel}")
         return
-    from .embedding import catalog_embeddings
-    from .run import read_state
-
     with _user_errors():
-        embeddings, _ = catalog_embeddings(catalog)
-    last_run = (read_state(catalog) or {}).get("last_run")
+        facts = describe_catalog(catalog)
     if as_json:
-        typer.echo(json.dumps({
-            "path": str(cat.path), "complete": cat.complete, "total_rows": cat.total_rows,
-            "tiles": [{"order": o, "pixel": p, "rows": cat.rows.get((o, p), 0)} for o, p in cat.tiles],
-            "columns": [{"name": f.name, "type": str(f.type)} for f in cat.schema],
-            "embeddings": embeddings, "last_run": last_run,
-            "properties": cat.properties, "provenance": cat.provenance}, indent=2, default=str))
+        typer.echo(json.dumps(facts, indent=2, default=str))
         return
-    state = "complete" if cat.complete else "INCOMPLETE (a run is under way or was interrupted)"
-    typer.echo(f"{cat.path}: {cat.total_rows} rows in {len(cat.tiles)} tiles, {state}")
-    orders = Counter(o for o, _ in cat.tiles)
+    _print_info(facts)
+
+
+def _size(n: int) -> str:
+    """Bytes for people: 12.3 MB."""
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} bytes"
+
+
+def _print_info(facts: dict) -> None:
+    """``astroembed info`` as text, from :func:`astroembed.io.catalog.describe_catalog`."""
+    state = facts["state"] + (f": {facts['state_detail']}" if facts["state_detail"] else "")
+    tiles = [(t["order"], t["pixel"]) for t in facts["tiles"]]
+    typer.echo(f"{facts['path']}: {facts['total_rows']} rows in {len(tiles)} tiles, {state}")
+    orders = Counter(o for o, _ in tiles)
     typer.echo("tiles per order: " + ", ".join(f"{o}: {n}" for o, n in sorted(orders.items())))
-    typer.echo(f"columns ({len(cat.schema)}): " + ", ".join(f.name for f in cat.schema))
-    prov = cat.provenance or {}
+    columns = facts["columns"]
+    typer.echo(f"columns ({len(columns)}): " + ", ".join(c["name"] for c in columns))
+    prov = facts["provenance"] or {}
     if prov.get("config"):
         c = prov["config"]
         typer.echo(f"made by: astroembed {prov.get('command', '?')} radius {c.get('radius')}\" "
                    f"mode {c.get('mode')} how {c.get('how')} from {len(prov.get('inputs', []))} input files")
-    for column, e in embeddings.items():
-        typer.echo(f"{column}: {e.get('model_name')} {e.get('model_version')} (hash "
-                   f"{str(e.get('model_hash'))[:12]}, d = {e.get('embedding_dim')}), "
-                   f"{e.get('tiles', '?')} tiles")
+    for column, e in facts["embeddings"].items():
+        models = "; also " + ", ".join(f"{m['model_name']} {m['model_version']} (hash "
+                                       f"{m['model_hash'][:12]}) in {m['tiles']} tiles"
+                                       for m in e["models"][1:]) if len(e["models"]) > 1 else ""
+        typer.echo(f"{column}: {e['model_name']} {e['model_version']} (hash "
+                   f"{str(e['model_hash'])[:12]}, d = {e['embedding_dim']}), in "
+                   f"{e['tiles']} of {e['tiles_total']} tiles, {e['rows_embedded']} rows "
+                   f"embedded, {e['rows_null']} null{models}")
+    last_run = facts["last_run"]
     if last_run:
         skipped = len(last_run.get("skipped_inputs") or {})
         typer.echo(f"last run: {last_run.get('outcome')} at {last_run.get('finished')} "
                    f"({last_run.get('seconds')} s" + (f", {skipped} inputs skipped" if skipped else "")
                    + ")" + (f": {last_run['error']}" if last_run.get("error") else ""))
+    leftovers = facts["leftover_work_files"]
+    if leftovers:
+        total = sum(w["bytes"] for w in leftovers)
+        typer.echo(f"leftover work files beside the catalog ({_size(total)}; in use while a run "
+                   "is under way, else left by an interrupted one: `rm -rf` them to free the "
+                   "space):")
+        for w in leftovers:
+            typer.echo(f"  {w['path']}  {_size(w['bytes'])}  {w['what']}")
 
 
 # ---- embed (issue 5): owned by the embed work; edit only between these markers ----
@@ -360,7 +382,8 @@ def _print_embed_summary(summary: dict, as_json: bool) -> None:
     if cols:
         typer.echo(cols)
     if not s["complete"]:
-        typer.echo(f"{s['catalog']} is incomplete: {s['incomplete_reason']}", err=True)
+        typer.echo(f"{s['catalog']} is {s.get('state', 'incomplete')}: {s['incomplete_reason']}",
+                   err=True)
 
 
 @app.command()

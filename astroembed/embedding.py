@@ -39,13 +39,15 @@ import pyarrow.parquet as pq
 
 from astroembed.errors import AstroembedError, InputError, ModelError, OutputError, where
 from astroembed.io.atomic import atomic_path
-from astroembed.io.catalog import (COMMON_METADATA_FILE, DATASET_DIR, CatalogInfo, find_tile,
-                                   is_embedding_field, parquet_options, parse_tile,
-                                   publish_mode, read_catalog_info, tile_path)
+from astroembed.io.catalog import (COMMON_METADATA_FILE, DATASET_DIR, CatalogInfo,
+                                   find_tile, parquet_options, parse_tile,
+                                   publish_mode, read_catalog_info, schema_problem,
+                                   tile_embeddings, tile_footers, tile_path)
 from astroembed.io.tilestream import (RowGroupWriter, assemble, open_tile, read_batches,
                                       with_column)
 from astroembed.modelfile import MODALITIES, Encoder, find_encoders, open_encoder
 from astroembed.preprocess import image_inputs, spectrum_inputs
+from astroembed.simulate import simulated_inputs
 
 __all__ = ["CATALOG_BANDS", "EncoderSpec", "EmbedPlan", "FIELD_KEYS", "TileJob", "TileResult",
            "catalog_embeddings", "embed_tile", "embedding_column", "plan_embed"]
@@ -575,17 +577,38 @@ def _gpu_build() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
-def catalog_is_simulated(info: CatalogInfo) -> bool:
-    """True when every input file the catalog was cross-matched from lies in a directory
-    written by ``astroembed simulate`` (it leaves ``simulation.json`` at its top)."""
-    inputs = [Path(i["path"]) for i in info.provenance.get("inputs", []) if "path" in i]
+def catalog_is_simulated(info: CatalogInfo) -> bool | None:
+    """Whether the catalog was cross-matched from ``astroembed simulate`` output, as its
+    provenance records it (each input's ``simulated``, decided at cross-match time), so the
+    answer does not depend on the current directory or on where the catalog was copied.
+
+    Catalogs from before that record: an input given by an absolute path is looked up on
+    disk (a ``simulation.json`` above it); a relative one was relative to a directory no
+    longer known, so the answer is None (unknown).
+    """
+    inputs = [i for i in info.provenance.get("inputs", []) if isinstance(i, dict) and "path" in i]
     if not inputs:
-        return False
+        return None
+    if all(isinstance(i.get("simulated"), bool) for i in inputs):
+        return all(i["simulated"] for i in inputs)
+    if not all(Path(i["path"]).is_absolute() for i in inputs):
+        return None
+    return all(simulated_inputs([i["path"] for i in inputs]))
 
-    def simulated(file: Path) -> bool:
-        return any((parent / "simulation.json").is_file() for parent in file.parents)
 
-    return all(simulated(f) for f in inputs)
+def _warn_default_model(info: CatalogInfo) -> None:
+    """The default model has only seen simulations: say so for a catalog made from other
+    data, or whose provenance cannot tell (an older catalog with relative input paths)."""
+    simulated = catalog_is_simulated(info)
+    if simulated:
+        return
+    origin = ("comes from other data, so its embeddings" if simulated is False else
+              "does not record whether its inputs came from `astroembed simulate` (it was made "
+              "by an older astroembed); if they did not, its embeddings")
+    log.warning("the default model was trained only on simulated galaxies (astroembed "
+                "simulate); %s %s may not mean what they do on simulations. Train a model on "
+                "your own catalog for real survey data (`astroembed train`, `astroembed "
+                "export`).", info.path, origin)
 
 
 def plan_embed(catalog: str | os.PathLike, *, tiles: tuple[str, ...] = (),
@@ -623,11 +646,8 @@ def plan_embed(catalog: str | os.PathLike, *, tiles: tuple[str, ...] = (),
                         "(--device cuda makes this an error)", file.name)
     for spec in specs:
         _check_existing(info.schema, spec, path)
-    if model is None and not catalog_is_simulated(info):
-        log.warning("the default model was trained only on simulated galaxies (astroembed "
-                    "simulate); %s comes from other data, so its embeddings may not mean what "
-                    "they do on simulations. Train a model on your own catalog for real survey "
-                    "data (`astroembed train`, `astroembed export`).", path)
+    if model is None:
+        _warn_default_model(info)
     jobs, skipped = [], []
     for order, pixel in selected:
         file = tile_path(path, order, pixel)
@@ -644,61 +664,19 @@ def plan_embed(catalog: str | os.PathLike, *, tiles: tuple[str, ...] = (),
 # ----------------------------------------------------------------------------- the whole catalog
 
 def catalog_embeddings(catalog: str | os.PathLike) -> tuple[dict[str, dict], str | None]:
-    """Per embedding column, what the catalog's tiles hold (from their footers alone), and
-    why the catalog cannot be marked complete (None when it can).
+    """Per embedding column, what the catalog's tiles hold (from their footers alone, see
+    :func:`astroembed.io.catalog.tile_embeddings`), and why its metadata cannot be
+    finished (None when it can).
 
-    A catalog is complete when every tile has the same columns and each embedding column
-    was made by one model in every tile.
+    Tiles may lack embedding columns others have (``embed --tile``): the catalog is then
+    finished as partly embedded. They cannot differ in any other column, nor hold one
+    embedding column with two types.
     """
     info = read_catalog_info(catalog)
-    columns: dict[str, dict] = {}
-    first: tuple[tuple[int, int], pa.Schema] | None = None
-    for tile in info.tiles:
-        file = tile_path(info.path, *tile)
-        try:
-            footer = pq.read_metadata(file)
-        except (OSError, pa.ArrowException) as err:
-            return columns, f"{file}: unreadable tile ({err})"
-        schema = footer.schema.to_arrow_schema()
-        if first is None:
-            first = (tile, schema)
-        elif not schema.equals(first[1], check_metadata=False):
-            only = sorted(set(first[1].names) ^ set(schema.names))
-            return columns, (f"tiles {first[0][0]}/{first[0][1]} and {tile[0]}/{tile[1]} have "
-                             f"different columns ({', '.join(only) or 'types differ'})")
-        for fld in schema:
-            meta = _field_meta(fld)
-            if not is_embedding_field(fld) or "model_hash" not in meta:
-                continue
-            nulls = _null_rows(footer, fld.name)
-            entry = columns.setdefault(fld.name, {
-                "modality": meta.get("modality"), "model_name": meta.get("model_name"),
-                "model_version": meta.get("model_version"), "model_hash": meta["model_hash"],
-                "embedding_dim": int(meta.get("embedding_dim", 0)),
-                "created": meta.get("created"), "updated": meta.get("created"),
-                "rows_embedded": 0, "rows_null": 0, "tiles": 0})
-            if entry["model_hash"] != meta["model_hash"]:
-                return columns, (f"column {fld.name} was made by model {entry['model_hash'][:12]} "
-                                 f"in some tiles and {meta['model_hash'][:12]} in tile "
-                                 f"{tile[0]}/{tile[1]}")
-            entry["created"] = min(entry["created"] or "", meta.get("created") or "")
-            entry["updated"] = max(entry["updated"] or "", meta.get("created") or "")
-            entry["rows_null"] += nulls
-            entry["rows_embedded"] += footer.num_rows - nulls
-            entry["tiles"] += 1
-    return columns, None
-
-
-def _null_rows(footer: pq.FileMetaData, column: str) -> int:
-    """Null rows of a fixed-size-list column from the row-group statistics (one null leaf
-    entry per null list), without reading the data."""
-    nulls = 0
-    for g in range(footer.num_row_groups):
-        group = footer.row_group(g)
-        for c in range(group.num_columns):
-            chunk = group.column(c)
-            if chunk.path_in_schema.split(".")[0] == column:
-                stats = chunk.statistics
-                nulls += int(stats.null_count) if stats is not None and stats.has_null_count else 0
-                break
-    return nulls
+    try:
+        footers = tile_footers(info)
+    except InputError as err:
+        return {}, str(err)
+    columns = tile_embeddings(footers)
+    problem = schema_problem({t: f.schema.to_arrow_schema() for t, f in footers.items()})
+    return columns, problem

@@ -375,9 +375,16 @@ def crossmatch_update(cfg: CrossmatchConfig, layout: list[tuple[int, int]],
 
 
 def _input_records(inputs) -> list[dict]:
-    """The input files as provenance lists them."""
-    return [{"path": f.path, "kind": f.kind, "role": f.role, "size": f.size, "mtime": f.mtime}
-            for f in inputs]
+    """The input files as provenance lists them: absolute paths (the catalog may be used
+    from another directory), size and mtime as read (no checksum: that would read every
+    input a second time), and whether each lies in an ``astroembed simulate`` survey (what
+    ``embed`` tells the default model's users)."""
+    from .simulate import simulated_inputs
+
+    simulated = simulated_inputs([f.path for f in inputs])
+    return [{"path": str(Path(f.path).resolve()), "kind": f.kind, "role": f.role,
+             "size": f.size, "mtime": f.mtime, "simulated": sim}
+            for f, sim in zip(inputs, simulated)]
 
 
 MAX_UPDATES_KEPT = 100  # provenance keeps the latest in-place updates, not a growing log
@@ -558,25 +565,33 @@ def _embed_tiles(cfg: EmbedConfig, jobs: list, rows: dict, progress: Progress | 
         return results
 
 
-def _finish_embed(catalog: Path, lock) -> tuple[bool, str | None, dict]:
-    """Rewrite the catalog metadata and mark it complete, if this is the last run working on
-    it and its tiles agree; else leave it incomplete and say why."""
+def _finish_embed(catalog: Path, lock) -> tuple[str, str | None, dict]:
+    """Rewrite the catalog metadata, if this is the last run working on it and its tiles can
+    form one catalog: ``complete``, or ``partly embedded`` when some tiles lack embedding
+    columns others have (``--tile`` runs). Else leave it incomplete. Returns the state, what
+    it means (None when complete) and the embedding columns."""
     from .embedding import catalog_embeddings
-    from .io.catalog import read_catalog_info, refresh_catalog
+    from .io.catalog import (STATE_COMPLETE, STATE_INCOMPLETE, STATE_PARTLY_EMBEDDED,
+                             embedding_gaps, partly_embedded_detail, read_catalog_info,
+                             refresh_catalog)
 
     with lock.try_exclusive() as last:
         if not last:
-            return False, "another embed run is still working on it and will finish it", {}
+            return (STATE_INCOMPLETE, "another embed run is still working on it and will "
+                    "finish it", {})
         columns, problem = catalog_embeddings(catalog)
         if problem:
-            return False, problem, columns
+            return STATE_INCOMPLETE, problem, columns
         info = read_catalog_info(catalog)
         provenance = dict(info.provenance)
         provenance["embeddings"] = columns
         # refresh_catalog recomputes hats_max_rows from the tiles; keep the catalog's setting
         keep = {k: info.properties[k] for k in ("hats_max_rows",) if k in info.properties}
-        refresh_catalog(catalog, provenance=provenance, extra_properties=keep)
-        return True, None, columns
+        partial = bool(embedding_gaps(columns))
+        refresh_catalog(catalog, provenance=provenance, extra_properties=keep, partial=partial)
+        if partial:
+            return STATE_PARTLY_EMBEDDED, partly_embedded_detail(info.path, columns), columns
+        return STATE_COMPLETE, None, columns
 
 
 def embed(cfg: EmbedConfig, progress: Progress | None = None) -> dict:
@@ -600,7 +615,7 @@ def embed(cfg: EmbedConfig, progress: Progress | None = None) -> dict:
                       check_device="cpu" if cfg.scheduler else cfg.device)
     catalog = plan.catalog
     results: list = []
-    complete, reason = plan.info.complete, None
+    state, reason = "complete", None
     if plan.jobs or not plan.info.complete:
         lock = CatalogLock(catalog, "embed")
         with lock.shared():
@@ -610,19 +625,22 @@ def embed(cfg: EmbedConfig, progress: Progress | None = None) -> dict:
                     _embed_tiles(cfg, plan.jobs, plan.info.rows, progress, results)
                 except KeyboardInterrupt as err:
                     raise _embed_interrupted(err, catalog, results, len(plan.jobs)) from None
-        complete, reason, _ = _finish_embed(catalog, lock)
-        if not complete:  # expected after --tile runs (a job array); a surprise otherwise
+        state, reason, _ = _finish_embed(catalog, lock)
+        if state == "partly embedded":  # --tile runs (a job array), or failed tiles
+            log.log(logging.INFO if cfg.tiles else logging.WARNING,
+                    "%s is partly embedded: %s; embedded tiles are skipped.", catalog, reason)
+        elif state != "complete":
             log.log(logging.INFO if cfg.tiles else logging.WARNING,
                     "%s left incomplete: %s. Run `astroembed embed --catalog %s` (without "
                     "--tile) to finish it; embedded tiles are skipped.", catalog, reason, catalog)
-    summary = _embed_summary(cfg, plan, results, complete, reason, time.time() - start)
+    summary = _embed_summary(cfg, plan, results, state, reason, time.time() - start)
     failed = [r for r in results if r.error]
     if failed:
         raise _embed_failure(failed, len(results), summary)
     return summary
 
 
-def _embed_summary(cfg: EmbedConfig, plan, results: list, complete: bool, reason: str | None,
+def _embed_summary(cfg: EmbedConfig, plan, results: list, state: str, reason: str | None,
                    seconds: float) -> dict:
     """Rows embedded / skipped / failed, nulls per column, tiles, providers, time."""
     ok = [r for r in results if not r.error]
@@ -654,7 +672,8 @@ def _embed_summary(cfg: EmbedConfig, plan, results: list, complete: bool, reason
         "rows_skipped": sum(rows.get(t, 0) for t in plan.skipped),
         "rows_failed": sum(rows.get((r.order, r.pixel), 0) for r in failed),
         "failures": [{"tile": f"{r.order}/{r.pixel}", "error": r.error} for r in failed],
-        "complete": complete,
+        "complete": state == "complete",
+        "state": state,
         "incomplete_reason": reason,
         "seconds": round(seconds, 3),
         "rows_per_second": round(rows_embedded / seconds, 1) if seconds > 0 else None,

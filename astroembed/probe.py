@@ -907,7 +907,7 @@ def _predict_tiles(info: CatalogInfo, probe: SavedProbe, column: str, columns: d
     spectra need not fit in memory), then the catalog metadata."""
     import pyarrow as pa
 
-    from astroembed.io.catalog import mark_incomplete, refresh_catalog, tile_path
+    from astroembed.io.catalog import PARTIAL, mark_incomplete, refresh_catalog, tile_path
     from astroembed.io.tilestream import rewrite_tile
 
     spec = probe.spec
@@ -939,7 +939,9 @@ def _predict_tiles(info: CatalogInfo, probe: SavedProbe, column: str, columns: d
     provenance = dict(info.provenance or {})
     provenance.setdefault("predictions", {})[column] = json.loads(field_meta[b"astroembed_probe"])
     keep = {k: info.properties[k] for k in ("hats_max_rows",) if k in info.properties}
-    refresh_catalog(info.path, provenance, extra_properties=keep)
+    # a partly embedded catalog stays so: its tiles still differ in their embedding columns
+    refresh_catalog(info.path, provenance, extra_properties=keep,
+                    partial=info.status == PARTIAL)
     return {"catalog": str(info.path), "column": column, "probe": str(probe.path),
             "target": spec["target"], "features": spec["features"], "method": spec["method"],
             "tiles": len(tiles), "rows": n_rows, "null": n_null}

@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import math
+import shlex
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from typing import Callable
 
 import numpy as np
 
-from astroembed.errors import ConfigError, InputError, OutputError
+from astroembed.errors import ConfigError, InputError, InterruptedRun, OutputError
 from astroembed.io.atomic import atomic_path
 from astroembed.preprocess import (default_image_preprocessing, default_spectrum_preprocessing,
                                    image_inputs, spectrum_inputs, spectrum_length)
@@ -495,7 +496,34 @@ def retrieval_top_fraction(a: np.ndarray, b: np.ndarray, fraction: float = 0.01)
 
 def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = None) -> dict:
     """Train the encoder pair; writes ``checkpoint.pt`` each epoch and ``model.pt`` +
-    ``training.json`` at the end. Returns the summary."""
+    ``training.json`` at the end. Returns the summary. Interrupted (SIGINT, SIGTERM), it
+    raises :class:`InterruptedRun` saying which checkpoint it kept."""
+    out = Path(cfg.out)
+    existed = out.exists()
+    try:
+        return _train(cfg, resume, progress)
+    except KeyboardInterrupt as err:
+        raise _interrupted(err, out, existed) from None
+
+
+def _interrupted(err: KeyboardInterrupt, out: Path, existed: bool) -> InterruptedRun:
+    """What an interrupted training kept: the checkpoint of its last finished epoch."""
+    from astroembed.io.outputs import human_bytes
+
+    signal_name = getattr(err, "signal_name", "SIGINT")
+    ckpt = out / CHECKPOINT
+    if ckpt.is_file() and not (out / FINAL).exists():
+        return InterruptedRun(
+            f"{signal_name}: kept {ckpt} ({human_bytes(ckpt.stat().st_size)}), the checkpoint "
+            "of the last finished epoch. Run the same command with --resume to continue from "
+            f"it, or remove it with: rm {shlex.quote(str(ckpt))}")
+    if not existed and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+    return InterruptedRun(f"{signal_name} before the first epoch finished; nothing was kept.")
+
+
+def _train(cfg: TrainConfig, resume: bool, progress: Progress | None) -> dict:
+    """:func:`train`'s work."""
     import torch
 
     cfg.validate()

@@ -59,7 +59,7 @@ def main(out: Path) -> None:
                                             radius=1.0, mode="best", overwrite=True)
     info = astroembed.catalog_info(catalog)
     print(f"cross-match: {summary['matched']} pairs, dropped {summary['dropped']}; "
-          f"{info.total_rows} rows in {len(info.tiles)} tiles")
+          f"{info['total_rows']} rows in {len(info['tiles'])} tiles")
 
     # 4. Embed images and spectra with the default model (no `model=`).
     summary = astroembed.embed_catalog(catalog)

@@ -285,6 +285,29 @@ def test_tiles_with_different_schemas_refused(tmp_path):
         writer.finish({})
 
 
+def test_tiles_lacking_an_embedding_column_make_a_partial_catalog(tmp_path):
+    """As `embed --tile` leaves it: one tile has a new embedding column. Finished only when
+    asked for a partial catalog, with the union schema and no _metadata."""
+    path = tmp_path / "cat"
+    table = _build(path, tiles=[(1, 3), (1, 40), (2, 0)])
+    one = cat.read_tile(path, 1, 3)
+    fld = pa.field("embedding_image_x", pa.list_(pa.float32(), DIM),
+                   metadata={"astroembed_embedding": "1", "model_hash": "h"})
+    values = pa.array(np.ones(one.num_rows * DIM, np.float32))
+    cat.mark_incomplete(path)
+    cat.write_tile(path, 1, 3, one.append_column(fld, pa.FixedSizeListArray.from_arrays(values, DIM)))
+    with pytest.raises(OutputError, match="embedding_image_x in 1 of 3 tiles"):
+        cat.refresh_catalog(path)
+    info = cat.refresh_catalog(path, partial=True)
+    assert info.status == "partial" and not info.complete
+    common = pq.read_schema(path / "dataset" / "_common_metadata")
+    assert common.names == table.column_names + ["embedding_image_x"]
+    assert not (path / "dataset" / "_metadata").exists()
+    assert info.rows == {t: pq.read_metadata(cat.tile_path(path, *t)).num_rows
+                         for t in info.tiles}
+    assert info.total_rows == table.num_rows
+
+
 def test_overlapping_tiles_refused(tmp_path):
     writer = cat.CatalogWriter(tmp_path / "cat", ra_column="ra", dec_column="dec")
     writer.begin()

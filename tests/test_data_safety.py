@@ -371,6 +371,10 @@ def test_an_interrupted_crossmatch_keeps_what_it_says_and_resumes(run_survey, ma
         assert "same command again to resume" in message
         for p in kept:
             assert str(p) in message and p.exists()
+        if not replace:  # the new catalog is there, and says what happened to it
+            info = cli("info", out).stdout
+            assert "a run was interrupted" in info.splitlines()[0]
+            assert str(tmp_path / ".cat.astroembed-staging") in info
     else:
         assert "nothing was kept" in message
     if old is not None:
@@ -417,7 +421,8 @@ def test_an_interrupted_embed_keeps_the_tiles_it_finished(run_survey, sig, tmp_p
 
 
 @pytest.mark.slow
-def test_an_interrupted_run_is_logged_as_such_and_says_what_it_kept(run_survey, tmp_path):
+@pytest.mark.parametrize("at", ["crossmatch_full", "embed_start"])
+def test_an_interrupted_run_is_logged_as_such_and_says_what_it_kept(run_survey, at, tmp_path):
     shutil.copytree(run_survey, tmp_path / "in")
     config = tmp_path / "pipe.toml"
     config.write_text('images = "in/legacysurvey"\nspectra = "in/desi"\ncatalog = "out/cat"\n'
@@ -428,7 +433,7 @@ def test_an_interrupted_run_is_logged_as_such_and_says_what_it_kept(run_survey, 
     events = []
     for line in proc.stderr:
         events.append(json.loads(line))
-        if events[-1]["event"] == "embed_start":
+        if events[-1]["event"] == at:
             proc.send_signal(signal.SIGINT)
             break
     rest = proc.stderr.read()
@@ -442,9 +447,12 @@ def test_an_interrupted_run_is_logged_as_such_and_says_what_it_kept(run_survey, 
     message = interrupted_line(rest)
     assert "same command again" in message
     out = tmp_path / "out"
-    assert {p.name for p in out.iterdir()} == {"cat", ".cat.astroembed.lock"}
-    state = json.loads((out / "cat" / "astroembed_state.json").read_text())
-    assert state["last_run"]["outcome"] == "interrupted"
+    kept = kept_paths(message)
+    assert {p.name for p in out.iterdir()} == \
+        {".cat.astroembed.lock"} | {p.name for p in kept} | ({"cat"} if at == "embed_start" else set())
+    if at == "embed_start":  # the cross-match was recorded; the run's outcome too
+        state = json.loads((out / "cat" / "astroembed_state.json").read_text())
+        assert state["last_run"]["outcome"] == "interrupted"
     again = subprocess.run([*EXE, "-q", "run", str(config)], cwd=tmp_path, capture_output=True,
                            text=True, env=env, timeout=300)
     assert again.returncode == 0, again.stderr

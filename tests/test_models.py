@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 import astroembed  # noqa: E402
-from astroembed.errors import AstroembedError, InputError, ModelError  # noqa: E402
+from astroembed.errors import AstroembedError, InputError, InterruptedRun, ModelError  # noqa: E402
 from astroembed.modelfile import DEFAULT_MODEL_DIR, find_encoders, open_encoder  # noqa: E402
 from astroembed.models import (ImageEncoder, ImageEncoderConfig, SpectrumEncoder,  # noqa: E402
                                SpectrumEncoderConfig, info_nce)
@@ -38,8 +38,18 @@ def catalog(small_survey, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(catalog, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("model") / "tiny"
+    out.mkdir()
+    (out / "notes.txt").write_text("the user's notes, beside the model")  # train writes into
     train(TrainConfig(catalog=str(catalog), out=str(out), **TINY))
     return out
+
+
+def test_training_keeps_the_users_files_in_its_output(trained, catalog):
+    assert (trained / "notes.txt").read_text() == "the user's notes, beside the model"
+    before = {p.name: p.read_bytes() for p in trained.iterdir()}
+    with pytest.raises(AstroembedError, match="--resume"):  # never replaces a model
+        train(TrainConfig(catalog=str(catalog), out=str(trained), **TINY))
+    assert {p.name: p.read_bytes() for p in trained.iterdir()} == before
 
 
 @pytest.fixture(scope="module")
@@ -153,9 +163,10 @@ def test_training_is_deterministic_and_resumable(catalog, trained, tmp_path):
         if stage == "align" and step == total:
             raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(InterruptedRun, match="--resume") as stopped:
         train(cfg, progress=interrupt)
     assert (out / "checkpoint.pt").is_file() and not (out / "model.pt").exists()
+    assert str(out / "checkpoint.pt") in str(stopped.value)
     with pytest.raises(AstroembedError, match="--resume"):
         train(cfg)
     summary = train(cfg, resume=True, progress=lambda *a: calls.__setitem__("n", calls["n"] + 1))
@@ -421,6 +432,7 @@ def test_default_model_warns_on_data_it_was_not_trained_on(catalog, tmp_path, ca
     prov = json.loads(prov_file.read_text())
     for item in prov["inputs"]:
         item["path"] = "/data/desi/dr1/" + Path(item["path"]).name
+        item["simulated"] = False  # as cross-matching real survey files records it
     prov_file.write_text(json.dumps(prov))
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="astroembed"):

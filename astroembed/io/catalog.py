@@ -4,10 +4,11 @@ Why HATS: users of LSDB/hats can open astroembed output directly, and the same p
 files let ``embed`` and ``run`` redo one tile at a time. Layout (DESIGN.md section 3)::
 
     CAT/hats.properties               HATS keys + astroembed_version/_status/_provenance
-    CAT/astroembed_provenance.json    full provenance (config, inputs, checksums, models)
+    CAT/astroembed_provenance.json    full provenance (config, inputs, models)
     CAT/partition_info.csv            Norder,Npix, breadth-first order
     CAT/dataset/_common_metadata      schema only (+ compact provenance under b"astroembed")
-    CAT/dataset/_metadata             schema + every tile's row groups (paths relative to dataset/)
+    CAT/dataset/_metadata             schema + every tile's row groups (paths relative to dataset/;
+                                      absent while the catalog is partly embedded)
     CAT/dataset/Norder=k/Dir=D/Npix=n.parquet    D = (n // 10000) * 10000
 
 Every row has ``_healpix_29`` (int64, nested order 29); a tile's rows are sorted by it and
@@ -17,12 +18,17 @@ Writes are atomic (temporary name, then rename) so many processes can each write
 tile. While a run is under way ``hats.properties`` says ``astroembed_status=incomplete`` and
 the catalog has no ``_common_metadata`` yet (so lsdb refuses it instead of reading half of
 it); :meth:`CatalogWriter.finish` writes the metadata files and then ``hats.properties``
-last. Replacing an existing catalog (``overwrite=True``) builds the new one in a hidden
-staging directory beside it (:attr:`CatalogWriter.write_path`) and swaps it in at
+last. ``astroembed_status`` is ``complete``, ``partial`` (finished, but some tiles lack
+embedding columns others have, or hold another model's: ``embed --tile`` leaves it so) or
+``incomplete`` (a writer at work, or an interrupted run); :func:`describe_catalog` tells
+which from the status and the tiles' footers, for ``astroembed info``. Replacing an
+existing catalog (``overwrite=True``) builds the new one in a hidden staging directory
+beside it (:attr:`CatalogWriter.write_path`) and swaps it in at
 ``finish()``, so a failed run leaves the old catalog intact. In-place updates (``embed``)
 use :func:`mark_incomplete` and :func:`refresh_catalog`.
 
-Findings with lsdb 0.11.1 / hats 0.11.1 / pyarrow 26 (checked by tests/test_catalog_io.py):
+Findings with lsdb 0.11.1 / hats 0.11.1 / pyarrow 26 (checked by tests/test_catalog_io.py
+and tests/test_info.py):
 
 - Images are stored as Arrow's fixed-shape tensor extension type (a fixed-size list in the
   Parquet file, so any reader can read it); lsdb opens and computes such catalogs and gives
@@ -37,6 +43,14 @@ Findings with lsdb 0.11.1 / hats 0.11.1 / pyarrow 26 (checked by tests/test_cata
   to :meth:`CatalogWriter.finish` (else a minimal ``_healpix_29``/RA/Dec schema is used).
 - ``point_map.fits``/``skymap.fits`` are optional (hats then has no MOC and LSDB works on
   whole tiles); they are not written. Nor is the legacy duplicate ``properties`` file.
+- Tiles whose columns differ (``embed --tile`` added ``embedding_image_x`` to one tile):
+  pyarrow cannot put their row groups into one ``_metadata`` ("AppendRowGroups requires
+  equal schemas"). With ``_common_metadata`` holding the union of the tiles' schemas and
+  no ``_metadata`` (or one with that schema and no row groups), lsdb opens the catalog,
+  lists every column, and ``compute()`` (all columns, or ``columns=[...]`` naming the new
+  one) gives every row, with nulls for the tiles that lack the column. Such a catalog is
+  marked ``partial`` and has no ``_metadata``; ``embed`` without ``--tile`` makes it
+  complete again (tested in tests/test_info.py).
 - hats and lsdb are not imported here: this module writes the files itself.
 """
 
@@ -45,6 +59,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -65,15 +80,19 @@ __all__ = [
     "PROPERTIES_FILE",
     "PROVENANCE_FILE",
     "SPATIAL_INDEX_COLUMN",
+    "catalog_state",
+    "describe_catalog",
     "find_tile",
     "healpix_dir",
     "image_array",
+    "leftover_work_files",
     "mark_incomplete",
     "parse_tile",
     "read_catalog_info",
     "read_properties",
     "read_tile",
     "refresh_catalog",
+    "tile_embeddings",
     "tile_of",
     "tile_path",
     "write_empty_catalog",
@@ -91,6 +110,10 @@ COMMON_METADATA_FILE = "_common_metadata"
 METADATA_FILE = "_metadata"
 METADATA_KEY = b"astroembed"
 STATUS_KEY = "astroembed_status"
+#: ``astroembed_status`` values: every tile has the same columns and metadata is written /
+#: the metadata is written but some tiles lack embedding columns others have (or hold
+#: another model's), as ``embed --tile`` leaves it / a writer is at work or was interrupted.
+COMPLETE, PARTIAL, INCOMPLETE = "complete", "partial", "incomplete"
 HATS_VERSION = "v1.0"
 #: Target bytes per Parquet row group, so ``embed`` can stream a tile in bounded memory.
 ROW_GROUP_BYTES = 64 * 2**20
@@ -436,7 +459,7 @@ def mark_incomplete(path: str | os.PathLike) -> None:
     """Set ``astroembed_status=incomplete`` on an existing catalog before changing it in place."""
     path = Path(path)
     props = read_properties(_properties_file(path))
-    props[STATUS_KEY] = "incomplete"
+    props[STATUS_KEY] = INCOMPLETE
     write_properties(path / PROPERTIES_FILE, props)
 
 
@@ -499,23 +522,73 @@ def _read_footers(tiles: dict[tuple[int, int], Path], error: type[Exception] = O
     return footers
 
 
-def _tile_schema(footers: dict[tuple[int, int], pq.FileMetaData], root: Path) -> pa.Schema | None:
-    """The one schema all tiles share; OutputError naming two tiles that differ."""
-    schema, first = None, None
-    for tile, footer in footers.items():
-        this = footer.schema.to_arrow_schema()
-        if schema is None:
-            schema, first = this, tile
-        elif not this.equals(schema, check_metadata=False):
-            only_a = sorted(set(schema.names) - set(this.names))
-            only_b = sorted(set(this.names) - set(schema.names))
+def _field_meta(fld: pa.Field) -> dict[str, str]:
+    """A field's Parquet metadata as text."""
+    return {k.decode(): v.decode() for k, v in (fld.metadata or {}).items()}
+
+
+def _core(schema: pa.Schema) -> pa.Schema:
+    """The columns every tile must share: all but the embedding columns."""
+    return pa.schema([f for f in schema if not is_embedding_field(f)])
+
+
+def schema_problem(schemas: dict[tuple[int, int], pa.Schema]) -> str | None:
+    """Why the tiles cannot form one catalog (None when they can): columns other than
+    embeddings differ, or one embedding column has two types. Tiles that lack embedding
+    columns others have are fine: ``embed --tile`` leaves a catalog like that."""
+    first, base = next(iter(schemas.items()), (None, None))
+    types: dict[str, tuple[tuple[int, int], pa.DataType]] = {}
+    for tile, schema in schemas.items():
+        this, core = _core(schema), _core(base)
+        if not this.equals(core, check_metadata=False):
+            only_a = sorted(set(core.names) - set(this.names))
+            only_b = sorted(set(this.names) - set(core.names))
             detail = (f"columns only in {_fmt([first])}: {only_a or 'none'}; only in "
                       f"{_fmt([tile])}: {only_b or 'none'}" if only_a or only_b
                       else "same columns, different types")
-            raise OutputError(f"{root}: tiles {_fmt([first])} and {_fmt([tile])} have different "
-                              f"schemas ({detail}). Every tile of a catalog needs the same "
-                              "columns; redo the odd tiles or rebuild with --overwrite.")
-    return schema
+            return f"tiles {_fmt([first])} and {_fmt([tile])} have different schemas ({detail})"
+        for fld in schema:
+            if not is_embedding_field(fld):
+                continue
+            seen = types.setdefault(fld.name, (tile, fld.type))
+            if seen[1] != fld.type:
+                return (f"column {fld.name} is {seen[1]} in tile {_fmt([seen[0]])} and "
+                        f"{fld.type} in tile {_fmt([tile])}")
+    return None
+
+
+def _tile_schema(footers: dict[tuple[int, int], pq.FileMetaData], root: Path,
+                 gaps_allowed: bool = False) -> tuple[pa.Schema | None, bool]:
+    """The catalog schema from the tiles' footers, and whether the tiles differ.
+
+    Tiles may differ only by embedding columns some of them lack (``gaps_allowed``); the
+    schema is then the union, widest tile first. Otherwise OutputError names two tiles
+    that differ."""
+    schemas = {tile: footer.schema.to_arrow_schema() for tile, footer in footers.items()}
+    if not schemas:
+        return None, False
+    problem = schema_problem(schemas)
+    first = next(iter(schemas.values()))
+    differ = any(not s.equals(first, check_metadata=False) for s in schemas.values())
+    if problem or (differ and not gaps_allowed):
+        detail = problem or ("tiles differ in their embedding columns: "
+                             + _fmt_gaps(schemas))
+        raise OutputError(f"{root}: {detail}. Every tile of a catalog needs the same "
+                          "columns; redo the odd tiles or rebuild with --overwrite.")
+    if not differ:
+        return first, False
+    widest = sorted(schemas.values(), key=len, reverse=True)
+    return pa.unify_schemas(widest), True
+
+
+def _fmt_gaps(schemas: dict[tuple[int, int], pa.Schema]) -> str:
+    """``embedding_image_x in 1 of 6 tiles``, for errors about tiles that differ."""
+    counts: dict[str, int] = {}
+    for schema in schemas.values():
+        for name in schema.names:
+            counts[name] = counts.get(name, 0) + 1
+    return ", ".join(f"{name} in {n} of {len(schemas)} tiles"
+                     for name, n in counts.items() if n < len(schemas))
 
 
 def _plain_schema(schema: pa.Schema) -> pa.Schema:
@@ -564,9 +637,23 @@ def _with_provenance(schema: pa.Schema, provenance: dict) -> pa.Schema:
 
 
 def _write_parquet_metadata(root: Path, schema: pa.Schema,
-                            footers: dict[tuple[int, int], pq.FileMetaData]) -> None:
-    """``_common_metadata`` (schema) and ``_metadata`` (schema + all row groups)."""
+                            footers: dict[tuple[int, int], pq.FileMetaData],
+                            row_groups: bool = True) -> None:
+    """``_common_metadata`` (schema) and ``_metadata`` (schema + all row groups).
+
+    Without ``row_groups`` (tiles whose columns differ, which pyarrow cannot collect into
+    one ``_metadata``) the old ``_metadata`` is removed: it would describe other columns.
+    """
     dataset = root / DATASET_DIR
+    if not row_groups:
+        try:
+            with atomic_path(dataset / COMMON_METADATA_FILE) as tmp:
+                pq.write_metadata(schema, tmp)
+                publish_mode(tmp)
+            (dataset / METADATA_FILE).unlink(missing_ok=True)
+        except OSError as err:
+            raise OutputError(f"{dataset}: cannot write Parquet metadata: {err}") from err
+        return
     collected = []
     for (order, pixel), footer in footers.items():
         footer.set_file_path(tile_path(root, order, pixel).relative_to(dataset).as_posix())
@@ -600,13 +687,18 @@ def _dir_kib(root: Path) -> int:
 
 
 def _finalize(root: Path, props: dict, provenance: dict, extra: dict | None,
-              schema: pa.Schema | None) -> None:
-    """Write every metadata file for the tiles under ``root``, ``hats.properties`` last."""
+              schema: pa.Schema | None, partial: bool = False) -> None:
+    """Write every metadata file for the tiles under ``root``, ``hats.properties`` last.
+
+    ``partial``: some tiles lack embedding columns others have, or hold another model's; the
+    catalog is marked ``partial`` and ``_common_metadata`` holds the union of the tiles'
+    columns (lsdb reads the missing ones as nulls; see the module docstring).
+    """
     _remove_stale_temps(root / DATASET_DIR)
     tiles = _scan_tiles(root)
     _check_disjoint(list(tiles), root)
     footers = _read_footers(tiles)
-    found = _tile_schema(footers, root)
+    found, differ = _tile_schema(footers, root, gaps_allowed=partial)
     named = dict(props) | {k: v for k, v in (extra or {}).items() if v is not None}
     ra, dec = named.get("hats_col_ra", "ra"), named.get("hats_col_dec", "dec")
     schema = found if found is not None else (
@@ -616,7 +708,7 @@ def _finalize(root: Path, props: dict, provenance: dict, extra: dict | None,
             raise ValueError(f"{root}: catalog schema lacks column {column!r} "
                              f"(has {', '.join(schema.names)})")
     schema = _with_provenance(_plain_schema(schema), provenance)
-    _write_parquet_metadata(root, schema, footers)
+    _write_parquet_metadata(root, schema, footers, row_groups=not differ)
     _write_partition_info(root, list(tiles))
     _write_provenance(root, provenance)
     rows = [f.num_rows for f in footers.values()]
@@ -626,7 +718,7 @@ def _finalize(root: Path, props: dict, provenance: dict, extra: dict | None,
         "hats_order": max((o for o, _ in tiles), default=0),
         "moc_sky_fraction": f"{sum(1 / (12 * 4**o) for o, _ in tiles):0.5f}",
         "hats_estsize": _dir_kib(root),
-        STATUS_KEY: "complete",
+        STATUS_KEY: PARTIAL if partial else COMPLETE,
         "astroembed_provenance": PROVENANCE_FILE,
     }
     props |= {k: v for k, v in (extra or {}).items() if v is not None}
@@ -634,17 +726,19 @@ def _finalize(root: Path, props: dict, provenance: dict, extra: dict | None,
 
 
 def refresh_catalog(path: str | os.PathLike, provenance: dict | None = None,
-                    extra_properties: dict | None = None) -> CatalogInfo:
+                    extra_properties: dict | None = None, *,
+                    partial: bool = False) -> CatalogInfo:
     """Rewrite the metadata of an existing catalog after tiles changed in place (``embed``).
 
     Keeps its properties (name, columns, creation date) and, when ``provenance`` is None,
-    its provenance; marks it complete again.
+    its provenance; marks it complete again, or ``partial`` when some tiles are not
+    embedded yet (see :func:`_finalize`).
     """
     path = Path(path)
     props = read_properties(_properties_file(path))
     if provenance is None:
         provenance = _read_provenance(path, props)
-    _finalize(path, props, provenance, extra_properties, None)
+    _finalize(path, props, provenance, extra_properties, None, partial)
     return read_catalog_info(path)
 
 
@@ -806,6 +900,11 @@ class CatalogInfo:
     complete: bool = True
 
     @property
+    def status(self) -> str:
+        """``complete``, ``partial`` or ``incomplete`` (see :data:`COMPLETE`)."""
+        return self.properties.get(STATUS_KEY, COMPLETE)
+
+    @property
     def ra_column(self) -> str | None:
         """The RA column named by ``hats_col_ra``."""
         return self.properties.get("hats_col_ra")
@@ -898,19 +997,21 @@ def _read_schema(path: Path, tiles: list[tuple[int, int]]) -> pa.Schema:
 def read_catalog_info(path: str | os.PathLike) -> CatalogInfo:
     """Tiles, row counts, schema, properties and provenance of the catalog at ``path``.
 
-    A complete catalog is described by its metadata files; an incomplete one (a run under
-    way or killed) by the tile files actually present.
+    A complete or partial catalog is described by its metadata files (a partial one has no
+    ``_metadata``, so its row counts come from the tile footers); an incomplete one (a run
+    under way or killed) by the tile files actually present.
     """
     path = Path(path)
     props = read_properties(_properties_file(path))
-    complete = props.get(STATUS_KEY, "complete") == "complete"
+    status = props.get(STATUS_KEY, COMPLETE)
+    finished = status in (COMPLETE, PARTIAL)
     partition_info = path / PARTITION_INFO_FILE
-    if complete and partition_info.is_file():
+    if finished and partition_info.is_file():
         tiles = _breadth_first(_read_partition_info(partition_info))
     else:
         tiles = list(_scan_tiles(path))
     metadata = path / DATASET_DIR / METADATA_FILE
-    rows = _metadata_rows(metadata) if complete and metadata.is_file() else {}
+    rows = _metadata_rows(metadata) if finished and metadata.is_file() else {}
     for tile in tiles:
         if tile not in rows:
             file = tile_path(path, *tile)
@@ -919,7 +1020,206 @@ def read_catalog_info(path: str | os.PathLike) -> CatalogInfo:
     rows = {t: rows[t] for t in tiles}
     return CatalogInfo(path=path, tiles=tiles, rows=rows, total_rows=sum(rows.values()),
                        schema=_read_schema(path, tiles), properties=props,
-                       provenance=_read_provenance(path, props), complete=complete)
+                       provenance=_read_provenance(path, props),
+                       complete=status == COMPLETE)
+
+
+# ----------------------------------------------------------------------------- what info says
+
+#: The states :func:`describe_catalog` reports (``astroembed info``).
+STATE_COMPLETE, STATE_PARTLY_EMBEDDED, STATE_INCOMPLETE = (
+    "complete", "partly embedded", "incomplete")
+
+#: Hidden siblings of ``CAT`` that runs write beside it (never inside it, so lsdb never
+#: sees them), as (name prefix, name suffix, what they are).
+WORK_SIBLINGS = (
+    (".astroembed-staging", "", "work files of `astroembed crossmatch`; running the same "
+     "cross-match again resumes from them"),
+    (".partial", "", "a replacement catalog being built by `crossmatch --overwrite`"),
+    (".astroembed-update", "", "work files of an `astroembed run` update"),
+    (".old-", "*", "the old catalog of an interrupted replacement"),
+)
+
+
+def null_rows(footer: pq.FileMetaData, column: str) -> int:
+    """Null rows of a fixed-size-list column from the row-group statistics (one null leaf
+    entry per null list), without reading the data."""
+    nulls = 0
+    for g in range(footer.num_row_groups):
+        group = footer.row_group(g)
+        for c in range(group.num_columns):
+            chunk = group.column(c)
+            if chunk.path_in_schema.split(".")[0] == column:
+                stats = chunk.statistics
+                nulls += int(stats.null_count) if stats is not None and stats.has_null_count else 0
+                break
+    return nulls
+
+
+def tile_footers(info: CatalogInfo) -> dict[tuple[int, int], pq.FileMetaData]:
+    """Each tile's Parquet footer (InputError naming an unreadable tile)."""
+    return _read_footers({t: tile_path(info.path, *t) for t in info.tiles}, InputError)
+
+
+def tile_embeddings(footers: dict[tuple[int, int], pq.FileMetaData]) -> dict[str, dict]:
+    """Per embedding column, what the tiles hold, read from their footers alone: the model
+    (the one in most tiles), rows embedded and null, the tiles holding it of all tiles,
+    and every model found in it with its tile count (more than one while a column is being
+    replaced tile by tile)."""
+    columns: dict[str, dict] = {}
+    for footer in footers.values():
+        for fld in footer.schema.to_arrow_schema():
+            meta = _field_meta(fld)
+            if not is_embedding_field(fld) or "model_hash" not in meta:
+                continue
+            entry = columns.setdefault(fld.name, {
+                "modality": meta.get("modality"),
+                "embedding_dim": int(meta.get("embedding_dim", 0)),
+                "created": meta.get("created"), "updated": meta.get("created"),
+                "rows_embedded": 0, "rows_null": 0, "tiles": 0, "tiles_total": len(footers),
+                "models": {}})
+            nulls = null_rows(footer, fld.name)
+            entry["created"] = min(entry["created"] or "", meta.get("created") or "")
+            entry["updated"] = max(entry["updated"] or "", meta.get("created") or "")
+            entry["rows_null"] += nulls
+            entry["rows_embedded"] += footer.num_rows - nulls
+            entry["tiles"] += 1
+            model = entry["models"].setdefault(meta["model_hash"], {
+                "model_hash": meta["model_hash"], "model_name": meta.get("model_name"),
+                "model_version": meta.get("model_version"), "tiles": 0})
+            model["tiles"] += 1
+    for name, entry in columns.items():
+        models = sorted(entry.pop("models").values(), key=lambda m: -m["tiles"])
+        main = {k: models[0][k] for k in ("model_name", "model_version", "model_hash")}
+        columns[name] = {"modality": entry.pop("modality")} | main | entry | {"models": models}
+    return columns
+
+
+def embedding_gaps(columns: dict[str, dict]) -> dict[str, dict]:
+    """The embedding columns that are not in every tile, or not by one model."""
+    return {name: e for name, e in columns.items()
+            if e["tiles"] < e["tiles_total"] or len(e["models"]) > 1}
+
+
+def _embed_command(path: Path, column: str, entry: dict, columns: dict[str, dict]) -> str:
+    """The ``embed`` command that fills the gaps of ``column`` (its --name and, when the
+    name has only this modality, --modality)."""
+    modality = entry.get("modality") or ""
+    stem = f"embedding_{modality}"
+    name = column[len(stem) + 1:] if column.startswith(stem + "_") else ""
+    suffix = f"_{name}" if name else ""
+    siblings = {e.get("modality") for c, e in columns.items()
+                if c == f"embedding_{e.get('modality')}{suffix}"}
+    command = (f"astroembed embed --catalog {shlex.quote(str(path))}"
+               + (f" --name {shlex.quote(name)}" if name else ""))
+    if siblings == {modality}:
+        command += f" --modality {modality}"
+    return command
+
+
+def partly_embedded_detail(path: Path, columns: dict[str, dict]) -> str:
+    """``embedding_image_x in 1 of 6 tiles; run `astroembed embed ...` to embed the rest``."""
+    gaps = embedding_gaps(columns)
+    parts, commands = [], []
+    for column, e in gaps.items():
+        if len(e["models"]) > 1:
+            made = " and ".join(f"{m['model_name']} {m['model_version']} "
+                                f"({m['model_hash'][:12]}) in {m['tiles']}" for m in e["models"])
+            parts.append(f"{column} made by {made} of {e['tiles_total']} tiles")
+        else:
+            parts.append(f"{column} in {e['tiles']} of {e['tiles_total']} tiles")
+        model = ("the model wanted in every tile" if len(e["models"]) > 1 else
+                 f"the model that made them ({e['model_name']} {e['model_version']})")
+        command = f"`{_embed_command(path, column, e, columns)}` with {model}"
+        if command not in commands:
+            commands.append(command)
+    return "; ".join(parts) + "; run " + " and ".join(commands) + " to embed the rest"
+
+
+def catalog_state(info: CatalogInfo, columns: dict[str, dict]) -> tuple[str, str | None]:
+    """The catalog's state for people, and what it means: ``incomplete`` only while a writer
+    is at work or after an interrupted run (``astroembed_status=incomplete``); ``partly
+    embedded`` when its tiles differ in their embedding columns (``embed --tile``);
+    ``complete`` otherwise."""
+    if info.status == INCOMPLETE:
+        from astroembed.io.lock import holders
+
+        working = holders(info.path)
+        detail = (f"being written now by {'; '.join(working)}" if working else
+                  "a run was interrupted (no astroembed process holds the catalog); run the "
+                  "interrupted command again to finish it")
+        if embedding_gaps(columns):
+            detail += " (tiles so far: " + partly_embedded_detail(info.path, columns) + ")"
+        return STATE_INCOMPLETE, detail
+    if embedding_gaps(columns):
+        return STATE_PARTLY_EMBEDDED, partly_embedded_detail(info.path, columns)
+    return STATE_COMPLETE, None
+
+
+def _bytes_under(path: Path) -> int:
+    """Bytes of the files under ``path`` (a file: its size); 0 for what cannot be read."""
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def leftover_work_files(path: str | os.PathLike) -> list[dict]:
+    """The hidden work directories beside the catalog (:data:`WORK_SIBLINGS`), with their
+    sizes: in use while a run is under way, else left by an interrupted one and safe to
+    remove (``rm -rf``); listed so the user knows where the space went."""
+    path = Path(path)
+    try:
+        siblings = sorted(path.parent.iterdir())
+    except OSError:
+        return []
+    found = []
+    for sibling in siblings:
+        for suffix, more, what in WORK_SIBLINGS:
+            stem = f".{path.name}{suffix}"
+            if sibling.name == stem or (more and sibling.name.startswith(stem)):
+                found.append({"path": str(sibling), "bytes": _bytes_under(sibling), "what": what})
+                break
+    return found
+
+
+def _all_columns(info: CatalogInfo,
+                 footers: dict[tuple[int, int], pq.FileMetaData]) -> list[dict]:
+    """Every column of the catalog or of any tile (a run under way may have added some)."""
+    fields = {f.name: f for f in info.schema}
+    for footer in footers.values():
+        for fld in footer.schema.to_arrow_schema():
+            fields.setdefault(fld.name, fld)
+    return [{"name": f.name, "type": str(f.type)} for f in fields.values()]
+
+
+def describe_catalog(path: str | os.PathLike) -> dict:
+    """What a catalog holds and its state, as ``astroembed info --json`` prints it: tiles
+    with rows, columns, embedding columns with their tile counts (from the tiles' footers),
+    the state and what it means, leftover work files beside it, the last ``astroembed run``,
+    properties and provenance."""
+    from astroembed.run import read_state  # the run's state file lives in the catalog
+
+    info = read_catalog_info(path)
+    footers = tile_footers(info)
+    columns = tile_embeddings(footers)
+    state, detail = catalog_state(info, columns)
+    return {
+        "path": str(info.path), "state": state, "state_detail": detail,
+        "complete": state == STATE_COMPLETE, "total_rows": info.total_rows,
+        "tiles": [{"order": o, "pixel": p, "rows": info.rows.get((o, p), 0)}
+                  for o, p in info.tiles],
+        "columns": _all_columns(info, footers), "embeddings": columns,
+        "leftover_work_files": leftover_work_files(info.path),
+        "last_run": (read_state(info.path) or {}).get("last_run"),
+        "properties": info.properties, "provenance": info.provenance,
+    }
 
 
 def find_tile(info: CatalogInfo, order: int, pixel: int) -> tuple[int, int]:

@@ -208,3 +208,31 @@ class CatalogLock:
                 yield True
         finally:
             os.close(fd)
+
+
+def holders(catalog: str | os.PathLike) -> list[str]:
+    """Who holds the catalog's lock now, without taking it (so ``info`` never waits and never
+    gets in a writer's way): from ``/proc/locks`` on Linux, [] where that cannot be read.
+
+    An exclusive holder is named by the stamp it wrote; shared holders (embed runs) by pid.
+    """
+    path = lock_path(catalog)
+    try:
+        inode = path.stat().st_ino
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return []
+    found = []
+    for line in table.splitlines():
+        parts = line.split()  # "1: FLOCK ADVISORY WRITE <pid> <maj:min:inode> 0 EOF"
+        if len(parts) < 6 or parts[1] != "FLOCK":  # "->" marks a waiter, not a holder
+            continue
+        mode, pid, ident = parts[3], parts[4], parts[5]
+        if ident.rsplit(":", 1)[-1] != str(inode):
+            continue
+        if mode == "WRITE":
+            stamp = path.read_text(errors="replace").strip()
+            found.append(stamp or f"pid {pid}")
+        else:
+            found.append(f"astroembed embed (pid {pid})")
+    return sorted(set(found))

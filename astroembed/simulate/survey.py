@@ -27,6 +27,7 @@ import numpy as np
 from ..config import SimulationConfig
 from ..io.atomic import atomic_directory, atomic_path
 from ..io.outputs import SURVEY, claim_directory, may_replace
+from . import SIMULATION_FILE
 from . import images as img
 from . import spectra as spec
 from .population import DECAM, Galaxies, Stars, sample_galaxies, sample_stars
@@ -220,7 +221,7 @@ def _simulate(out: Path, config: SimulationConfig, progress=None) -> dict:
         "n_fibres": int(len(desi["TARGETID"])), "files": files,
         "config": asdict(config), "versions": _versions(),
     }
-    with atomic_path(out / "simulation.json") as tmp:
+    with atomic_path(out / SIMULATION_FILE) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
