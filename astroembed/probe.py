@@ -45,6 +45,7 @@ from astroembed.io.arrays import (
     vectors,
 )
 from astroembed.io.catalog import CatalogInfo, read_catalog_info
+from astroembed.io.paths import check_output_dir
 
 log = logging.getLogger("astroembed")
 Progress = Callable[[str, int, int], None]
@@ -514,6 +515,9 @@ def prepare_probe(cfg: ProbeConfig) -> ProbePlan:
     it draws a progress bar.
     """
     cfg.validate()
+    for option, path in (("--out", cfg.out), ("--save", cfg.save)):
+        if path:
+            check_output_dir(path, option)
     start = time.perf_counter()
     info = read_catalog_info(cfg.catalog)
     data = load_probe_data(cfg, info)
