@@ -747,11 +747,14 @@ def train(
         from .training import TrainConfig, train as run_train
 
         values = load_toml(config) if config else {}
+        file_keys = set(values)
         flags = {"seed": seed, "pretrain_epochs": pretrain_epochs, "align_epochs": align_epochs,
                  "batch_size": batch_size, "max_rows": max_rows, "threads": threads}
-        values.update({k: v for k, v in flags.items() if v is not None})
+        flags = {k: v for k, v in flags.items() if v is not None}
+        values.update(flags)
         values.update(catalog=str(catalog), out=str(out))
-        cfg = from_mapping(TrainConfig, values, source=str(config or "train"))
+        cfg = from_mapping(TrainConfig, values, source=str(config or "train"),
+                           file_keys=file_keys - set(flags))
         check_output_dir(out, "--out")
         with _training_progress() as progress:
             summary = run_train(cfg, resume=resume, progress=progress)

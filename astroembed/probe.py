@@ -718,6 +718,9 @@ class SavedProbe:
     def load(cls, path: str | os.PathLike) -> SavedProbe:
         path = Path(path)
         spec_file, array_file = path / "probe.json", path / "arrays.npz"
+        if not path.exists():
+            raise ModelError(f"{path}: no such directory; --probe is a directory written by "
+                             "`astroembed probe --save`.")
         if not spec_file.is_file() or not array_file.is_file():
             raise ModelError(f"{path}: not a saved probe (needs probe.json and arrays.npz, as "
                              "`astroembed probe --save` writes).")

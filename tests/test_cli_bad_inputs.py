@@ -200,6 +200,64 @@ CASES = [
 ]
 
 
+# What each message must name: the option as written, the path, or the key in the file.
+EXPECT = {
+    "simulate-zero-galaxies": "--n-galaxies", "simulate-negative-galaxies": "--n-galaxies",
+    "simulate-tiny-cutout": "--cutout-size", "simulate-zero-cutout": "--cutout-size",
+    "simulate-out-is-file": "OUT {file}", "simulate-parent-is-file": "{file} is a file",
+    "simulate-unwritable": "cannot write in /proc", "simulate-bad-int": "--n-galaxies",
+    "inspect-missing": NOT_THERE, "inspect-truncated-fits": "{truncated}",
+    "inspect-junk-fits": "{junk_fits}", "inspect-empty-dir": "{empty}",
+    "crossmatch-missing-spectra": NOT_THERE, "crossmatch-zero-radius": "--radius",
+    "crossmatch-negative-radius": "--radius", "crossmatch-unknown-mode": "--mode",
+    "crossmatch-unknown-how": "--how", "crossmatch-junk-fits": "{junk_fits}",
+    "crossmatch-truncated-fits": "{truncated}", "crossmatch-out-is-file": "--out {file}",
+    "crossmatch-out-parent-is-file": "--out {file}/cat",
+    "crossmatch-out-unwritable": "--out /proc", "crossmatch-no-out": "--out",
+    "crossmatch-unknown-option": "--radus",
+    "info-missing": NOT_THERE, "info-not-a-catalog": "{survey}", "info-file": "{file}",
+    "info-tiles-not-a-catalog": "{empty}",
+    "embed-missing-catalog": NOT_THERE, "embed-not-a-catalog": "{survey}",
+    "embed-catalog-is-file": "{file}", "embed-unknown-modality": "--modality",
+    "embed-unknown-device": "--device", "embed-zero-batch": "--batch-size",
+    "embed-negative-batch": "--batch-size", "embed-malformed-tile": "--tile",
+    "embed-absent-tile": "--tile 0/1", "embed-model-without-onnx": "{empty}",
+    "embed-model-missing": NOT_THERE, "embed-model-corrupt": "{junk_onnx}",
+    "probe-no-embeddings": "{matched}", "probe-missing-catalog": NOT_THERE,
+    "probe-unknown-method": "--method", "probe-unknown-embedding": "--embedding",
+    "probe-one-fold": "--folds", "probe-zero-k": "--k", "probe-unknown-metric": "--metric",
+    "probe-unknown-index": "--index", "probe-unknown-target": "--target",
+    "probe-out-is-file": "--out {file}", "probe-out-parent-is-file": "--out {file}/probe",
+    "probe-out-unwritable": "--out /proc", "probe-save-parent-is-file": "--save {file}/saved",
+    "probe-save-unwritable": "--save /sys", "probe-bad-int": "--folds",
+    "predict-probe-missing": NOT_THERE, "predict-probe-not-saved": "{empty}",
+    "predict-probe-is-file": "{file}", "predict-probe-is-catalog": "{matched}",
+    "predict-no-embeddings": "{matched}", "predict-missing-catalog": NOT_THERE,
+    "predict-no-probe-option": "--probe",
+    "search-no-embeddings": "{matched}", "search-unknown-id": "TARGETID = 1",
+    "search-text-id": "--like", "search-zero-k": "--k", "search-unknown-index": "--index",
+    "search-unknown-modality": "--from", "search-neither-like-nor-evaluate": "--like",
+    "search-plot-is-dir": "--plot {empty}", "search-plot-parent-is-file": "--plot {file}/n.png",
+    "search-plot-unwritable": "--plot /proc", "search-missing-catalog": NOT_THERE,
+    "train-config-typo": "{train_typo}: unknown key 'batch_sise'",
+    "train-config-type": "{train_type}: 'batch_size'",
+    "train-config-range": "{train_range}: val_fraction",
+    "train-config-syntax": "{train_syntax}", "train-config-missing": NOT_THERE,
+    "train-zero-batch": "--batch-size", "train-missing-catalog": NOT_THERE,
+    "train-out-parent-is-file": "--out {file}/model",
+    "export-not-a-model": "{empty}", "export-onnx-dir": "--model {models}",
+    "export-missing": NOT_THERE, "export-file": "{file}",
+    "run-missing-config": NOT_THERE, "run-config-is-dir": "{empty}",
+    "run-config-typo": "{run_typo} [crossmatch]: unknown key 'radus'",
+    "run-config-type": "{run_type} [crossmatch]: 'radius'",
+    "run-config-range": "{run_range} [embed]: 'batch_size'",
+    "run-config-no-catalog": "'catalog'", "run-config-predict-without-probe": "[predict]",
+    "run-config-table-not-table": "'embed'", "run-config-missing-input": NOT_THERE,
+    "run-config-syntax": "{run_syntax}", "run-unknown-log-format": "--log-format",
+    "run-unknown-on-error": "--on-error",
+}
+
+
 @pytest.fixture(scope="module")
 def first_id(fx) -> str:
     """An ID that is in the embedded catalog (for cases whose fault is elsewhere)."""
@@ -232,5 +290,6 @@ def test_bad_input_is_one_error_line(case_id, template, fx, first_id):
         assert len(lines) <= 2 and not any(ln.startswith("error:") for ln in lines[1:]), \
             result.stderr
         assert "-vv" not in result.stderr, "an unforeseen error, not a message: " + result.stderr
+    assert EXPECT[case_id].format(**names) in output, output
     assert not new.exists()
     assert _snapshot(fx["root"]) == before
