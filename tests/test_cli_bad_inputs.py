@@ -293,3 +293,29 @@ def test_bad_input_is_one_error_line(case_id, template, fx, first_id):
     assert EXPECT[case_id].format(**names) in output, output
     assert not new.exists()
     assert _snapshot(fx["root"]) == before
+
+
+def test_unforeseen_error_in_output_is_one_line_and_a_hint(fx, monkeypatch):
+    """A failure after the main work (here: reading info's last-run state) is still one error
+    line and one hint, not a traceback."""
+    import astroembed.run
+
+    def broken(catalog):
+        raise RuntimeError("disk went away")
+
+    monkeypatch.setattr(astroembed.run, "read_state", broken)
+    result = runner.invoke(app, ["info", str(fx["embedded"])])
+    assert result.exit_code == 1 and "Traceback" not in result.stdout + result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0] == "error: RuntimeError: disk went away"
+    assert len(lines) == 2 and lines[1].startswith("hint:") and "-vv" in lines[1]
+
+
+def test_plot_creates_missing_parent_directories(fx, first_id, tmp_path):
+    """--plot in a directory that does not exist yet: the directories are made, as for the
+    other outputs."""
+    plot = tmp_path / "plots" / "search" / "neighbours.png"
+    result = runner.invoke(app, ["-q", "search", "--catalog", str(fx["embedded"]), "--like",
+                                 first_id, "--k", "3", "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
