@@ -42,8 +42,12 @@ def _stderr():
 def _user_errors():
     """Turn every failure into one line on stderr (at most one hint line) and an exit code:
     AstroembedError its own, an interruption 130, anything unforeseen 1."""
+    import click
+
     try:
         yield
+    except (click.exceptions.Exit, click.ClickException, click.Abort):
+        raise  # typer.Exit and usage errors: Click already prints and exits as they say
     except InterruptedRun as exc:
         typer.echo(f"interrupted: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
@@ -106,9 +110,13 @@ def simulate(
 
     Example:  astroembed simulate demo/survey --n-galaxies 2000 --seed 0
     """
-    from . import simulate_survey as run_simulation
-
     with _user_errors():
+        from . import simulate_survey as run_simulation
+        from .config import SimulationConfig
+        from .io.paths import check_output_dir
+
+        SimulationConfig(n_galaxies=n_galaxies, seed=seed, cutout_size=cutout_size).validate()
+        check_output_dir(out, "OUT")
         if _quiet():
             summary = run_simulation(out, n_galaxies=n_galaxies, seed=seed,
                                      cutout_size=cutout_size, overwrite=overwrite)
@@ -117,6 +125,10 @@ def simulate(
                 summary = run_simulation(
                     out, n_galaxies=n_galaxies, seed=seed, cutout_size=cutout_size,
                     overwrite=overwrite, progress=lambda m: status.update(f"simulating {m}..."))
+        _print_simulation(summary, out, as_json)
+
+
+def _print_simulation(summary: dict, out: Path, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
@@ -141,14 +153,14 @@ def inspect(
 
     Example:  astroembed inspect demo/survey
     """
-    from .inventory import describe
-
     with _user_errors():
+        from .inventory import describe
+
         report = describe(paths)
-    if as_json:
-        typer.echo(json.dumps(report, indent=2))
-    else:
-        _print_inventory(report, files)
+        if as_json:
+            typer.echo(json.dumps(report, indent=2))
+        else:
+            _print_inventory(report, files)
     for err in report["errors"]:
         typer.echo(f"error: {err['error']}", err=True)
     if report["errors"]:
@@ -213,10 +225,11 @@ def crossmatch(
 
     Example:  astroembed crossmatch demo/survey/legacysurvey demo/survey/desi --out demo/matched
     """
-    from .config import CrossmatchConfig
-    from .pipeline import crossmatch as run_crossmatch
-
     with _user_errors():
+        from .config import CrossmatchConfig
+        from .io.paths import check_output_dir
+        from .pipeline import crossmatch as run_crossmatch
+
         parts = tuple(s.strip() for s in suffixes.split(","))
         cfg = CrossmatchConfig(
             images=[str(images)], spectra=[str(spectra)], out=str(out), radius=radius, mode=mode,
@@ -224,7 +237,13 @@ def crossmatch(
             keep_all_spectra=keep_all_spectra, suffixes=parts, id_column=id_column,
             max_bytes=max_bytes, max_rows=max_rows, scheduler=scheduler, workers=workers,
             processes=processes, overwrite=overwrite)
+        cfg.validate()
+        check_output_dir(out, "--out")
         summary = _with_progress(lambda p: run_crossmatch(cfg, progress=p))
+        _print_crossmatch(summary, out, as_json)
+
+
+def _print_crossmatch(summary: dict, out: Path, as_json: bool) -> None:
     for internal in ("input_tiles", "layout"):  # for `astroembed run`'s state, not people
         summary.pop(internal, None)
     if as_json:
@@ -242,18 +261,24 @@ def crossmatch(
 
 
 def _with_progress(run):
-    """Run ``run(progress)`` under a rich progress bar on stderr (none with -q)."""
+    """Run ``run(progress)`` under rich progress bars on stderr (none with -q). The bars appear
+    at the first update, so an error raised before any work (a bad argument) stays one line."""
     if _quiet():
         return run(None)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     bars: dict[str, int] = {}
-    with Progress(TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=_stderr(), transient=False) as progress:
+    with contextlib.ExitStack() as stack:
+        holder: list = []
+
         def update(stage: str, done: int, total: int) -> None:
+            if not holder:
+                holder.append(stack.enter_context(Progress(
+                    TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=_stderr(), transient=False)))
             if stage not in bars:
-                bars[stage] = progress.add_task(stage, total=total)
-            progress.update(bars[stage], completed=done)
+                bars[stage] = holder[0].add_task(stage, total=total)
+            holder[0].update(bars[stage], completed=done)
 
         return run(update)
 
@@ -270,33 +295,24 @@ def info(
 
     Example:  astroembed info demo/matched --tiles
     """
-    from .io.catalog import describe_catalog, read_catalog_info
-
-    if tiles:
-        with _user_errors():
-            cat = read_catalog_info(catalog)
-        for order, pixel in cat.tiles:
-            typer.echo(f"{order}/{pixel}")
-        return
     with _user_errors():
+        from .io.catalog import describe_catalog, read_catalog_info
+
+        if tiles:
+            for order, pixel in read_catalog_info(catalog).tiles:
+                typer.echo(f"{order}/{pixel}")
+            return
         facts = describe_catalog(catalog)
-    if as_json:
-        typer.echo(json.dumps(facts, indent=2, default=str))
-        return
-    _print_info(facts)
-
-
-def _size(n: int) -> str:
-    """Bytes for people: 12.3 MB."""
-    for unit in ("bytes", "kB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} bytes"
+        if as_json:
+            typer.echo(json.dumps(facts, indent=2, default=str))
+            return
+        _print_info(facts)
 
 
 def _print_info(facts: dict) -> None:
     """``astroembed info`` as text, from :func:`astroembed.io.catalog.describe_catalog`."""
+    from .io.outputs import human_bytes
+
     state = facts["state"] + (f": {facts['state_detail']}" if facts["state_detail"] else "")
     tiles = [(t["order"], t["pixel"]) for t in facts["tiles"]]
     typer.echo(f"{facts['path']}: {facts['total_rows']} rows in {len(tiles)} tiles, {state}")
@@ -326,11 +342,11 @@ def _print_info(facts: dict) -> None:
     leftovers = facts["leftover_work_files"]
     if leftovers:
         total = sum(w["bytes"] for w in leftovers)
-        typer.echo(f"leftover work files beside the catalog ({_size(total)}; in use while a run "
+        typer.echo(f"leftover work files beside the catalog ({human_bytes(total)}; in use while a run "
                    "is under way, else left by an interrupted one: `rm -rf` them to free the "
                    "space):")
         for w in leftovers:
-            typer.echo(f"  {w['path']}  {_size(w['bytes'])}  {w['what']}")
+            typer.echo(f"  {w['path']}  {human_bytes(w['bytes'])}  {w['what']}")
 
 
 # ---- embed (issue 5): owned by the embed work; edit only between these markers ----
@@ -410,10 +426,10 @@ def embed(
 
     Example:  astroembed embed --catalog demo/matched --model models/mine-onnx
     """
-    from .config import EmbedConfig
-    from .pipeline import embed as run_embed
-
     with _user_errors():
+        from .config import EmbedConfig
+        from .pipeline import embed as run_embed
+
         cfg = EmbedConfig(catalog=str(catalog), tiles=tuple(tile or ()),
                           model=str(model) if model is not None else None, name=name,
                           modality=modality, batch_size=batch_size, device=device,
@@ -424,7 +440,7 @@ def embed(
             if getattr(err, "summary", None):
                 _print_embed_summary(err.summary, as_json)
             raise
-    _print_embed_summary(summary, as_json)
+        _print_embed_summary(summary, as_json)
 # ---- end embed ----
 
 # ---- probe, predict, search (issue 6): edit only between these markers ----
@@ -457,31 +473,6 @@ def _probe_json(doc) -> str:
         return value
 
     return json.dumps(clean(doc), indent=2, allow_nan=False, default=str)
-
-
-def _lazy_progress(run):
-    """Like ``_with_progress``, but the bar appears at the first update, so an error raised
-    before any work (a bad argument) stays one line on stderr."""
-    if _quiet():
-        return run(None)
-    import contextlib
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bars: dict[str, int] = {}
-    with contextlib.ExitStack() as stack:
-        holder: list = []
-
-        def update(stage: str, done: int, total: int) -> None:
-            if not holder:
-                holder.append(stack.enter_context(Progress(
-                    TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=_stderr(), transient=False)))
-            if stage not in bars:
-                bars[stage] = holder[0].add_task(stage, total=total)
-            holder[0].update(bars[stage], completed=done)
-
-        return run(update)
 
 
 def _probe_fmt(value, spec: str = ".4f", std=None) -> str:
@@ -521,23 +512,23 @@ def probe(
 
     Example:  astroembed probe --catalog demo/matched --target redshift --method all --out demo/probe
     """
-    from .config import PROBE_METHODS, ProbeConfig
-    from .probe import prepare_probe, run_probe
-
     with _user_errors():
+        from .config import PROBE_METHODS, ProbeConfig
+        from .probe import prepare_probe, run_probe
+
         cfg = ProbeConfig(
             catalog=str(catalog), target=target, embedding=_probe_choices(embedding),
             method=_probe_choices(method, PROBE_METHODS), folds=folds, k=k, metric=metric,
             seed=seed, index=index, name=name, id_column=id_column, baselines=baselines,
             out=str(out) if out else None, save=str(save) if save else None, overwrite=overwrite)
         plan = prepare_probe(cfg)
-        doc = _lazy_progress(lambda p: run_probe(cfg, progress=p, prepared=plan))
-    if as_json:
-        for r in doc["results"]:
-            r.pop("folds", None)
-        typer.echo(_probe_json(doc))
-        return
-    _print_probe(doc)
+        doc = _with_progress(lambda p: run_probe(cfg, progress=p, prepared=plan))
+        if as_json:
+            for r in doc["results"]:
+                r.pop("folds", None)
+            typer.echo(_probe_json(doc))
+        else:
+            _print_probe(doc)
 
 
 def _print_probe(doc: dict) -> None:
@@ -598,11 +589,15 @@ def predict(
 
     Example:  astroembed predict --catalog demo/matched --probe demo/z_probe
     """
-    from .probe import predict_catalog
-
     with _user_errors():
-        summary = _lazy_progress(lambda p: predict_catalog(catalog, probe_path, column=column,
+        from .probe import predict_catalog
+
+        summary = _with_progress(lambda p: predict_catalog(catalog, probe_path, column=column,
                                                            overwrite=overwrite, progress=p))
+        _print_prediction(summary, as_json)
+
+
+def _print_prediction(summary: dict, as_json: bool) -> None:
     if as_json:
         typer.echo(_probe_json(summary))
         return
@@ -635,15 +630,19 @@ def search(
 
     Example:  astroembed search --catalog demo/matched --like 39627652591521042 --from image --to spectrum
     """
-    from .config import SearchConfig
-    from .search import SearchCatalog, evaluate_catalog, neighbours, plot_neighbours, search_modalities
-
     with _user_errors():
+        from .config import SearchConfig
+        from .io.paths import check_output_file
+        from .search import (SearchCatalog, evaluate_catalog, neighbours, plot_neighbours,
+                             search_modalities)
+
         cfg = SearchConfig(catalog=str(catalog), like=like, from_modality=from_modality,
                            to_modality=to_modality, k=k, index=index, name=name,
                            id_column=id_column, plot=str(plot) if plot else None,
                            evaluate=evaluate, queries=queries, seed=seed)
         cfg.validate()
+        if plot:
+            check_output_file(plot, "--plot", example="neighbours.png")
         cat = SearchCatalog.open(catalog, search_modalities(from_modality, to_modality, evaluate),
                                  name=name, id_column=id_column)
         if evaluate:
@@ -652,12 +651,12 @@ def search(
             report = neighbours(cat, like, from_modality, to_modality, k=k, index=index, seed=seed)
             if plot:
                 report["plot"] = str(plot_neighbours(cat, report, plot))
-    if as_json:
-        typer.echo(_probe_json(report))
-    elif evaluate:
-        _print_retrieval(report)
-    else:
-        _print_neighbours(report)
+        if as_json:
+            typer.echo(_probe_json(report))
+        elif evaluate:
+            _print_retrieval(report)
+        else:
+            _print_neighbours(report)
 
 
 def _print_neighbours(report: dict) -> None:
@@ -705,7 +704,8 @@ def _print_retrieval(report: dict) -> None:
 
 # ---- train, export (issue 4): edit only between these markers ----
 def _training_progress():
-    """A rich bar per training stage with the running loss (None with -q)."""
+    """A rich bar per training stage with the running loss (None with -q). The bars appear at
+    the first step, so an error found while loading the catalog stays one line."""
     if _quiet():
         return contextlib.nullcontext(None)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -713,10 +713,16 @@ def _training_progress():
     @contextlib.contextmanager
     def bars():
         tasks: dict[str, int] = {}
-        with Progress(TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(),
-                      console=_stderr()) as progress:
+        with contextlib.ExitStack() as stack:
+            holder: list = []
+
             def update(stage: str, step: int, total: int, metrics: dict) -> None:
+                if not holder:
+                    holder.append(stack.enter_context(Progress(
+                        TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(),
+                        console=_stderr())))
+                progress = holder[0]
                 if stage not in tasks:
                     tasks[stage] = progress.add_task(stage, total=total, loss=float("nan"))
                 progress.update(tasks[stage], completed=step, loss=metrics.get("loss", float("nan")))
@@ -746,22 +752,27 @@ def train(
 
     Example:  astroembed train --catalog demo/matched --out models/mine
     """
-    from .config import from_mapping, load_toml
-    from .training import TrainConfig, train as run_train
-
     with _user_errors():
+        from .config import from_mapping, load_toml
+        from .io.paths import check_output_dir
+        from .training import TrainConfig, train as run_train
+
         values = load_toml(config) if config else {}
+        file_keys = set(values)
         flags = {"seed": seed, "pretrain_epochs": pretrain_epochs, "align_epochs": align_epochs,
                  "batch_size": batch_size, "max_rows": max_rows, "threads": threads}
-        values.update({k: v for k, v in flags.items() if v is not None})
+        flags = {k: v for k, v in flags.items() if v is not None}
+        values.update(flags)
         values.update(catalog=str(catalog), out=str(out))
-        cfg = from_mapping(TrainConfig, values, source=str(config or "train"))
+        cfg = from_mapping(TrainConfig, values, source=str(config or "train"),
+                           file_keys=file_keys - set(flags))
+        check_output_dir(out, "--out")
         with _training_progress() as progress:
             summary = run_train(cfg, resume=resume, progress=progress)
-    last = summary["history"][-1]
-    typer.echo(f"trained on {summary['train_rows']} rows ({summary['val_rows']} validation) in "
-               f"{summary['seconds']} s; validation image->spectrum top-1%: "
-               f"{last.get('val_top1pct_image_to_spectrum', float('nan')):.3f}; model in {out}")
+        last = summary["history"][-1]
+        typer.echo(f"trained on {summary['train_rows']} rows ({summary['val_rows']} validation) "
+                   f"in {summary['seconds']} s; validation image->spectrum top-1%: "
+                   f"{last.get('val_top1pct_image_to_spectrum', float('nan')):.3f}; model in {out}")
 
 
 @app.command()
@@ -777,13 +788,16 @@ def export(
 
     Example:  astroembed export models/mine --out models/mine-onnx
     """
-    from .export import export_model
-
     with _user_errors():
+        from .export import export_model
+        from .io.paths import check_output_dir
+
+        check_output_dir(out, "--out")
         result = export_model(model_dir, out, overwrite=overwrite)
-    for modality, e in result["encoders"].items():
-        typer.echo(f"{out}/{e['file']}: {modality} encoder, {e['bytes'] / 1e6:.1f} MB, parity "
-                   f"max |onnx - torch| = {e['parity_max_abs_diff']:.1e}, hash {e['model_hash'][:12]}")
+        for modality, e in result["encoders"].items():
+            typer.echo(f"{out}/{e['file']}: {modality} encoder, {e['bytes'] / 1e6:.1f} MB, parity "
+                       f"max |onnx - torch| = {e['parity_max_abs_diff']:.1e}, hash "
+                       f"{e['model_hash'][:12]}")
 # ---- end train ----
 
 
@@ -835,10 +849,10 @@ def run_pipeline(
 
     Example:  astroembed run pipelines/demo.toml --log-format json --on-error skip
     """
-    from .config import LOG_FORMATS, ON_ERROR
-    from .run import PartialSuccess, run
-
     with _user_errors():
+        from .config import LOG_FORMATS, ON_ERROR
+        from .run import PartialSuccess, run
+
         for option, value, allowed in (("log-format", log_format, LOG_FORMATS),
                                        ("on-error", on_error, ON_ERROR)):
             if value not in allowed:
@@ -849,7 +863,7 @@ def run_pipeline(
         except PartialSuccess as err:
             _print_run_report(err.report, as_json)
             raise
-    _print_run_report(report, as_json)
+        _print_run_report(report, as_json)
 
 
 def _print_run_report(report: dict, as_json: bool) -> None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -18,8 +20,13 @@ from .errors import ConfigError
 T = TypeVar("T")
 
 
-def from_mapping(cls: type[T], data: dict[str, Any], source: str = "config") -> T:
-    """Build dataclass ``cls`` from ``data``, refusing unknown keys with a suggestion."""
+def from_mapping(cls: type[T], data: dict[str, Any], source: str = "config",
+                 file_keys: Collection[str] | None = None) -> T:
+    """Build dataclass ``cls`` from ``data``, refusing unknown keys with a suggestion.
+
+    ``file_keys``: the keys whose values came from the file ``source`` (default: all); a
+    range error about one of them names the file and the key as written there, not the flag.
+    """
     names = [f.name for f in dataclasses.fields(cls)]
     for key in data:
         if key not in names:
@@ -34,8 +41,27 @@ def from_mapping(cls: type[T], data: dict[str, Any], source: str = "config") -> 
     obj = cls(**data)
     validate = getattr(obj, "validate", None)
     if validate is not None:
-        validate()
+        try:
+            validate()
+        except ConfigError as err:
+            if source == "config":
+                raise
+            raise ConfigError(_in_file(str(err), source,
+                                       set(data if file_keys is None else file_keys))) from None
     return obj
+
+
+def _in_file(message: str, source: str, keys: set[str]) -> str:
+    """A validate() message about a value read from a file: ``--batch-size`` becomes
+    ``'batch_size'`` and the file is named, since that is what the user has to edit."""
+    def as_key(match: re.Match) -> str:
+        key = match.group(1).replace("-", "_")
+        return f"'{key}'" if key in keys else match.group(0)
+
+    text = re.sub(r"(?<![\w-])--?([a-z][a-z0-9-]*)", as_key, message)
+    if any(re.search(rf"(?<![\w-]){re.escape(k)}(?![\w-])", text) for k in keys):
+        return f"{source}: {text}"
+    return message
 
 
 def _type_ok(value, hint) -> bool:
@@ -249,7 +275,7 @@ class SearchConfig:
         _choices("to", (self.to_modality or self.from_modality,), ("image", "spectrum"))
         _choices("index", (self.index,), INDEX_KINDS)
         if self.k < 1:
-            raise ConfigError(f"-k must be at least 1 (got {self.k}).")
+            raise ConfigError(f"--k must be at least 1 (got {self.k}).")
         if self.queries < 1:
             raise ConfigError(f"--queries must be at least 1 (got {self.queries}).")
         if self.evaluate == (self.like is not None):

@@ -121,9 +121,16 @@ def export_model(model_dir: str | os.PathLike, out: str | os.PathLike,
     from astroembed.training import FINAL, build_models, config_from_checkpoint, load_checkpoint
 
     model_dir, out = Path(model_dir), Path(out)
+    if not model_dir.is_dir():
+        what = "is a file" if model_dir.exists() else "does not exist"
+        raise ModelError(f"{model_dir}: {what}; MODEL_DIR is the directory `astroembed train "
+                         f"--out` wrote (with {FINAL}).")
     if not (model_dir / FINAL).is_file():
         hint = (" Training has not finished (only a checkpoint); continue it with "
                 "`astroembed train --resume`." if (model_dir / "checkpoint.pt").is_file() else "")
+        if any(model_dir.glob("*.onnx")):
+            hint = (" It holds ONNX encoders already: use it as `astroembed embed --model "
+                    f"{model_dir}`.")
         raise ModelError(f"{model_dir}: no {FINAL} (a model trained by `astroembed train`).{hint}")
     claim_directory(out, MODEL, overwrite=overwrite, option="--out")
     payload = load_checkpoint(model_dir / FINAL)

@@ -112,9 +112,18 @@ def _run_all(client, fn, items: list, stage: str, progress: Progress | None, **k
             if progress:
                 progress(stage, done, len(items))
     except BaseException:
-        client.cancel(futures)
+        future = None
+        _cancel(client, futures)
         raise
     return results
+
+
+def _cancel(client, futures: list) -> None:
+    """Cancel the tasks and drop our references to their futures while the client is alive:
+    a failure's traceback would otherwise keep them until interpreter exit, whose clean-up
+    then prints errors from inside distributed."""
+    client.cancel(futures)
+    futures.clear()
 
 
 def _stage_one(f, staging: str, keep_all: bool):
@@ -559,7 +568,8 @@ def _embed_tiles(cfg: EmbedConfig, jobs: list, rows: dict, progress: Progress | 
                 done_rows += rows[(jobs[i].order, jobs[i].pixel)]
                 report(n)
         except BaseException:
-            client.cancel(futures)
+            future = None
+            _cancel(client, futures)
             raise
         results[:] = by_job  # in job order
         return results

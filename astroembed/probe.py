@@ -45,6 +45,7 @@ from astroembed.io.arrays import (
     vectors,
 )
 from astroembed.io.catalog import CatalogInfo, read_catalog_info
+from astroembed.io.paths import check_output_dir
 
 log = logging.getLogger("astroembed")
 Progress = Callable[[str, int, int], None]
@@ -515,6 +516,9 @@ def prepare_probe(cfg: ProbeConfig) -> ProbePlan:
     it draws a progress bar.
     """
     cfg.validate()
+    for option, path in (("--out", cfg.out), ("--save", cfg.save)):
+        if path:
+            check_output_dir(path, option)
     start = time.perf_counter()
     info = read_catalog_info(cfg.catalog)
     data = load_probe_data(cfg, info)
@@ -736,6 +740,9 @@ class SavedProbe:
     def load(cls, path: str | os.PathLike) -> SavedProbe:
         path = Path(path)
         spec_file, array_file = path / "probe.json", path / "arrays.npz"
+        if not path.exists():
+            raise ModelError(f"{path}: no such directory; --probe is a directory written by "
+                             "`astroembed probe --save`.")
         if not spec_file.is_file() or not array_file.is_file():
             raise ModelError(f"{path}: not a saved probe (needs probe.json and arrays.npz, as "
                              "`astroembed probe --save` writes).")

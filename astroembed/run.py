@@ -33,6 +33,7 @@ from pathlib import Path
 
 from .config import ON_ERROR, RunConfig, load_run_config
 from .errors import AstroembedError, ConfigError, InputError, InterruptedRun, LockedError
+from .io.paths import check_output_dir
 
 log = logging.getLogger("astroembed")
 STATE_FILE = "astroembed_state.json"
@@ -135,6 +136,14 @@ def _known_file_error(err: AstroembedError) -> InputError:
                       "of the inputs to drop its rows.")
 
 
+def check_input_roots(cfg: RunConfig) -> None:
+    """Every ``images`` / ``spectra`` entry of the config exists (a typo'd path is an error
+    before the run starts, not a run that failed)."""
+    for root in (*cfg.images, *cfg.spectra):
+        if not Path(root).exists():
+            raise InputError(f"{root}: no such file or directory (from {cfg.source}).")
+
+
 def _scan_inputs(cfg: RunConfig, on_error: str, skipped: dict[str, str],
                  known: dict[str, dict]) -> list[str]:
     """Every input file whose kind can be recognised; the others fail the run, or with
@@ -143,9 +152,7 @@ def _scan_inputs(cfg: RunConfig, on_error: str, skipped: dict[str, str],
     from .io import detect_kind
 
     good = []
-    for root in (*cfg.images, *cfg.spectra):
-        if not Path(root).exists():
-            raise InputError(f"{root}: no such file or directory (from {cfg.source}).")
+    check_input_roots(cfg)
     for path in input_files([*cfg.images, *cfg.spectra]):
         if str(path) in skipped or path.name == "truth.parquet":
             continue
@@ -292,6 +299,12 @@ def run(config: str | os.PathLike, *, dry_run: bool = False, on_error: str = "fa
         raise ConfigError(f"--on-error must be one of {', '.join(ON_ERROR)} (got '{on_error}').")
     cfg = load_run_config(config)
     catalog = Path(cfg.catalog)
+    check_input_roots(cfg)
+    if not dry_run:
+        check_output_dir(catalog, f"{cfg.source}: catalog")
+        for key in ("out", "save"):
+            if cfg.probe is not None and getattr(cfg.probe, key):
+                check_output_dir(getattr(cfg.probe, key), f"{cfg.source}: [probe] {key}")
     started = time.time()
     report: dict = {"config": cfg.source, "catalog": str(catalog), "started": _now(),
                     "dry_run": dry_run, "stages": {}, "skipped_inputs": {}}

@@ -543,13 +543,13 @@ def _train(cfg: TrainConfig, resume: bool, progress: Progress | None) -> dict:
     elif (out / FINAL).exists() or ckpt_file.exists():
         raise OutputError(f"{out}: already holds a model or checkpoint; use --resume to "
                           "continue it or choose a new --out.")
-    out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(True)
     started = time.time()
 
     data = load_training_data(cfg.catalog, cfg)
+    out.mkdir(parents=True, exist_ok=True)  # after the catalog is read: a bad one leaves nothing
     val = validation_mask(data.ids, cfg.val_fraction)
     train_idx, val_idx = np.flatnonzero(~val), np.flatnonzero(val)
     log.info("training on %d rows, validating on %d (%s)", len(train_idx), len(val_idx),

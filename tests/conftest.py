@@ -42,3 +42,23 @@ def run_survey(tmp_path_factory) -> Path:
 def coadds(root: Path) -> list[Path]:
     """The DESI main-survey coadd files under ``root``, sorted."""
     return sorted(root.rglob("coadd-main-*.fits"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A matching pair of tiny ONNX encoders (16-pixel crops, 8 dimensions)."""
+    import tiny_models
+
+    return tiny_models.model_dir(tmp_path_factory.mktemp("models") / "tiny", crop=16, dim=8)
+
+
+@pytest.fixture(scope="session")
+def tiled_catalog(small_survey, tmp_path_factory) -> Path:
+    """``small_survey`` cross-matched into several tiles (at most 40 rows each); copy it
+    before changing it."""
+    import astroembed
+
+    out = tmp_path_factory.mktemp("tiled") / "matched"
+    astroembed.crossmatch_surveys(small_survey / "legacysurvey", small_survey / "desi", out,
+                                  max_rows=40)
+    return out

@@ -25,7 +25,6 @@ import pytest
 from typer.testing import CliRunner
 
 import astroembed
-import tiny_models
 from astroembed.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,16 +64,13 @@ def one_error(stderr: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> Path:
-    return tiny_models.model_dir(tmp_path_factory.mktemp("models") / "tiny", crop=16, dim=8)
+def models(tiny_model) -> Path:
+    return tiny_model
 
 
 @pytest.fixture(scope="module")
-def matched(small_survey, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("safety") / "matched"
-    astroembed.crossmatch_surveys(small_survey / "legacysurvey", small_survey / "desi", out,
-                                  max_rows=40)
-    return out
+def matched(tiled_catalog) -> Path:
+    return tiled_catalog
 
 
 @pytest.fixture(scope="module")

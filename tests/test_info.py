@@ -21,7 +21,6 @@ import pytest
 from typer.testing import CliRunner
 
 import astroembed
-import tiny_models
 from astroembed.cli import app
 from astroembed.io.catalog import mark_incomplete, read_properties
 
@@ -44,18 +43,14 @@ def tiles_with(catalog: Path, column: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    return tiny_models.model_dir(tmp_path_factory.mktemp("models") / "tiny", crop=16, dim=8)
+def model(tiny_model) -> Path:
+    return tiny_model
 
 
 @pytest.fixture(scope="module")
-def matched(small_survey, tmp_path_factory) -> Path:
-    """A cross-matched catalog of several tiles."""
-    out = tmp_path_factory.mktemp("info") / "matched"
-    astroembed.crossmatch_surveys(small_survey / "legacysurvey", small_survey / "desi", out,
-                                  max_rows=40)
-    assert len(tile_files(out)) >= 3
-    return out
+def matched(tiled_catalog) -> Path:
+    assert len(tile_files(tiled_catalog)) >= 3
+    return tiled_catalog
 
 
 @pytest.fixture

@@ -175,10 +175,10 @@ def test_probe_is_optional_and_defaults_to_redshift(tmp_path):
 
 def test_values_are_validated(tmp_path):
     path = write(tmp_path, f'{MINIMAL}[crossmatch]\nmode = "nearest"\n')
-    with pytest.raises(ConfigError, match="--mode must be one of"):
+    with pytest.raises(ConfigError, match=r"pipeline.toml \[crossmatch\]: 'mode' must be one of"):
         load_run_config(path)
     path = write(tmp_path, f'{MINIMAL}[probe]\nmethod = ["knn", "forest"]\n', "p2.toml")
-    with pytest.raises(ConfigError, match="--method must be one of"):
+    with pytest.raises(ConfigError, match=r"p2.toml \[probe\]: 'method' must be one of"):
         load_run_config(path)
 
 

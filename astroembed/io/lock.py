@@ -97,22 +97,44 @@ class CatalogLock:
                            "when it has finished.")
 
     @contextlib.contextmanager
-    def _unsupported(self, err: OSError | None) -> Iterator[bool]:
+    def _tried(self, operation: str) -> Iterator[tuple[int | None, bool]]:
+        """The lock file open and ``operation`` (``"shared"`` or ``"exclusive"``) tried
+        without waiting: ``(fd, got)``. ``fd`` is None where the file system has no
+        ``flock`` (then ``got`` is True, after a warning). Closing the file releases it."""
+        if fcntl is None:
+            self._unsupported("no fcntl")
+            yield None, True
+            return
+        fd = self._open()
+        try:
+            held: int | None = fd
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_SH if operation == "shared" else fcntl.LOCK_EX)
+                            | fcntl.LOCK_NB)
+                got = True
+            except BlockingIOError:
+                got = False
+            except OSError as err:  # e.g. ENOLCK on a file system without flock
+                self._unsupported(err.strerror or err)
+                held, got = None, True
+            yield held, got
+        finally:
+            os.close(fd)
+
+    def _unsupported(self, why: object) -> None:
         log.warning("%s: file locking unsupported here (%s): do not run two astroembed "
-                    "writers on this catalog at once", self.path,
-                    "no fcntl" if err is None else err.strerror or err)
-        yield True
+                    "writers on this catalog at once", self.path, why)
 
     @contextlib.contextmanager
-    def _hold_exclusive(self, fd: int) -> Iterator[None]:
+    def _hold_exclusive(self, fd: int | None) -> Iterator[None]:
         key = str(self.path)
         _held.add(key)
         try:
             yield
         finally:
             _held.discard(key)
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            if fd is not None:
+                os.ftruncate(fd, 0)
 
     # -- the three modes
 
@@ -124,29 +146,18 @@ class CatalogLock:
         if str(self.path) in _held:
             yield
             return
-        if fcntl is None:
-            with self._unsupported(None):
-                yield
-            return
-        fd = self._open()
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise self._refuse(fd) from None
-            except OSError as err:
-                with self._unsupported(err):
-                    yield
-                return
-            previous = self._stamp(fd, f"astroembed {self.command}")
-            if previous:
-                log.info("%s: taking over the lock of a process that ended without releasing "
-                         "it (%s)", self.catalog, previous,
-                         extra={"event": "lock_taken_over", "fields": {"previous": previous}})
+        with self._tried("exclusive") as (fd, got):
+            if not got:
+                raise self._refuse(fd)
+            if fd is not None:
+                previous = self._stamp(fd, f"astroembed {self.command}")
+                if previous:
+                    log.info("%s: taking over the lock of a process that ended without "
+                             "releasing it (%s)", self.catalog, previous,
+                             extra={"event": "lock_taken_over",
+                                    "fields": {"previous": previous}})
             with self._hold_exclusive(fd):
                 yield
-        finally:
-            os.close(fd)
 
     @contextlib.contextmanager
     def shared(self) -> Iterator[None]:
@@ -155,31 +166,16 @@ class CatalogLock:
         if str(self.path) in _held:  # inside this process's exclusive hold
             yield
             return
-        if fcntl is None:
-            with self._unsupported(None):
-                yield
-            return
-        fd = self._open()
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
+        with self._tried("shared") as (fd, got):
+            if not got:
                 if FINISHING not in self._holder(fd):
-                    raise self._refuse(fd) from None
+                    raise self._refuse(fd)
                 log.info("%s: another embed run is finishing the catalog; waiting",
                          self.catalog)
                 fcntl.flock(fd, fcntl.LOCK_SH)
-            except OSError as err:
-                with self._unsupported(err):
-                    yield
-                return
-            os.ftruncate(fd, 0)  # a stamp left by an exclusive holder that died
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+            if fd is not None:
+                os.ftruncate(fd, 0)  # a stamp left by an exclusive holder that died
+            yield
 
     @contextlib.contextmanager
     def try_exclusive(self) -> Iterator[bool]:
@@ -188,27 +184,14 @@ class CatalogLock:
         if str(self.path) in _held:
             yield True
             return
-        if fcntl is None:
-            with self._unsupported(None) as got:
-                yield got
-            return
-        fd = self._open()
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+        with self._tried("exclusive") as (fd, got):
+            if not got:
                 yield False
                 return
-            except OSError as err:
-                with self._unsupported(err) as got:
-                    yield got
-                return
-            self._stamp(fd, f"astroembed {self.command} {FINISHING}")
+            if fd is not None:
+                self._stamp(fd, f"astroembed {self.command} {FINISHING}")
             with self._hold_exclusive(fd):
                 yield True
-        finally:
-            os.close(fd)
-
 
 def holders(catalog: str | os.PathLike) -> list[str]:
     """Who holds the catalog's lock now, without taking it (so ``info`` never waits and never

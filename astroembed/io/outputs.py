@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from astroembed.errors import OutputError
+from astroembed.io.paths import check_output_dir, check_writable_parent
 
 SHOWN = 3  # foreign files named in a refusal
 
@@ -175,39 +176,18 @@ def claim_directory(path: str | os.PathLike, product: Product, *, overwrite: boo
     """
     path = Path(path)
     if not path.exists() and not path.is_symlink():
-        check_creatable(path, option)
+        check_writable_parent(path, option)
         return False
     if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
-        check_writable_dir(path, option)
+        check_writable_parent(path, option)  # it is replaced by a rename in its parent
         return False
     may_replace(path, product, option)  # refuses anything that is not ours
     if not overwrite:
         how = f"pass {flag} to replace it, or " if flag else ""
         raise OutputError(f"{option} {path}: an astroembed {product.name} is already there; "
                           f"{how}choose another path.")
-    check_writable_dir(path.parent, option)
+    check_writable_parent(path, option)
     return True
-
-
-def check_writable_dir(path: Path, option: str) -> None:
-    """OutputError when files cannot be created in the existing directory ``path``."""
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise OutputError(f"{option} {path}: directory is not writable; choose another path "
-                          "or fix its permissions.")
-
-
-def check_creatable(path: str | os.PathLike, option: str) -> None:
-    """OutputError when ``path`` (not there yet) could not be created: the nearest existing
-    ancestor must be a writable directory."""
-    path = Path(path)
-    parent = path.parent
-    while not parent.exists():
-        if parent.is_symlink():  # a dangling link
-            break
-        parent = parent.parent
-    if not parent.is_dir():
-        raise OutputError(f"{option} {path}: cannot be created: {parent} is not a directory.")
-    check_writable_dir(parent, option)
 
 
 def check_write_into(path: str | os.PathLike, product: Product, names: list[str],
@@ -216,13 +196,10 @@ def check_write_into(path: str | os.PathLike, product: Product, names: list[str]
     (created when absent): each one already there must be one astroembed wrote as part of
     ``product``, recognised by its marker. Other files in ``path`` are left alone."""
     path = Path(path)
+    check_output_dir(path, option)
     if not path.exists():
-        check_creatable(path, option)
         return
-    if not path.is_dir():
-        raise OutputError(f"{option} {path}: exists and is not a directory; choose another "
-                          "path.")
-    check_writable_dir(path, option)
+    check_writable_parent(path / names[0], option)
     present = [n for n in names if (path / n).exists() or (path / n).is_symlink()]
     if present and not product.made_by_astroembed(path):
         raise OutputError(f"{option} {path}: already holds {_listing(present)}, not written "
