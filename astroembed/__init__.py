@@ -8,8 +8,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .config import CrossmatchConfig, SimulationConfig  # noqa: E402
-from .errors import AstroembedError, ConfigError, InputError, ModelError, OutputError  # noqa: E402
+from astroembed.config import CrossmatchConfig, SimulationConfig  # noqa: E402
+from astroembed.errors import AstroembedError, ConfigError, InputError, ModelError, OutputError  # noqa: E402
 
 
 def simulate_survey(out, n_galaxies: int = 2000, seed: int = 0, cutout_size: int = 64,
@@ -18,7 +18,7 @@ def simulate_survey(out, n_galaxies: int = 2000, seed: int = 0, cutout_size: int
 
     The directory appears complete or not at all. Returns a summary (counts, files).
     """
-    from .simulate.survey import write_survey
+    from astroembed.simulation.survey import write_survey
 
     cfg = SimulationConfig(n_galaxies=n_galaxies, seed=seed, cutout_size=cutout_size)
     return write_survey(out, cfg, overwrite=overwrite, progress=progress)
@@ -29,8 +29,8 @@ def crossmatch_surveys(images, spectra, out, **options) -> dict:
     HATS catalog ``out``; ``options`` are the fields of :class:`CrossmatchConfig` (radius, mode,
     how, margin, match_on, ...). Returns the run summary (rows, matched, dropped per reason).
     """
-    from .config import CrossmatchConfig
-    from .pipeline import crossmatch
+    from astroembed.config import CrossmatchConfig
+    from astroembed.compute import crossmatch
 
     as_list = lambda x: [str(p) for p in x] if isinstance(x, (list, tuple)) else [str(x)]  # noqa: E731
     cfg = CrossmatchConfig(images=as_list(images), spectra=as_list(spectra), out=str(out), **options)
@@ -41,8 +41,8 @@ def embed_catalog(catalog, **options) -> dict:
     """Add embedding columns to every tile of ``catalog`` with the ONNX encoders; ``options``
     are the fields of :class:`astroembed.config.EmbedConfig` (model, name, modality, device,
     batch_size, ...). Without ``model``, the default model. Returns the run summary."""
-    from .config import EmbedConfig
-    from .pipeline import embed
+    from astroembed.config import EmbedConfig
+    from astroembed.compute import embed
 
     return embed(EmbedConfig(catalog=str(catalog), **options))
 
@@ -51,8 +51,8 @@ def probe_catalog(catalog, target: str = "redshift", **options) -> dict:
     """Cross-validated probes of ``target`` from the catalog's embeddings and the baselines;
     ``options`` are the fields of :class:`astroembed.config.ProbeConfig` (method, k, out, ...).
     Returns the document ``astroembed probe --json`` prints."""
-    from .config import ProbeConfig
-    from .probe import run_probe
+    from astroembed.config import ProbeConfig
+    from astroembed.probes.probe import run_probe
 
     for key in ("method", "embedding"):
         if isinstance(options.get(key), str):
@@ -63,8 +63,8 @@ def probe_catalog(catalog, target: str = "redshift", **options) -> dict:
 def search_catalog(catalog, like, **options) -> dict:
     """Nearest neighbours of the object with ID ``like`` by cosine similarity; ``options`` are
     the fields of :class:`astroembed.config.SearchConfig` (from_modality, to_modality, k, ...)."""
-    from .config import SearchConfig
-    from .search import SearchCatalog, neighbours, search_modalities
+    from astroembed.config import SearchConfig
+    from astroembed.similarity import SearchCatalog, neighbours, search_modalities
 
     cfg = SearchConfig(catalog=str(catalog), like=str(like), **options)
     cfg.validate()
@@ -78,7 +78,7 @@ def run_pipeline(config, *, dry_run: bool = False, on_error: str = "fail") -> di
     """Run the pipeline in TOML file ``config`` (crossmatch -> embed -> probe/predict),
     incrementally: only tiles touched by new or changed inputs are redone. Returns the
     run's report (what was done per stage, its outcome)."""
-    from .run import run
+    from astroembed.pipeline.run import run
 
     return run(config, dry_run=dry_run, on_error=on_error)
 
@@ -88,14 +88,14 @@ def catalog_info(path) -> dict:
     ``state`` (complete, partly embedded or incomplete) and ``state_detail``, ``total_rows``,
     ``tiles`` with rows, ``columns``, ``embeddings`` per column with the tiles holding it,
     ``leftover_work_files`` beside it, ``last_run``, ``properties`` and ``provenance``."""
-    from .io.catalog import describe_catalog
+    from astroembed.catalog.hats import describe_catalog
 
     return describe_catalog(path)
 
 
 def describe_inputs(paths) -> dict:
     """What astroembed reads from input files or directories: kind, rows, usable spectra, ..."""
-    from .inventory import describe as _describe
+    from astroembed.readers.inventory import describe as _describe
 
     return _describe(list(paths))
 

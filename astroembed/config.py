@@ -15,7 +15,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .errors import ConfigError
+from astroembed.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -291,7 +291,7 @@ DEVICES = ("auto", "cpu", "cuda")
 class EmbedConfig:
     """What ``astroembed embed`` does. See DESIGN.md section 8.
 
-    Checks here need no files; :func:`astroembed.embedding.plan_embed` checks the catalog,
+    Checks here need no files; :func:`astroembed.runtime.embedding.plan_embed` checks the catalog,
     the tiles and the model before any tile is touched.
     """
 

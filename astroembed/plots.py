@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from astroembed.io.atomic import atomic_path
+from astroembed.catalog.atomic import atomic_path
 
 #: Above this many points the probe plots bin (hexbin) instead of scattering.
 SCATTER_MAX = 50_000

@@ -9,9 +9,9 @@ Usage (from the repository root):
 
 For each size N it builds (once, cached in ``--work``) a catalog of ONE tile of N rows with
 random 3x64x64 g,r,z cutouts and 7781-pixel spectra (flux, ivar), written through
-``astroembed.io.catalog.CatalogWriter``, then runs, each in its own process:
+``astroembed.catalog.hats.CatalogWriter``, then runs, each in its own process:
 
-- ``embed``: ``astroembed.pipeline.embed`` with ``--force`` on that tile (in-process, both
+- ``embed``: ``astroembed.compute.embed`` with ``--force`` on that tile (in-process, both
   encoders): open the catalog and model, read every row group, preprocess, run, write the
   new tile, rewrite the catalog metadata. Timed inside the process (imports excluded, for
   both runs).
@@ -101,8 +101,8 @@ def ensure_catalog(work: Path, n: int) -> Path:
     import numpy as np
     import pyarrow.parquet as pq
 
-    from astroembed.io.atomic import atomic_path
-    from astroembed.io.catalog import CatalogWriter, read_catalog_info, tile_path
+    from astroembed.catalog.atomic import atomic_path
+    from astroembed.catalog.hats import CatalogWriter, read_catalog_info, tile_path
 
     path = work / f"n{n}-v{DATA_VERSION}"
     if (path / "hats.properties").is_file():
@@ -130,7 +130,7 @@ def ensure_catalog(work: Path, n: int) -> Path:
 
 def default_model(work: Path) -> Path:
     """The shipped default model, else the tiny test model (built in ``work``)."""
-    from astroembed.modelfile import DEFAULT_MODEL_DIR
+    from astroembed.runtime.modelfile import DEFAULT_MODEL_DIR
 
     if DEFAULT_MODEL_DIR.is_dir() and any(DEFAULT_MODEL_DIR.glob("*.onnx")):
         return DEFAULT_MODEL_DIR
@@ -144,9 +144,9 @@ def default_model(work: Path) -> Path:
 # Children (each timed run is its own process)
 # =============================================================================================
 def child_embed(args) -> dict:
-    import astroembed.embedding  # noqa: F401 - imported untimed, as the bare run's modules are
+    import astroembed.runtime.embedding  # noqa: F401 - imported untimed, as the bare run's modules are
     from astroembed.config import EmbedConfig
-    from astroembed.pipeline import embed
+    from astroembed.compute import embed
 
     cfg = EmbedConfig(catalog=args.catalog, model=args.model, batch_size=args.batch_size,
                       threads=args.threads, device=args.device, force=True)
@@ -168,13 +168,13 @@ def child_bare(args) -> dict:
     import onnxruntime as ort
     import pyarrow.parquet as pq
 
-    from astroembed.io.catalog import image_array, tile_path
-    from astroembed.modelfile import find_encoders, open_encoder
-    from astroembed.preprocess import image_inputs, spectrum_inputs
+    from astroembed.catalog.hats import image_array, tile_path
+    from astroembed.runtime.modelfile import find_encoders, open_encoder
+    from astroembed.runtime.preprocess import image_inputs, spectrum_inputs
 
     from concurrent.futures import ThreadPoolExecutor
 
-    from astroembed.embedding import threads_per_encoder
+    from astroembed.runtime.embedding import threads_per_encoder
 
     paths = find_encoders(args.model)
     sessions, preps, providers = {}, {}, {}
@@ -273,7 +273,7 @@ def _busy_cpu() -> float:
 # Harness
 # =============================================================================================
 def model_id(model: Path) -> dict:
-    from astroembed.modelfile import encoder_info, find_encoders
+    from astroembed.runtime.modelfile import encoder_info, find_encoders
 
     infos = {m: encoder_info(p) for m, p in find_encoders(model).items()}
     first = next(iter(infos.values()))
@@ -291,7 +291,7 @@ def markdown(report: dict) -> str:
         f"{report['threads']} onnxruntime threads, providers "
         f"{', '.join(sorted({p[0] for r in report['results'] for p in r['embed']['providers'].values()}))}. "
         "One tile of N rows (random 3x64x64 cutouts, 7781-pixel flux and ivar, ~110 kB a row). "
-        "`embed` = `astroembed.pipeline.embed(..., force=True)`, timed in its process (read, "
+        "`embed` = `astroembed.compute.embed(..., force=True)`, timed in its process (read, "
         "preprocess, both encoders, write the tile, rewrite the catalog metadata). `bare` = "
         "`session.run` alone on the same rows, already preprocessed, scheduled as `embed` runs "
         "the encoders (side by side, threads shared). `overhead` = embed s / "

@@ -46,10 +46,10 @@ def main() -> int:
     import torch
 
     from astroembed.config import from_mapping, load_toml
-    from astroembed.export import _export_one
-    from astroembed.modelfile import onnx_session
-    from astroembed.models.export_form import export_form
-    from astroembed.training import TrainConfig, build_models
+    from astroembed.training.export import _export_one
+    from astroembed.runtime.modelfile import onnx_session
+    from astroembed.training.export_form import export_form
+    from astroembed.training.trainer import TrainConfig, build_models
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=256)

@@ -34,10 +34,10 @@ from sklearn.neighbors import KNeighborsRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from astroembed.io.catalog import image_array, read_catalog_info, tile_path
-from astroembed.modelfile import find_encoders, open_encoder
-from astroembed.preprocess import image_inputs, spectrum_inputs
-from astroembed.probe import PCA_COMPONENTS, SPECTRUM_BIN, rebin_spectra
+from astroembed.catalog.hats import image_array, read_catalog_info, tile_path
+from astroembed.runtime.modelfile import find_encoders, open_encoder
+from astroembed.runtime.preprocess import image_inputs, spectrum_inputs
+from astroembed.probes.probe import PCA_COMPONENTS, SPECTRUM_BIN, rebin_spectra
 
 
 def load(catalog: str, flux_cols: list[str]) -> dict:

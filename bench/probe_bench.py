@@ -87,8 +87,8 @@ def make_catalog(path: Path, n: int, seed: int = SEED) -> Path:
     """A synthetic catalog of ``n`` rows (written once; reused while DATA_VERSION holds)."""
     import pyarrow as pa
 
-    from astroembed.io.catalog import CatalogWriter, tile_of
-    from astroembed.sky import healpix29
+    from astroembed.catalog.hats import CatalogWriter, tile_of
+    from astroembed.matching.sky import healpix29
 
     stamp = path / "bench_version.txt"
     if stamp.is_file() and stamp.read_text() == f"{DATA_VERSION} {n}":
@@ -143,7 +143,7 @@ def peak_rss_mb() -> float:
 def bench_probe(catalog: Path, n: int, exact_max: float, methods: list[str]) -> list[dict]:
     """5-fold CV of the image embedding: k-NN (exact and/or faiss) and ridge."""
     from astroembed.config import ProbeConfig
-    from astroembed.probe import run_probe
+    from astroembed.probes.probe import run_probe
 
     runs = []
     for method in methods:
@@ -172,7 +172,7 @@ def bench_probe(catalog: Path, n: int, exact_max: float, methods: list[str]) -> 
 
 def bench_search(catalog: Path, n: int, queries: int = N_QUERIES) -> list[dict]:
     """Per-query latency of image -> spectrum search, exact vs faiss, and faiss recall@10."""
-    from astroembed.search import SearchCatalog, index_files
+    from astroembed.similarity import SearchCatalog, index_files
 
     cat = SearchCatalog.open(catalog, ("image", "spectrum"))
     t0 = time.perf_counter()

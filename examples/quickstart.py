@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 import astroembed
-from astroembed.io import read_redshifts, read_spectra, wavelength_grid
+from astroembed.readers import read_redshifts, read_spectra, wavelength_grid
 
 
 def main(out: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from astroembed.simulate.population import sample_galaxies
+from astroembed.simulation.population import sample_galaxies
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared/fixtures/real/reference/sdss_main_10000gal_ugriz_specz.fits"
 

@@ -1,7 +1,7 @@
 """Test-owned geometry: the independent oracles the cross-match and tiling tests compare with.
 
 Never imported by the package; written here from the textbook formulas so that a bug in
-``astroembed.sky`` cannot hide behind the same bug in its oracle.
+``astroembed.matching.sky`` cannot hide behind the same bug in its oracle.
 """
 
 from __future__ import annotations

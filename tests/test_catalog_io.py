@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from astroembed.errors import InputError, OutputError
-from astroembed.io import catalog as cat
+from astroembed.catalog import hats as cat
 
 #: Disjoint tiles at orders 1-4 (plus one at order 7 for a Dir= other than 0):
 #: (2,0), (2,1), (3,8), (4,36) all lie in (1,0); (2,2) contains (3,8) and (4,36).

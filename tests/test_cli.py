@@ -112,7 +112,7 @@ def test_simulate_onto_a_file(tmp_path):
 
 def test_simulate_crash_leaves_nothing(tmp_path, monkeypatch):
     """A failure half-way (here: while writing DESI files) leaves no OUT and no temp dirs."""
-    from astroembed.simulate import survey
+    from astroembed.simulation import survey
 
     def boom(*a, **k):
         raise RuntimeError("disk on fire")
@@ -125,7 +125,7 @@ def test_simulate_crash_leaves_nothing(tmp_path, monkeypatch):
 
 
 def test_simulate_crash_keeps_previous_output(small_survey, tmp_path, monkeypatch):
-    from astroembed.simulate import survey
+    from astroembed.simulation import survey
 
     out = tmp_path / "survey"
     shutil.copytree(small_survey, out)

@@ -263,7 +263,7 @@ def first_id(fx) -> str:
     """An ID that is in the embedded catalog (for cases whose fault is elsewhere)."""
     import pyarrow.parquet as pq
 
-    from astroembed.io.catalog import read_catalog_info, tile_path
+    from astroembed.catalog.hats import read_catalog_info, tile_path
 
     info = read_catalog_info(fx["embedded"])
     table = pq.read_table(tile_path(fx["embedded"], *info.tiles[0]), columns=["TARGETID"])
@@ -298,12 +298,12 @@ def test_bad_input_is_one_error_line(case_id, template, fx, first_id):
 def test_unforeseen_error_in_output_is_one_line_and_a_hint(fx, monkeypatch):
     """A failure after the main work (here: reading info's last-run state) is still one error
     line and one hint, not a traceback."""
-    import astroembed.run
+    import astroembed.pipeline.run
 
     def broken(catalog):
         raise RuntimeError("disk went away")
 
-    monkeypatch.setattr(astroembed.run, "read_state", broken)
+    monkeypatch.setattr(astroembed.pipeline.run, "read_state", broken)
     result = runner.invoke(app, ["info", str(fx["embedded"])])
     assert result.exit_code == 1 and "Traceback" not in result.stdout + result.stderr
     lines = result.stderr.splitlines()

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from astroembed import sky
+from astroembed.matching import sky
 from oracles import haversine_arcsec, offset
-from astroembed.crossmatch import (MODES, check_margin, join_pairs, match_tile,
+from astroembed.matching.pairs import (MODES, check_margin, join_pairs, match_tile,
                                    required_margins)
 from astroembed.errors import ConfigError
 

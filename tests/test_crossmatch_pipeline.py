@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from astroembed.cli import app
 from astroembed.config import CrossmatchConfig
-from astroembed.pipeline import crossmatch, staging_dir
+from astroembed.compute import crossmatch, staging_dir
 
 runner = CliRunner()
 LS_IDS = ("RELEASE", "BRICKID", "OBJID", "BRICKNAME", "BRICK_OBJID")
@@ -170,8 +170,7 @@ def test_info_lists_tiles(matched):
 
 
 def test_resume_after_a_crash_gives_the_same_catalog(small_survey, matched, tmp_path, monkeypatch):
-    from astroembed import tilematch
-
+    from astroembed.matching import tilematch
     out = tmp_path / "resumed"
     cfg = dict(images=[str(small_survey / "legacysurvey")], spectra=[str(small_survey / "desi")],
                out=str(out), compare_ids=True, max_rows=120)
@@ -345,8 +344,7 @@ def _oracle_best(left, right, radius):
 
 @pytest.mark.parametrize("how", ["inner", "left"])
 def test_parquet_tables_in_chunks_equal_astropy(tmp_path, monkeypatch, how):
-    from astroembed import partition
-
+    from astroembed.matching import partition
     monkeypatch.setattr(partition, "CHUNK_ROWS", 170)  # several chunks per input
     left, right = _random_tables(tmp_path)
     out = tmp_path / "cat"

@@ -209,7 +209,7 @@ def test_a_png_output_refuses_a_directory_before_any_work(embedded, tmp_path):
 
 HOLD = """
 import sys, time
-from astroembed.io.lock import CatalogLock
+from astroembed.catalog.lock import CatalogLock
 lock = CatalogLock(sys.argv[1], sys.argv[2])
 with (lock.shared() if sys.argv[3] == "shared" else lock.exclusive()):
     print("held", flush=True)

@@ -2,7 +2,7 @@
 and rewritten atomically, and every bad argument is one clear line before anything changes.
 
 The reference (``ref_image_inputs``, ``ref_spectrum_inputs``) is written here from the
-formulas in the docstring of :mod:`astroembed.preprocess`, one row at a time in float64; it
+formulas in the docstring of :mod:`astroembed.runtime.preprocess`, one row at a time in float64; it
 does not call astroembed's preprocessing. Models are tiny random-weight ONNX files
 (``tests/tiny_models.py``).
 """
@@ -30,13 +30,13 @@ import astroembed
 import tiny_models
 from astroembed.cli import app
 from astroembed.config import EmbedConfig
-from astroembed.embedding import FIELD_KEYS
+from astroembed.runtime.embedding import FIELD_KEYS
 from astroembed.errors import AstroembedError, ConfigError, InputError, ModelError, OutputError
-from astroembed.io.catalog import (CatalogWriter, image_array, read_catalog_info,
+from astroembed.catalog.hats import (CatalogWriter, image_array, read_catalog_info,
                                    refresh_catalog, tile_path, write_tile)
-from astroembed.io.lock import CatalogLock
-from astroembed.pipeline import embed
-from astroembed.preprocess import default_image_preprocessing, default_spectrum_preprocessing
+from astroembed.catalog.lock import CatalogLock
+from astroembed.compute import embed
+from astroembed.runtime.preprocess import default_image_preprocessing, default_spectrum_preprocessing
 
 runner = CliRunner()
 DIM = 8
@@ -141,7 +141,7 @@ def as_array(column: pa.ChunkedArray, dim: int) -> tuple[np.ndarray, np.ndarray]
 
 def ref_image_inputs(cutout: np.ndarray, prep: dict) -> np.ndarray | None:
     """One (3, H, W) cutout -> (3, crop, crop) input, or None if unusable (module docstring of
-    astroembed.preprocess: centre crop, s_b = max(0, x_b scale_b + m), I = mean_b s_b,
+    astroembed.runtime.preprocess: centre crop, s_b = max(0, x_b scale_b + m), I = mean_b s_b,
     clip(s_b asinh(Q I) / (sqrt(Q) I), 0, 1), I = 1e-6 where 0)."""
     crop = prep["crop"]
     h, w = cutout.shape[1:]
@@ -263,7 +263,7 @@ def test_output_schema_metadata_and_readers(catalog, models):
 
 
 def test_batches_never_exceed_batch_size(catalog, models, monkeypatch):
-    from astroembed.modelfile import Encoder
+    from astroembed.runtime.modelfile import Encoder
 
     sizes = []
     original = Encoder.run
@@ -367,7 +367,7 @@ def same_values(a: pa.ChunkedArray, b: pa.ChunkedArray) -> bool:
 
 def test_crash_after_some_tiles_then_resume_is_identical(base_catalog, models, tmp_path,
                                                          monkeypatch):
-    import astroembed.embedding as embedding
+    import astroembed.runtime.embedding as embedding
 
     clean, crashed = tmp_path / "clean", tmp_path / "crashed"
     shutil.copytree(base_catalog, clean)
@@ -394,7 +394,7 @@ def test_crash_after_some_tiles_then_resume_is_identical(base_catalog, models, t
 
 KILL_SCRIPT = textwrap.dedent("""
     import sys, time
-    import astroembed.embedding as embedding
+    import astroembed.runtime.embedding as embedding
     from astroembed.cli import app
     original = embedding.embed_tile
     def slow(job, on_rows=None):
@@ -436,7 +436,7 @@ def test_killed_run_restarted_gives_identical_output(base_catalog, models, tmp_p
 
 
 def test_failure_inside_a_tile_leaves_it_untouched(catalog, models, monkeypatch):
-    from astroembed.modelfile import Encoder
+    from astroembed.runtime.modelfile import Encoder
 
     info = read_catalog_info(catalog)
     tile = max(info.tiles, key=lambda t: info.rows[t])
@@ -620,7 +620,7 @@ def test_existing_foreign_column_is_not_overwritten(catalog, models):
 
 
 def test_default_model_missing_is_a_clear_model_error(catalog):
-    from astroembed.modelfile import DEFAULT_MODEL_DIR
+    from astroembed.runtime.modelfile import DEFAULT_MODEL_DIR
 
     if DEFAULT_MODEL_DIR.is_dir():
         pytest.skip("the default model ships in this checkout")
@@ -681,7 +681,7 @@ def test_ordered_writer_keeps_order_bounds_the_queue_and_raises_write_errors():
     import random
     import time
 
-    from astroembed.embedding import MAX_PENDING_WRITES, _OrderedWriter
+    from astroembed.runtime.embedding import MAX_PENDING_WRITES, _OrderedWriter
 
     class Groups:
         def __init__(self, fail_at=None):
@@ -722,8 +722,8 @@ def test_tile_of_many_row_groups_through_reader_and_writer_threads(catalog, mode
     """Small row groups, batches of 3 and a row group written for every batch (on the writer
     thread): the rows keep their order and get the reference embeddings; a write failing in
     the middle of the tile leaves it as it was."""
-    import astroembed.embedding as embedding_module
-    from astroembed.io.tilestream import RowGroupWriter
+    import astroembed.runtime.embedding as embedding_module
+    from astroembed.catalog.rewrite import RowGroupWriter
 
     info = read_catalog_info(catalog)
     tile = max(info.tiles, key=lambda t: info.rows[t])

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 import astroembed
 from astroembed.cli import app
-from astroembed.io.catalog import mark_incomplete, read_properties
+from astroembed.catalog.hats import mark_incomplete, read_properties
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -142,7 +142,7 @@ def test_info_lists_leftover_work_files_with_their_sizes(catalog):
 
 def _default_model_warning(catalog: Path, cwd: Path, caplog) -> str:
     """The warnings planning a default-model embed gives, run from ``cwd``."""
-    from astroembed.embedding import plan_embed
+    from astroembed.runtime.embedding import plan_embed
 
     old = Path.cwd()
     os.chdir(cwd)

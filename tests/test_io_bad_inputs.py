@@ -14,7 +14,7 @@ import pytest
 from astropy.io import fits
 
 from astroembed.errors import InputError
-from astroembed.io import (
+from astroembed.readers import (
     read_any,
     read_catalog,
     read_cutout_fits,

@@ -14,7 +14,7 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 
-from astroembed.io import (
+from astroembed.readers import (
     N_WAVE,
     attach_cutouts,
     read_any,

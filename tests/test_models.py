@@ -14,13 +14,13 @@ onnx = pytest.importorskip("onnx")
 
 import astroembed  # noqa: E402
 from astroembed.errors import AstroembedError, InputError, InterruptedRun, ModelError  # noqa: E402
-from astroembed.modelfile import DEFAULT_MODEL_DIR, find_encoders, open_encoder  # noqa: E402
-from astroembed.models import (ImageEncoder, ImageEncoderConfig, SpectrumEncoder,  # noqa: E402
+from astroembed.runtime.modelfile import DEFAULT_MODEL_DIR, find_encoders, open_encoder  # noqa: E402
+from astroembed.training.encoders import (ImageEncoder, ImageEncoderConfig, SpectrumEncoder,  # noqa: E402
                                SpectrumEncoderConfig, info_nce)
-from astroembed.preprocess import (default_image_preprocessing,  # noqa: E402
+from astroembed.runtime.preprocess import (default_image_preprocessing,  # noqa: E402
                                    default_spectrum_preprocessing, image_inputs,
                                    spectrum_inputs, spectrum_length)
-from astroembed.training import TrainConfig, load_checkpoint, span_mask, train  # noqa: E402
+from astroembed.training.trainer import TrainConfig, load_checkpoint, span_mask, train  # noqa: E402
 
 TINY = {"spectrum": {"patch": 40, "width": 32, "depth": 1, "heads": 2, "mlp_ratio": 2.0,
                      "stem": [[8, 5, 1], [16, 4, 4]]},
@@ -54,7 +54,7 @@ def test_training_keeps_the_users_files_in_its_output(trained, catalog):
 
 @pytest.fixture(scope="module")
 def exported(trained, tmp_path_factory) -> tuple[Path, dict]:
-    from astroembed.export import export_model
+    from astroembed.training.export import export_model
 
     out = tmp_path_factory.mktemp("onnx") / "tiny"
     return out, export_model(trained, out)
@@ -193,7 +193,7 @@ def test_resume_refuses_other_settings(catalog, tmp_path):
 def test_training_needs_images_and_spectra(tmp_path, catalog):
     import pyarrow.parquet as pq
 
-    from astroembed.io.catalog import CatalogWriter, read_catalog_info, read_tile
+    from astroembed.catalog.hats import CatalogWriter, read_catalog_info, read_tile
 
     info = read_catalog_info(catalog)
     out = tmp_path / "noimages"
@@ -235,8 +235,8 @@ def test_export_parity_and_metadata_round_trip(exported, trained):
 
 def test_onnx_matches_torch_at_any_batch_size(exported, trained, catalog):
     """Independent of export's own parity check: rows from the catalog, several batch sizes."""
-    from astroembed.io.catalog import image_array, read_catalog_info, read_tile
-    from astroembed.training import build_models, config_from_checkpoint
+    from astroembed.catalog.hats import image_array, read_catalog_info, read_tile
+    from astroembed.training.trainer import build_models, config_from_checkpoint
 
     out, _ = exported
     payload = load_checkpoint(trained / "model.pt")
@@ -264,7 +264,7 @@ def test_onnx_matches_torch_at_any_batch_size(exported, trained, catalog):
 def test_export_refuses_unfinished_training(tmp_path):
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "checkpoint.pt").write_bytes(b"")
-    from astroembed.export import export_model
+    from astroembed.training.export import export_model
 
     with pytest.raises(ModelError, match="--resume"):
         export_model(tmp_path / "m", tmp_path / "o")
@@ -350,7 +350,7 @@ def test_onnxruntime_minimum_matches_the_install_extras():
     asks for."""
     import tomllib
 
-    from astroembed.modelfile import MIN_ONNXRUNTIME
+    from astroembed.runtime.modelfile import MIN_ONNXRUNTIME
 
     pyproject = Path(__file__).parents[1] / "pyproject.toml"
     extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
@@ -419,7 +419,7 @@ def test_default_model_warns_on_data_it_was_not_trained_on(catalog, tmp_path, ca
     import logging
     import shutil
 
-    from astroembed.embedding import plan_embed
+    from astroembed.runtime.embedding import plan_embed
 
     if not DEFAULT_MODEL_DIR.is_dir():
         pytest.fail(f"the default model is missing from {DEFAULT_MODEL_DIR}; run `make model`")
@@ -452,8 +452,8 @@ def test_spectrum_export_form_matches_trained_form(heads, width, depth, length, 
     """The layout handed to the exporter (folded head, dropped key bias, one Attention node
     per block) computes what the trained module computes (the oracle is the trained module's
     own forward pass), and exports without transposes of the token tensors."""
-    from astroembed.export import _export_one
-    from astroembed.models.export_form import export_form
+    from astroembed.training.export import _export_one
+    from astroembed.training.export_form import export_form
 
     torch.manual_seed(heads + depth)
     enc = SpectrumEncoder(SpectrumEncoderConfig(length=length, patch=patch, width=width,
@@ -482,7 +482,7 @@ def test_spectrum_export_form_matches_trained_form(heads, width, depth, length, 
 @pytest.mark.parametrize("heads,widths,crop", [(1, (8, 16), 16), (4, (8, 16, 32), 32)])
 def test_image_export_form_matches_trained_form(heads, widths, crop):
     """The image encoder's folded head computes what the trained head computes."""
-    from astroembed.models.export_form import export_form
+    from astroembed.training.export_form import export_form
 
     torch.manual_seed(len(widths))
     enc = ImageEncoder(ImageEncoderConfig(crop=crop, widths=widths, heads=heads,

@@ -11,7 +11,7 @@ import pytest
 
 from astroembed.config import from_mapping, load_run_config
 from astroembed.errors import ConfigError
-from astroembed.training import TrainConfig
+from astroembed.training.trainer import TrainConfig
 
 PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 # TOML files in pipelines/ that are not `astroembed run` configs: the default model's

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 from astroembed.cli import app
 from astroembed.config import ProbeConfig
 from astroembed.errors import ConfigError, InputError, ModelError
-from astroembed.io.catalog import read_catalog_info, read_tile
-from astroembed.probe import (
+from astroembed.catalog.hats import read_catalog_info, read_tile
+from astroembed.probes.probe import (
     SavedProbe,
     cross_validate,
     fold_indices,
@@ -122,7 +122,7 @@ def test_faiss_knn_close_to_exact():
     r2 = {k: 1 - np.mean((p - y) ** 2) / np.var(y) for k, p in preds.items()}
     assert r2["faiss"] == pytest.approx(r2["exact"], abs=0.03)
     # probing every list makes the index exhaustive: the exact predictions, to rounding
-    from astroembed.probe import FaissKNNRegressor
+    from astroembed.probes.probe import FaissKNNRegressor
 
     exact = make_estimator("image", "knn", k=32, metric="cosine", index="exact", seed=0,
                            n_features=16, n_train=2400).fit(x[:2400], y[:2400])
@@ -289,7 +289,7 @@ def test_knn_probe_predicts_its_training_rows_leave_one_out(tmp_path):
 
 def _catalog_order(path: Path, values: np.ndarray) -> np.ndarray:
     """``values`` (in generation order) reordered as the catalog's tiles hold the rows."""
-    from astroembed.io.arrays import read_arrays
+    from astroembed.catalog.columns import read_arrays
 
     ids = read_arrays(read_catalog_info(path), ["TARGETID"],
                       lambda t: {"id": t.column(0).to_numpy()})["id"]
@@ -324,8 +324,8 @@ def test_predict_appends_a_column_to_every_tile(tmp_path):
 
 def test_predict_waits_for_no_one_and_protects_columns(tmp_path):
     from astroembed.errors import LockedError, OutputError
-    from astroembed.io.lock import CatalogLock
-    from astroembed.probe import predict_catalog
+    from astroembed.catalog.lock import CatalogLock
+    from astroembed.probes.probe import predict_catalog
 
     path, _, _ = linear_catalog(tmp_path / "cat", n=100, dim=4)
     save = tmp_path / "probe"
@@ -349,7 +349,7 @@ def test_predict_refuses_embeddings_of_another_model(tmp_path):
     assert spec["models"]["embedding_image"]["model_hash"] == "sha256:abc"
     spec["models"]["embedding_image"]["model_hash"] = "sha256:other"
     (save / "probe.json").write_text(json.dumps(spec))
-    from astroembed.probe import predict_catalog
+    from astroembed.probes.probe import predict_catalog
 
     with pytest.raises(ModelError, match="another model"):
         predict_catalog(a, save)

@@ -109,9 +109,9 @@ def test_new_inputs_redo_only_the_tiles_they_reach_and_equal_a_full_rebuild(tmp_
 
     import astroembed
     from astroembed.config import load_run_config
-    from astroembed.io.catalog import read_catalog_info
-    from astroembed.pipeline import crossmatch
-    from astroembed.run import read_state
+    from astroembed.catalog.hats import read_catalog_info
+    from astroembed.compute import crossmatch
+    from astroembed.pipeline.run import read_state
 
     config = setup_pipeline(tmp_path, survey, hold=2)
     first = cli("-q", "run", config, "--json")
@@ -212,7 +212,7 @@ def test_a_touched_but_identical_input_is_not_a_change(tmp_path, survey):
 # ----------------------------------------------------------------------------- lock
 
 def test_a_second_run_while_one_holds_the_catalog_exits_3(tmp_path, survey):
-    from astroembed.io.lock import CatalogLock
+    from astroembed.catalog.lock import CatalogLock
 
     config = setup_pipeline(tmp_path, survey)
     catalog = tmp_path / "out" / "cat"

@@ -93,8 +93,8 @@ def restore_held(where: Path) -> None:
 
 def run_in_process(config: Path) -> None:
     """The pipeline in this process, tasks one after another (no Dask cluster at all)."""
-    from astroembed import pipeline
-    from astroembed.run import run
+    from astroembed import compute as pipeline
+    from astroembed.pipeline.run import run
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(pipeline, "SMALL_INPUT_BYTES", float("inf"))

@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from astroembed.cli import app
-from astroembed.io.catalog import read_catalog_info, read_tile, write_tile
-from astroembed.search import (
+from astroembed.catalog.hats import read_catalog_info, read_tile, write_tile
+from astroembed.similarity import (
     SearchCatalog,
     index_files,
     neighbours,
@@ -38,7 +38,7 @@ def partners(tmp_path_factory) -> Path:
 
 
 def _all(path: Path, column: str) -> tuple[np.ndarray, np.ndarray]:
-    """IDs and one embedding column of every row, read independently of astroembed.search."""
+    """IDs and one embedding column of every row, read independently of astroembed.similarity."""
     info = read_catalog_info(path)
     ids, rows = [], []
     for tile in info.tiles:

@@ -16,7 +16,7 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 
 import astroembed
-from astroembed.io import (
+from astroembed.readers import (
     attach_cutouts,
     detect_kind,
     read_catalog,
@@ -220,7 +220,7 @@ def sdss(real_fixtures):
 @pytest.fixture(scope="module")
 def bright_sample():
     """Simulated galaxies with SDSS r < 17.77, from the simulator's own population code."""
-    from astroembed.simulate.population import sample_galaxies
+    from astroembed.simulation.population import sample_galaxies
 
     gal = sample_galaxies(np.random.default_rng(11), 3000, r_limit=17.77)
     keep = gal.mags["sdss2010-r"] < 17.77
@@ -245,7 +245,7 @@ def test_redshift_distribution_matches_sdss(sdss, bright_sample):
 
 
 def test_every_reader_reads_simulated_files(small_survey):
-    from astroembed.io import read_table
+    from astroembed.readers import read_table
 
     truth = _truth(small_survey)
     redrock = pa.concat_tables([read_redshifts(f) for f in _files(small_survey, "redrock-main-*.fits")])

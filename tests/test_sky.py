@@ -1,7 +1,7 @@
-"""HEALPix indexing, tiles and margins (astroembed.sky), checked against healpy and brute force.
+"""HEALPix indexing, tiles and margins (astroembed.matching.sky), checked against healpy and brute force.
 
 Geometry oracles here are written in the test (spherical offsets, haversine), never taken from
-astroembed.sky.
+astroembed.matching.sky.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from astroembed import sky
+from astroembed.matching import sky
 from oracles import haversine_arcsec, offset
 from astroembed.errors import ConfigError
 

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from astroembed.errors import InputError
-from astroembed.io.tilestream import rewrite_tile
+from astroembed.catalog.rewrite import rewrite_tile
 
 
 def _tile(path, n=50, row_group=12):

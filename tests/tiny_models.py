@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from astroembed.preprocess import (default_image_preprocessing, default_spectrum_preprocessing,
+from astroembed.runtime.preprocess import (default_image_preprocessing, default_spectrum_preprocessing,
                                    spectrum_length)
 
 OPSET = 17

@@ -1,0 +1,173 @@
+"""Export a trained encoder pair to ONNX with its contract in the metadata (torch needed).
+
+One single-file ``.onnx`` per encoder, dynamic batch axis, the metadata keys of
+:mod:`astroembed.runtime.modelfile`, and a parity check: onnxruntime on a real batch (validation rows
+stored in ``model.pt``) must agree with torch to ``PARITY_TOLERANCE``, else nothing is
+written. The directory appears complete or not at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import sys
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from astroembed.errors import ModelError
+from astroembed.catalog.atomic import atomic_directory
+from astroembed.catalog.outputs import MODEL, claim_directory, may_replace
+from astroembed.runtime.modelfile import CONTRACT_VERSION, open_encoder
+
+log = logging.getLogger("astroembed")
+PARITY_TOLERANCE = 1e-4
+OUTPUT_NAME = "embedding"
+
+
+def weights_hash(module) -> str:
+    """sha256 of a module's parameters and buffers (names and float32 bytes, sorted)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """torch.onnx.export prints progress on stdout; keep stdout clean for data output."""
+    saved = os.dup(1)
+    sys.stdout.flush()
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _export_one(module, example: tuple, names: list[str], path: Path, metadata: dict) -> None:
+    """Trace ``module`` to a single ONNX file with a dynamic batch axis and ``metadata``."""
+    import onnx
+    import torch
+
+    from astroembed.training.export_form import ONNX_OPSET, translation_table
+
+    batch = torch.export.Dim("batch", min=1)
+    shapes = {name: {0: batch} for name in names}
+    module.eval()
+    for name in ("onnx_ir", "onnxscript", "torch.onnx"):
+        logging.getLogger(name).setLevel(logging.ERROR)  # its notes are not the user's to act on
+    with _stdout_to_stderr(), torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*axis name.*will not be used")
+        warnings.filterwarnings("ignore", category=FutureWarning)  # torch's own deprecations
+        program = torch.onnx.export(module, example, dynamo=True, input_names=names,
+                                    output_names=[OUTPUT_NAME], dynamic_shapes=shapes,
+                                    external_data=False, verbose=False,
+                                    opset_version=ONNX_OPSET,
+                                    custom_translation_table=translation_table())
+    model = program.model_proto
+    del model.metadata_props[:]
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+    onnx.save_model(model, str(path))
+
+
+def _metadata(modality: str, cfg, weights: str, inputs: list, prep: dict, summary: dict) -> dict:
+    return {
+        "astroembed_contract": CONTRACT_VERSION, "modality": modality,
+        "model_name": cfg.model_name, "model_version": cfg.model_version,
+        "model_hash": weights, "embedding_dim": cfg.embed_dim,
+        "inputs": json.dumps(inputs), "output": OUTPUT_NAME,
+        "preprocessing": json.dumps(prep),
+        "training_data": (f"{summary.get('rows', '?')} cross-matched rows of "
+                          f"{summary.get('catalog', '?')} (simulated survey unless stated)"),
+        "training_data_hash": summary.get("data_digest", "unknown"),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _check_parity(path: Path, module, example: tuple, names: list[str]) -> float:
+    """Max |onnx - torch| on ``example``; ModelError above the tolerance."""
+    import torch
+
+    with torch.no_grad():
+        expected = module(*example).numpy()
+    encoder = open_encoder(path, device="cpu")
+    got = encoder.run({n: t.numpy() for n, t in zip(names, example)})
+    diff = float(np.max(np.abs(got - expected)))
+    if not diff <= PARITY_TOLERANCE:
+        raise ModelError(f"{path.name}: ONNX output differs from torch by {diff:.2e} (more "
+                         f"than {PARITY_TOLERANCE:g}) on the parity batch; not exported.")
+    return diff
+
+
+def export_model(model_dir: str | os.PathLike, out: str | os.PathLike,
+                 overwrite: bool = False) -> dict:
+    """Write ``image.onnx`` and ``spectrum.onnx`` (+ ``model.json``) for the model trained in
+    ``model_dir``; returns what was written and the parity differences."""
+    import torch
+
+    from astroembed.training.export_form import export_form
+    from astroembed.training.trainer import FINAL, build_models, config_from_checkpoint, load_checkpoint
+
+    model_dir, out = Path(model_dir), Path(out)
+    if not model_dir.is_dir():
+        what = "is a file" if model_dir.exists() else "does not exist"
+        raise ModelError(f"{model_dir}: {what}; MODEL_DIR is the directory `astroembed train "
+                         f"--out` wrote (with {FINAL}).")
+    if not (model_dir / FINAL).is_file():
+        hint = (" Training has not finished (only a checkpoint); continue it with "
+                "`astroembed train --resume`." if (model_dir / "checkpoint.pt").is_file() else "")
+        if any(model_dir.glob("*.onnx")):
+            hint = (" It holds ONNX encoders already: use it as `astroembed embed --model "
+                    f"{model_dir}`.")
+        raise ModelError(f"{model_dir}: no {FINAL} (a model trained by `astroembed train`).{hint}")
+    claim_directory(out, MODEL, overwrite=overwrite, option="--out")
+    payload = load_checkpoint(model_dir / FINAL)
+    cfg = config_from_checkpoint(payload)
+    summary = json.loads(payload.get("summary", "{}"))
+    image_model, spectrum_model = build_models(cfg)
+    image_model.load_state_dict(payload["image"])
+    spectrum_model.load_state_dict(payload["spectrum"])
+    image_model.eval()
+    spectrum_model.eval()
+    img_prep, spec_prep = cfg.preprocessing()
+    parity = {"image": (payload["parity_image"],),
+              "spectrum": (payload["parity_spectrum"], payload["parity_stats"])}
+    specs = {
+        "image": (image_model, ["image"], img_prep,
+                  [{"name": "image", "shape": ["batch", 3, cfg.crop, cfg.crop]}]),
+        "spectrum": (spectrum_model, ["spectrum", "stats"], spec_prep,
+                     [{"name": "spectrum", "shape": ["batch", 2, spectrum_model.cfg.length]},
+                      {"name": "stats", "shape": ["batch", 2]}]),
+    }
+    result = {"out": str(out), "encoders": {}}
+    with atomic_directory(out, lambda p: may_replace(p, MODEL, "--out")) as tmp:
+        tmp = Path(tmp)
+        for modality, (module, names, prep, inputs) in specs.items():
+            file = tmp / f"{modality}.onnx"
+            weights = weights_hash(module)
+            meta = _metadata(modality, cfg, weights, inputs, prep, summary)
+            example = tuple(t.float() for t in parity[modality])
+            with torch.no_grad():
+                _export_one(export_form(module), example, names, file, meta)
+            diff = _check_parity(file, module, example, names)  # against the trained form
+            result["encoders"][modality] = {"file": file.name, "model_hash": weights,
+                                            "parity_max_abs_diff": diff,
+                                            "bytes": file.stat().st_size}
+            log.info("%s encoder: parity %.2e, %d bytes", modality, diff, file.stat().st_size)
+        manifest = {"model_name": cfg.model_name, "model_version": cfg.model_version,
+                    "embedding_dim": cfg.embed_dim, "training": summary,
+                    "encoders": result["encoders"]}
+        (tmp / "model.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return result
