@@ -30,7 +30,7 @@ def crossmatch_surveys(images, spectra, out, **options) -> dict:
     how, margin, match_on, ...). Returns the run summary (rows, matched, dropped per reason).
     """
     from astroembed.config import CrossmatchConfig
-    from astroembed.compute import crossmatch
+    from astroembed.matching.orchestrate import crossmatch
 
     as_list = lambda x: [str(p) for p in x] if isinstance(x, (list, tuple)) else [str(x)]  # noqa: E731
     cfg = CrossmatchConfig(images=as_list(images), spectra=as_list(spectra), out=str(out), **options)
@@ -42,7 +42,7 @@ def embed_catalog(catalog, **options) -> dict:
     are the fields of :class:`astroembed.config.EmbedConfig` (model, name, modality, device,
     batch_size, ...). Without ``model``, the default model. Returns the run summary."""
     from astroembed.config import EmbedConfig
-    from astroembed.compute import embed
+    from astroembed.runtime.orchestrate import embed
 
     return embed(EmbedConfig(catalog=str(catalog), **options))
 

@@ -11,7 +11,7 @@ For each size N it builds (once, cached in ``--work``) a catalog of ONE tile of 
 random 3x64x64 g,r,z cutouts and 7781-pixel spectra (flux, ivar), written through
 ``astroembed.catalog.hats.CatalogWriter``, then runs, each in its own process:
 
-- ``embed``: ``astroembed.compute.embed`` with ``--force`` on that tile (in-process, both
+- ``embed``: ``astroembed.runtime.orchestrate.embed`` with ``--force`` on that tile (in-process, both
   encoders): open the catalog and model, read every row group, preprocess, run, write the
   new tile, rewrite the catalog metadata. Timed inside the process (imports excluded, for
   both runs).
@@ -146,7 +146,7 @@ def default_model(work: Path) -> Path:
 def child_embed(args) -> dict:
     import astroembed.runtime.embedding  # noqa: F401 - imported untimed, as the bare run's modules are
     from astroembed.config import EmbedConfig
-    from astroembed.compute import embed
+    from astroembed.runtime.orchestrate import embed
 
     cfg = EmbedConfig(catalog=args.catalog, model=args.model, batch_size=args.batch_size,
                       threads=args.threads, device=args.device, force=True)
@@ -291,7 +291,7 @@ def markdown(report: dict) -> str:
         f"{report['threads']} onnxruntime threads, providers "
         f"{', '.join(sorted({p[0] for r in report['results'] for p in r['embed']['providers'].values()}))}. "
         "One tile of N rows (random 3x64x64 cutouts, 7781-pixel flux and ivar, ~110 kB a row). "
-        "`embed` = `astroembed.compute.embed(..., force=True)`, timed in its process (read, "
+        "`embed` = `astroembed.runtime.orchestrate.embed(..., force=True)`, timed in its process (read, "
         "preprocess, both encoders, write the tile, rewrite the catalog metadata). `bare` = "
         "`session.run` alone on the same rows, already preprocessed, scheduled as `embed` runs "
         "the encoders (side by side, threads shared). `overhead` = embed s / "

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from astroembed.cli import app
 from astroembed.config import CrossmatchConfig
-from astroembed.compute import crossmatch, staging_dir
+from astroembed.matching.orchestrate import crossmatch, staging_dir
 
 runner = CliRunner()
 LS_IDS = ("RELEASE", "BRICKID", "OBJID", "BRICKNAME", "BRICK_OBJID")

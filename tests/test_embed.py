@@ -35,7 +35,7 @@ from astroembed.errors import AstroembedError, ConfigError, InputError, ModelErr
 from astroembed.catalog.hats import (CatalogWriter, image_array, read_catalog_info,
                                    refresh_catalog, tile_path, write_tile)
 from astroembed.catalog.lock import CatalogLock
-from astroembed.compute import embed
+from astroembed.runtime.orchestrate import embed
 from astroembed.runtime.preprocess import default_image_preprocessing, default_spectrum_preprocessing
 
 runner = CliRunner()

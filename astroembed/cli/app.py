@@ -228,7 +228,7 @@ def crossmatch(
     with _user_errors():
         from astroembed.config import CrossmatchConfig
         from astroembed.catalog.paths import check_output_dir
-        from astroembed.compute import crossmatch as run_crossmatch
+        from astroembed.matching.orchestrate import crossmatch as run_crossmatch
 
         parts = tuple(s.strip() for s in suffixes.split(","))
         cfg = CrossmatchConfig(
@@ -428,7 +428,7 @@ def embed(
     """
     with _user_errors():
         from astroembed.config import EmbedConfig
-        from astroembed.compute import embed as run_embed
+        from astroembed.runtime.orchestrate import embed as run_embed
 
         cfg = EmbedConfig(catalog=str(catalog), tiles=tuple(tile or ()),
                           model=str(model) if model is not None else None, name=name,

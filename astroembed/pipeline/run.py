@@ -193,7 +193,7 @@ def _crossmatch_stage(cfg: RunConfig, catalog: Path, state: dict | None, files: 
                       diff: InputDiff, dry_run: bool, progress) -> dict:
     """Full cross-match (first run, changed settings, no usable state) or an update of the
     tiles that changed inputs reach; the stage's report."""
-    from astroembed.compute import LayoutTooSmall, crossmatch, crossmatch_update
+    from astroembed.matching.orchestrate import LayoutTooSmall, crossmatch, crossmatch_update
 
     images, spectra = _side_lists(cfg, files)
     xcfg = dataclasses.replace(cfg.crossmatch, images=images, spectra=spectra)
@@ -241,7 +241,7 @@ def _crossmatch_stage(cfg: RunConfig, catalog: Path, state: dict | None, files: 
 
 
 def _embed_stage(cfg: RunConfig, progress) -> dict:
-    from astroembed.compute import embed
+    from astroembed.runtime.orchestrate import embed
 
     event("embed_start", "embed: checking which tiles need embeddings", stage="embed")
     summary = embed(cfg.embed, progress)

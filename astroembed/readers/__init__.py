@@ -19,6 +19,10 @@ table              Parquet, Parquet/HATS directory, or any     :func:`tables.rea
 
 The schemas are documented in each module. All failures caused by the input raise
 :class:`astroembed.errors.InputError` naming the file.
+
+May import: NumPy, pyarrow, astropy, h5py, the standard library and
+:mod:`astroembed.errors`; nothing of the other astroembed packages, no Dask, torch or
+onnxruntime.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ on the batch and row-group size, never on the number of rows. Rows whose input i
 non-finite values) get a null embedding.
 
 Everything here works on one tile given by its path, so the same code runs in-process or in
-a Dask task (:func:`astroembed.compute.embed` does the orchestration; no dask here, and no
+a Dask task (:func:`astroembed.runtime.orchestrate.embed` does the orchestration; no dask here, and no
 torch: the runtime needs only onnxruntime, NumPy and pyarrow).
 
 Each embedding column is ``fixed_size_list<float32>[dim]`` named ``embedding_<modality>``

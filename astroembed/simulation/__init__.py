@@ -1,4 +1,11 @@
-"""The simulated mini-survey (``astroembed simulate``) and how to recognise its files."""
+"""The simulated mini-survey (``astroembed simulate``): galaxy populations (``population``),
+spectral energy distributions (``sed``), DESI-like spectra (``spectra``), Legacy Survey-like
+cutouts (``images``), the files in the surveys' own formats (``survey``), and how to
+recognise a simulated survey's files (here).
+
+May import: NumPy, astropy, speclite, h5py, pyarrow, :mod:`astroembed.catalog` (atomic writes,
+output rules), :mod:`astroembed.config` and :mod:`astroembed.errors`.
+"""
 
 from __future__ import annotations
 
