@@ -1,6 +1,6 @@
 """Similarity search over embedding columns and the cross-modal retrieval report.
 
-Similarity is cosine (DESIGN.md section 9): every vector is L2-normalised here (``embed``
+Similarity is cosine (docs/architecture.md): every vector is L2-normalised here (``embed``
 writes them normalised already; doing it again is cheap and makes hand-made columns safe) and
 compared by inner product. Two back ends:
 

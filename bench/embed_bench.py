@@ -21,7 +21,7 @@ random 3x64x64 g,r,z cutouts and 7781-pixel spectra (flux, ivar), written throug
   uses: both encoders side by side, the threads shared, no spinning). Read and
   preprocessing times are reported too.
 
-``overhead = embed seconds / bare seconds - 1`` (DESIGN.md section 11; target <= 0.30 on CPU).
+``overhead = embed seconds / bare seconds - 1`` (docs/architecture.md; target <= 0.30 on CPU).
 Peak memory is the child's RSS, sampled by psutil every 10 ms (and its getrusage high-water
 mark); the target is the same peak for 2,000 and 20,000 rows.
 

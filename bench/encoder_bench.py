@@ -1,4 +1,4 @@
-"""ONNX Runtime vs torch eager for both encoders on CPU (issue 4's speed check).
+"""ONNX Runtime vs torch eager for both encoders on CPU.
 
     python bench/encoder_bench.py [--batch 256] [--repeats 20] [--threads 2] [--config TOML]
 

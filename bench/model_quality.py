@@ -1,4 +1,4 @@
-"""What the encoders know, measured on a held-out simulated survey (issue 4's quality bar).
+"""What the encoders know, measured on a held-out simulated survey.
 
     python bench/model_quality.py --catalog HELDOUT_CAT [--model ONNXDIR] [--json OUT.json]
 

@@ -1,4 +1,4 @@
-"""Encoders, training, export and the ONNX contract (issue 4)."""
+"""Encoders, training, export and the ONNX contract."""
 
 from __future__ import annotations
 

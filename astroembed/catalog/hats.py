@@ -1,7 +1,7 @@
 """The matched catalog on disk: a HATS directory that ``lsdb.open_catalog`` and ``hats`` read.
 
 Why HATS: users of LSDB/hats can open astroembed output directly, and the same per-tile
-files let ``embed`` and ``run`` redo one tile at a time. Layout (DESIGN.md section 3)::
+files let ``embed`` and ``run`` redo one tile at a time. Layout (docs/architecture.md)::
 
     CAT/hats.properties               HATS keys + astroembed_version/_status/_provenance
     CAT/astroembed_provenance.json    full provenance (config, inputs, models)
@@ -1224,7 +1224,7 @@ def describe_catalog(path: str | os.PathLike) -> dict:
 
 def find_tile(info: CatalogInfo, order: int, pixel: int) -> tuple[int, int]:
     """``(order, pixel)`` if it is a tile of the catalog, else InputError naming the tiles
-    under or over it (DESIGN.md section 3: ``--tile`` must name an existing tile)."""
+    under or over it (``--tile`` must name an existing tile; docs/architecture.md)."""
     order, pixel = int(order), int(pixel)
     try:
         _check_tile(order, pixel)

@@ -1,6 +1,6 @@
 """Probes: how much of a catalog quantity (redshift by default) frozen embeddings hold.
 
-DESIGN.md section 9. For each feature set (the image, spectrum or both embeddings, and two
+See docs/architecture.md. For each feature set (the image, spectrum or both embeddings, and two
 baselines that need no model: g, r, z photometry and a PCA of the raw spectra) and each method
 (distance-weighted k-NN as AstroCLIP's zero-shot probe, ridge regression, a small MLP) a
 k-fold cross-validation gives out-of-fold predictions for every usable row and per-fold
@@ -53,7 +53,7 @@ Progress = Callable[[str, int, int], None]
 METHODS = ("knn", "linear", "mlp")
 BASELINES = ("photometry", "spectrum_pca")
 BASELINE_METRIC = "euclidean"
-#: |dz| / (1 + z) above this is an outlier (DESIGN.md section 9).
+#: |dz| / (1 + z) above this is an outlier (docs/architecture.md).
 OUTLIER_DZ = 0.15
 #: Ridge penalties searched by the inner (efficient leave-one-out) cross-validation.
 RIDGE_ALPHAS = tuple(np.logspace(-3, 4, 15))
@@ -73,7 +73,7 @@ PROBE_VERSION = 1
 # ----------------------------------------------------------------------------- metrics
 
 def redshift_metrics(z_true: np.ndarray, z_pred: np.ndarray) -> dict[str, float]:
-    """sigma_NMAD, outlier fraction and bias of ``dz = z_pred - z_true`` (DESIGN.md section 9).
+    """sigma_NMAD, outlier fraction and bias of ``dz = z_pred - z_true`` (docs/architecture.md).
 
     sigma_NMAD = 1.48 median(|dz - median(dz)| / (1 + z)); outliers |dz| / (1 + z) > 0.15;
     bias = median(dz / (1 + z)).
@@ -538,7 +538,7 @@ def run_probe(cfg: ProbeConfig, progress: Progress | None = None,
               prepared: ProbePlan | None = None) -> dict:
     """Cross-validate every requested feature set and method; write outputs; save a probe.
 
-    Returns the JSON document of DESIGN.md section 9 (plus extra keys: ``rmse``, ``n_features``,
+    Returns the JSON document described in docs/architecture.md (plus extra keys: ``rmse``, ``n_features``,
     ``seconds`` and per-fold metrics per result; ``columns``, ``outputs``, ``saved``, ``notes``
     at the top).
     """

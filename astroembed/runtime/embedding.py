@@ -58,7 +58,7 @@ IMAGE_COLUMN = "image"
 FLUX_COLUMN = "flux"
 IVAR_COLUMN = "ivar"
 INPUT_COLUMNS = {"image": (IMAGE_COLUMN,), "spectrum": (FLUX_COLUMN, IVAR_COLUMN)}
-#: Bands of the catalog's image column when its field metadata does not say (DESIGN.md s. 3).
+#: Bands of the catalog's image column when its field metadata does not say (docs/architecture.md).
 CATALOG_BANDS = "grz"
 #: Field metadata of an embedding column (bytes keys in the Parquet schema).
 FIELD_KEYS = ("astroembed_embedding", "modality", "model_name", "model_version", "model_hash",
