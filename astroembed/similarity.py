@@ -77,10 +77,9 @@ KNN_NPROBE = 8
 def faiss_threads(n: int):
     """Run faiss (OpenMP) with ``n`` threads inside the block.
 
-    Training (k-means) is run on one thread: its many small parallel regions took 10-20x
-    longer with 2 threads than with 1 on a 2-core machine busy with other work (spinning
-    OpenMP threads; measured 0.5 s vs 6-11 s for a 1e5-row PQ index), and gain little on an
-    idle one.
+    Training (k-means) is run on one thread: its many small parallel regions run an order of
+    magnitude slower with more threads when the cores are busy with other work (spinning
+    OpenMP threads wait for each other), and gain little on idle cores.
     """
     faiss = import_faiss()
     before = faiss.omp_get_max_threads()
@@ -169,8 +168,8 @@ def exact_top_k(queries: np.ndarray, database: np.ndarray, k: int) -> tuple[np.n
     block = max(1, BLOCK_ELEMENTS // max(n, 1))
     sims = np.empty((len(queries), k), np.float32)
     idx = np.empty((len(queries), k), np.int64)
-    # A few queries are a memory-bound matrix-vector product: one BLAS thread (two took
-    # 0.1 -> 8 ms per query at 1e4 rows on a busy 2-core machine).
+    # A few queries are a memory-bound matrix-vector product: one BLAS thread, since more
+    # threads only add synchronisation, which costs far more than the product on busy cores.
     small = len(queries) * n * database.shape[1] < (1 << 28)
     if small:
         with _blas().limit(limits=1, user_api="blas"):
@@ -183,7 +182,7 @@ def exact_top_k(queries: np.ndarray, database: np.ndarray, k: int) -> tuple[np.n
 @functools.lru_cache(maxsize=1)
 def _blas():
     """One threadpoolctl controller for the process (building one scans the loaded libraries,
-    ~0.3 ms, too slow to do per query)."""
+    too slow to do per query)."""
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()

@@ -352,8 +352,8 @@ def cosine_weights(dist: np.ndarray) -> np.ndarray:
 
     For unit vectors |a - b|^2 = 2 (1 - cos), so neighbours found by scikit-learn's fast
     Euclidean path on normalised vectors are the cosine neighbours, and these weights are
-    exactly ``weights="distance"`` with ``metric="cosine"`` (about 3x faster than that path,
-    measured at 2e4 x 256). A zero distance takes all the weight, as in scikit-learn.
+    exactly ``weights="distance"`` with ``metric="cosine"`` (several times faster than that
+    path). A zero distance takes all the weight, as in scikit-learn.
     """
     with np.errstate(divide="ignore"):
         w = 1.0 / (np.square(dist) / 2.0)
@@ -381,7 +381,7 @@ def knn_regressor(k: int, metric: str, index: str, seed: int = 0):
 
 def blas_threads(method: str) -> int | None:
     """BLAS threads for fitting ``method``: 1 for ridge and MLP, whose small matrix products
-    ran 10-40x slower with 2 OpenBLAS threads on a busy 2-core machine (measured); the
+    run many times slower with several OpenBLAS threads when the cores are busy; the
     default for k-NN, whose large distance products gain from threads."""
     return None if method == "knn" else 1
 

@@ -300,9 +300,9 @@ def _pipelined(source: pq.ParquetFile, file: Path, job: TileJob,
 
 
 def threads_per_encoder(threads: int | None, encoders: int) -> int:
-    """The task's onnxruntime threads shared among its encoders, which run side by side: on
-    2 cores two one-thread sessions at once took 181 ms a batch pair where two two-thread
-    sessions in turn took 207 ms (small batches keep a second thread of one session idle)."""
+    """The task's onnxruntime threads shared among its encoders, which run side by side:
+    small batches leave the extra threads of one session idle, so sessions that split the
+    threads and run at once keep more cores busy than sessions that take turns with all."""
     total = threads or os.cpu_count() or 1
     return max(1, total // max(1, encoders))
 
