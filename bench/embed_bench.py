@@ -3,8 +3,8 @@
 
 Usage (from the repository root):
 
-    .venv/bin/python bench/embed_bench.py --sizes 2000,20000 [--model ONNXDIR]
-        [--batch-size 256] [--threads N] [--work /tmp/astroembed-embed-bench]
+    python bench/embed_bench.py --sizes 2000,20000 [--model ONNXDIR]
+        [--batch-size 256] [--threads N] [--work DIR]
         [--out bench/results/embed.json]
 
 For each size N it builds (once, cached in ``--work``) a catalog of ONE tile of N rows with
@@ -43,6 +43,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchpaths import portable
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -353,6 +355,7 @@ def harness(opts) -> None:
         else os.cpu_count(),
         "batch_size": opts.batch_size, "threads": opts.threads, "device": opts.device,
         "note": opts.note, "results": results}
+    report = portable(report, work)
     out = Path(opts.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

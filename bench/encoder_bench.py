@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchpaths import portable
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -93,6 +95,7 @@ def main() -> int:
     result = {"benchmark": "encoders", "command": " ".join(sys.argv),
               "machine": f"{platform.machine()}, {args.threads} threads",
               "torch": torch.__version__, "onnxruntime": ort.__version__, "rows": rows}
+    result = portable(result)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "encoders.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = ["| encoder | batch | torch eager rows/s | ONNX Runtime rows/s | ONNX / torch |",

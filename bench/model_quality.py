@@ -34,6 +34,8 @@ from sklearn.neighbors import KNeighborsRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from benchpaths import portable
+
 from astroembed.catalog.hats import image_array, read_catalog_info, tile_path
 from astroembed.runtime.modelfile import find_encoders, open_encoder
 from astroembed.runtime.preprocess import image_inputs, spectrum_inputs
@@ -145,7 +147,7 @@ def main() -> int:
                "retrieval": {"image_to_spectrum": retrieval(zi, zs),
                              "spectrum_to_image": retrieval(zs, zi)},
                "seconds": round(time.time() - t0, 1)}
-    text = json.dumps(results, indent=2)
+    text = json.dumps(portable(results), indent=2)
     print(text)
     if args.json:
         Path(args.json).write_text(text + "\n", encoding="utf-8")
