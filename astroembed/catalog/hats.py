@@ -63,7 +63,6 @@ import shlex
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +71,7 @@ import pyarrow.parquet as pq
 
 from astroembed.errors import InputError, OutputError, where
 from astroembed.catalog.atomic import atomic_path, publish_mode
+from astroembed.stamps import HATS_DATE, astroembed_version, utc_now
 
 __all__ = [
     "CatalogInfo",
@@ -414,18 +414,6 @@ def _write_text(path: Path, text: str) -> None:
         raise OutputError(f"{path}: cannot write: {err.strerror or err}") from err
 
 
-def _now() -> str:
-    """Creation date in the format hats writes (``2025-01-31T12:00UTC``)."""
-    return datetime.now(tz=timezone.utc).strftime("%Y-%m-%dT%H:%M%Z")
-
-
-def _astroembed_version() -> str:
-    """The package version (imported late: this module may be imported by the package)."""
-    from astroembed import __version__
-
-    return __version__
-
-
 def _base_properties(name: str, ra_column: str, dec_column: str, status: str) -> dict:
     """The keys a catalog has from the moment a run begins."""
     return {
@@ -436,10 +424,10 @@ def _base_properties(name: str, ra_column: str, dec_column: str, status: str) ->
         "hats_col_healpix": SPATIAL_INDEX_COLUMN,
         "hats_col_healpix_order": SPATIAL_INDEX_ORDER,
         "hats_npix_suffix": ".parquet",
-        "hats_builder": f"astroembed v{_astroembed_version()}",
-        "hats_creation_date": _now(),
+        "hats_builder": f"astroembed v{astroembed_version()}",
+        "hats_creation_date": utc_now(HATS_DATE),
         "hats_version": HATS_VERSION,
-        "astroembed_version": _astroembed_version(),
+        "astroembed_version": astroembed_version(),
         STATUS_KEY: status,
         "astroembed_provenance": PROVENANCE_FILE,
     }

@@ -46,6 +46,7 @@ from astroembed.catalog.columns import (
 )
 from astroembed.catalog.hats import CatalogInfo, read_catalog_info
 from astroembed.catalog.paths import check_output_dir
+from astroembed.stamps import astroembed_version
 
 log = logging.getLogger("astroembed")
 Progress = Callable[[str, int, int], None]
@@ -703,7 +704,7 @@ def save_best(cfg: ProbeConfig, data: ProbeData, results: list[dict], index: str
         "id_column": data.id_column,
         "metric": cfg.metric, "index": index, "seed": cfg.seed,
         "cv": {k: v for k, v in best.items() if k not in ("folds",)},
-        "catalog": str(data_path(cfg)), "astroembed_version": _version(),
+        "catalog": str(data_path(cfg)), "astroembed_version": astroembed_version(),
         "arrays": sorted(arrays), "mlp_layers": sum(1 for a in arrays if a.startswith("W")),
     }
     path = Path(cfg.save)
@@ -719,12 +720,6 @@ def save_best(cfg: ProbeConfig, data: ProbeData, results: list[dict], index: str
 
 def data_path(cfg: ProbeConfig) -> Path:
     return Path(cfg.catalog).resolve()
-
-
-def _version() -> str:
-    from astroembed import __version__
-
-    return __version__
 
 
 @dataclass

@@ -30,7 +30,6 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +47,7 @@ from astroembed.catalog.rewrite import (RowGroupWriter, assemble, open_tile, rea
 from astroembed.runtime.modelfile import MODALITIES, Encoder, find_encoders, open_encoder
 from astroembed.runtime.preprocess import image_inputs, spectrum_inputs
 from astroembed.simulation import simulated_inputs
+from astroembed.stamps import utc_now
 
 __all__ = ["CATALOG_BANDS", "EncoderSpec", "EmbedPlan", "FIELD_KEYS", "TileJob", "TileResult",
            "catalog_embeddings", "embed_tile", "embedding_column", "plan_embed"]
@@ -68,10 +68,6 @@ FIELD_KEYS = ("astroembed_embedding", "modality", "model_name", "model_version",
 def embedding_column(modality: str, name: str | None = None) -> str:
     """``embedding_image`` or ``embedding_image_<name>``: several models can coexist."""
     return f"embedding_{modality}" + (f"_{name}" if name else "")
-
-
-def _now() -> str:
-    return datetime.now(tz=timezone.utc).isoformat(timespec="seconds")
 
 
 # ----------------------------------------------------------------------------- what runs
@@ -374,7 +370,7 @@ def embed_tile(job: TileJob, on_rows: Callable[[int], None] | None = None) -> Ti
                                          for k in ("embedded", "missing", "unusable")}
     rows = 0
     with open_tile(file) as source:
-        schema = _output_schema(source.schema_arrow, job.encoders, _now())
+        schema = _output_schema(source.schema_arrow, job.encoders, utc_now())
         try:
             with atomic_path(file) as tmp:
                 with pq.ParquetWriter(tmp, schema, **parquet_options(schema)) as writer:

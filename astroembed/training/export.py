@@ -15,7 +15,6 @@ import logging
 import os
 import sys
 import warnings
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from astroembed.errors import ModelError
 from astroembed.catalog.atomic import atomic_directory
 from astroembed.catalog.outputs import MODEL, claim_directory, may_replace
 from astroembed.runtime.modelfile import CONTRACT_VERSION, open_encoder
+from astroembed.stamps import utc_now
 
 log = logging.getLogger("astroembed")
 PARITY_TOLERANCE = 1e-4
@@ -98,7 +98,7 @@ def _metadata(modality: str, cfg, weights: str, inputs: list, prep: dict, summar
         "preprocessing": json.dumps(prep),
         "training_data": training_data_text(summary),
         "training_data_hash": summary.get("data_digest", "unknown"),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": utc_now(),
     }
 
 
