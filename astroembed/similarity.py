@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from astroembed.errors import AstroembedError, ConfigError, InputError
+from astroembed.errors import AstroembedError, ConfigError, InputError, where
 from astroembed.catalog.columns import (
     MODALITIES,
     read_arrays,
@@ -526,7 +526,7 @@ def search_modalities(from_modality: str, to_modality: str | None, evaluate: boo
 def plot_neighbours(cat: SearchCatalog, result: dict, file: str | os.PathLike) -> Path:
     """PNG of the query and its neighbours: cutouts in colour, spectra as curves (whichever
     of the ``image`` / ``flux`` columns the catalog has), reading only the tiles involved."""
-    from astroembed.catalog.hats import image_array, read_tile
+    from astroembed.catalog.hats import image_array, image_shape, read_tile
     from astroembed.plots import search_plot
 
     items = [result["query"], *result["neighbours"]]
@@ -543,7 +543,9 @@ def plot_neighbours(cat: SearchCatalog, result: dict, file: str | os.PathLike) -
         for r in inside:
             if "image" in cols:
                 column = table.column("image").slice(r - start, 1)
-                images[r] = image_array(column, _image_shape(cat.info, column))[0]
+                shape = image_shape(cat.info.schema.field("image"),
+                                    where(cat.info.path, column="image"))
+                images[r] = image_array(column, shape)[0]
             if "flux" in cols:
                 flux, ok = vectors(table.column("flux").slice(r - start, 1))
                 if ok[0]:
@@ -559,18 +561,3 @@ def plot_neighbours(cat: SearchCatalog, result: dict, file: str | os.PathLike) -
     title = (f"{cat.columns[result['from']]} -> {cat.columns[result['to']]} "
              f"({result['index']}, cosine)")
     return search_plot(file, items, images, spectra, wave, title=title)
-
-
-def _image_shape(info: CatalogInfo, column) -> tuple[int, ...] | None:
-    """(3, H, W) of a plain fixed-size-list image column (tensor columns know theirs)."""
-    import pyarrow as pa
-
-    if isinstance(column.type, pa.FixedShapeTensorType):
-        return None
-    from astroembed.catalog.columns import field_metadata
-
-    shape = field_metadata(info, "image").get("shape")
-    if shape:
-        return tuple(int(s) for s in shape.split(","))
-    side = int(round(math.sqrt(column.type.list_size / 3)))
-    return (3, side, side)

@@ -1256,6 +1256,34 @@ def read_tile(path: str | os.PathLike, order: int, pixel: int,
         raise InputError(f"{file}: unreadable tile ({err}).") from err
 
 
+def image_shape(fld: pa.Field, location: str) -> tuple[int, int, int]:
+    """(3, H, W) of an image column: the tensor type, its ``shape`` field metadata, or a square.
+
+    Catalogs from other tools may store cutouts as plain fixed-size lists; every reader of
+    the image column infers their shape here, the same way. ``location`` names the column in
+    errors (see :func:`astroembed.errors.where`).
+    """
+    if isinstance(fld.type, pa.FixedShapeTensorType):
+        shape = tuple(int(s) for s in fld.type.shape)
+    elif pa.types.is_fixed_size_list(fld.type):
+        meta = {k.decode(errors="replace"): v.decode(errors="replace")
+                for k, v in (fld.metadata or {}).items()}
+        if "shape" in meta:
+            shape = tuple(int(s) for s in meta["shape"].split(","))
+        else:
+            side = int(round(np.sqrt(fld.type.list_size / 3)))
+            shape = (3, side, side)
+        if int(np.prod(shape)) != fld.type.list_size:
+            raise InputError(f"{location}: {fld.type.list_size} values per row is not a "
+                             "(3, H, W) cutout; add field metadata shape=3,H,W.")
+    else:
+        raise InputError(f"{location}: type {fld.type} is not an image (expected "
+                         "fixed_shape_tensor float32 (3, H, W) g, r, z).")
+    if len(shape) != 3 or shape[0] != 3:
+        raise InputError(f"{location}: shape {shape}; expected (3, H, W) with the g, r, z bands.")
+    return shape  # type: ignore[return-value]
+
+
 def image_array(column: pa.Array | pa.ChunkedArray,
                 shape: tuple[int, ...] | None = None) -> np.ndarray:
     """Images as one ``(N, *shape)`` float array, e.g. (N, 3, H, W).

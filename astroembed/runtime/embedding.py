@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 from astroembed.errors import AstroembedError, InputError, ModelError, OutputError, where
 from astroembed.catalog.atomic import atomic_path
 from astroembed.catalog.hats import (COMMON_METADATA_FILE, DATASET_DIR, CatalogInfo,
-                                   find_tile, parquet_options, parse_tile,
+                                   find_tile, image_shape, parquet_options, parse_tile,
                                    publish_mode, read_catalog_info, schema_problem,
                                    tile_embeddings, tile_footers, tile_path)
 from astroembed.catalog.rewrite import (RowGroupWriter, assemble, open_tile, read_batches,
@@ -452,30 +452,6 @@ def _select_encoders(model: str | None, modality: str) -> dict[str, Path]:
     return {m: paths[m] for m in wanted}
 
 
-def _image_shape(fld: pa.Field, catalog: Path) -> tuple[int, int, int]:
-    """(3, H, W) of the image column: the tensor type, its ``shape`` metadata, or a square."""
-    if isinstance(fld.type, pa.FixedShapeTensorType):
-        shape = tuple(int(s) for s in fld.type.shape)
-    elif pa.types.is_fixed_size_list(fld.type):
-        meta = {k.decode(): v.decode() for k, v in (fld.metadata or {}).items()}
-        if "shape" in meta:
-            shape = tuple(int(s) for s in meta["shape"].split(","))
-        else:
-            side = int(round(np.sqrt(fld.type.list_size / 3)))
-            shape = (3, side, side)
-        if int(np.prod(shape)) != fld.type.list_size:
-            raise InputError(f"{where(catalog, column=fld.name)}: {fld.type.list_size} values "
-                             f"per row is not a (3, H, W) cutout; add field metadata "
-                             "shape=3,H,W.")
-    else:
-        raise InputError(f"{where(catalog, column=fld.name)}: type {fld.type} is not an image "
-                         "(expected fixed_shape_tensor float32 (3, H, W) g, r, z).")
-    if len(shape) != 3 or shape[0] != 3:
-        raise InputError(f"{where(catalog, column=fld.name)}: shape {shape}; expected (3, H, W) "
-                         "with the g, r, z bands.")
-    return shape  # type: ignore[return-value]
-
-
 def _field_meta(fld: pa.Field) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in (fld.metadata or {}).items()}
 
@@ -496,7 +472,7 @@ def _missing_column(catalog: Path, schema: pa.Schema, names: tuple[str, ...],
 def _check_image(spec: EncoderSpec, schema: pa.Schema, catalog: Path) -> EncoderSpec:
     """The image column can feed this encoder: g, r, z bands, cutouts at least the crop."""
     fld = schema.field(IMAGE_COLUMN)
-    shape = _image_shape(fld, catalog)
+    shape = image_shape(fld, where(catalog, column=fld.name))
     prep, meta = spec.preprocessing, _field_meta(fld)
     bands = str(meta.get("bands", CATALOG_BANDS))
     if str(prep.get("bands", CATALOG_BANDS)) != bands:
