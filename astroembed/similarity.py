@@ -1,6 +1,6 @@
 """Similarity search over embedding columns and the cross-modal retrieval report.
 
-Similarity is cosine (DESIGN.md section 9): every vector is L2-normalised here (``embed``
+Similarity is cosine (docs/architecture.md): every vector is L2-normalised here (``embed``
 writes them normalised already; doing it again is cheap and makes hand-made columns safe) and
 compared by inner product. Two back ends:
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from astroembed.errors import AstroembedError, ConfigError, InputError
+from astroembed.errors import AstroembedError, ConfigError, InputError, where
 from astroembed.catalog.columns import (
     MODALITIES,
     read_arrays,
@@ -77,10 +77,9 @@ KNN_NPROBE = 8
 def faiss_threads(n: int):
     """Run faiss (OpenMP) with ``n`` threads inside the block.
 
-    Training (k-means) is run on one thread: its many small parallel regions took 10-20x
-    longer with 2 threads than with 1 on a 2-core machine busy with other work (spinning
-    OpenMP threads; measured 0.5 s vs 6-11 s for a 1e5-row PQ index), and gain little on an
-    idle one.
+    Training (k-means) is run on one thread: its many small parallel regions run an order of
+    magnitude slower with more threads when the cores are busy with other work (spinning
+    OpenMP threads wait for each other), and gain little on idle cores.
     """
     faiss = import_faiss()
     before = faiss.omp_get_max_threads()
@@ -169,8 +168,8 @@ def exact_top_k(queries: np.ndarray, database: np.ndarray, k: int) -> tuple[np.n
     block = max(1, BLOCK_ELEMENTS // max(n, 1))
     sims = np.empty((len(queries), k), np.float32)
     idx = np.empty((len(queries), k), np.int64)
-    # A few queries are a memory-bound matrix-vector product: one BLAS thread (two took
-    # 0.1 -> 8 ms per query at 1e4 rows on a busy 2-core machine).
+    # A few queries are a memory-bound matrix-vector product: one BLAS thread, since more
+    # threads only add synchronisation, which costs far more than the product on busy cores.
     small = len(queries) * n * database.shape[1] < (1 << 28)
     if small:
         with _blas().limit(limits=1, user_api="blas"):
@@ -183,7 +182,7 @@ def exact_top_k(queries: np.ndarray, database: np.ndarray, k: int) -> tuple[np.n
 @functools.lru_cache(maxsize=1)
 def _blas():
     """One threadpoolctl controller for the process (building one scans the loaded libraries,
-    ~0.3 ms, too slow to do per query)."""
+    too slow to do per query)."""
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
@@ -527,7 +526,7 @@ def search_modalities(from_modality: str, to_modality: str | None, evaluate: boo
 def plot_neighbours(cat: SearchCatalog, result: dict, file: str | os.PathLike) -> Path:
     """PNG of the query and its neighbours: cutouts in colour, spectra as curves (whichever
     of the ``image`` / ``flux`` columns the catalog has), reading only the tiles involved."""
-    from astroembed.catalog.hats import image_array, read_tile
+    from astroembed.catalog.hats import image_array, image_shape, read_tile
     from astroembed.plots import search_plot
 
     items = [result["query"], *result["neighbours"]]
@@ -544,7 +543,9 @@ def plot_neighbours(cat: SearchCatalog, result: dict, file: str | os.PathLike) -
         for r in inside:
             if "image" in cols:
                 column = table.column("image").slice(r - start, 1)
-                images[r] = image_array(column, _image_shape(cat.info, column))[0]
+                shape = image_shape(cat.info.schema.field("image"),
+                                    where(cat.info.path, column="image"))
+                images[r] = image_array(column, shape)[0]
             if "flux" in cols:
                 flux, ok = vectors(table.column("flux").slice(r - start, 1))
                 if ok[0]:
@@ -560,18 +561,3 @@ def plot_neighbours(cat: SearchCatalog, result: dict, file: str | os.PathLike) -
     title = (f"{cat.columns[result['from']]} -> {cat.columns[result['to']]} "
              f"({result['index']}, cosine)")
     return search_plot(file, items, images, spectra, wave, title=title)
-
-
-def _image_shape(info: CatalogInfo, column) -> tuple[int, ...] | None:
-    """(3, H, W) of a plain fixed-size-list image column (tensor columns know theirs)."""
-    import pyarrow as pa
-
-    if isinstance(column.type, pa.FixedShapeTensorType):
-        return None
-    from astroembed.catalog.columns import field_metadata
-
-    shape = field_metadata(info, "image").get("shape")
-    if shape:
-        return tuple(int(s) for s in shape.split(","))
-    side = int(round(math.sqrt(column.type.list_size / 3)))
-    return (3, side, side)

@@ -3,9 +3,9 @@
 
 Usage (from the repository root):
 
-    .venv/bin/python bench/crossmatch_bench.py --sizes 1e5,1e6 \
+    python bench/crossmatch_bench.py --sizes 1e5,1e6 \
         [--peers astroembed,lsdb,lsdb-hats,astropy,stilts,ckdtree] \
-        [--work /tmp/astroembed-bench] [--out bench/results/crossmatch.json]
+        [--work DIR] [--out bench/results/crossmatch.json]
 
 Every peer runs in its own process under ``/usr/bin/time -f "%e %M"`` on the same
 generated data, one after the other, in the same run.  See ``bench/README.md``.
@@ -27,9 +27,12 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
+
+from benchpaths import portable
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -888,7 +891,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="1e5,1e6", help="rows per side, comma separated (1e5,1e6,1e7)")
     p.add_argument("--peers", default=",".join(ALL_PEERS), help=f"subset of {','.join(ALL_PEERS)}")
-    p.add_argument("--work", default="/tmp/astroembed-bench", help="data and outputs (cached data)")
+    p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "astroembed-bench"), help="data and outputs (cached data)")
     p.add_argument("--out", default=str(HERE / "results" / "crossmatch.json"))
     p.add_argument("--md", default=None, help="Markdown table (default: --out with .md)")
     p.add_argument("--threads", type=int, default=2, help="workers/threads given to each peer")
@@ -960,8 +963,9 @@ def main(argv=None):
     for n in sizes:
         report["sizes"].append(_bench(n, a, peers))
         report["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        out.write_text(json.dumps(report, indent=2) + "\n")
-        md.write_text(markdown(report))
+        recorded = portable(report, a.work)
+        out.write_text(json.dumps(recorded, indent=2) + "\n")
+        md.write_text(markdown(recorded))
     print()
     print(markdown(report))
     print(f"wrote {out} and {md}")

@@ -3,8 +3,8 @@
 
 Usage (from the repository root):
 
-    .venv/bin/python bench/embed_bench.py --sizes 2000,20000 [--model ONNXDIR]
-        [--batch-size 256] [--threads N] [--work /tmp/astroembed-embed-bench]
+    python bench/embed_bench.py --sizes 2000,20000 [--model ONNXDIR]
+        [--batch-size 256] [--threads N] [--work DIR]
         [--out bench/results/embed.json]
 
 For each size N it builds (once, cached in ``--work``) a catalog of ONE tile of N rows with
@@ -21,7 +21,7 @@ random 3x64x64 g,r,z cutouts and 7781-pixel spectra (flux, ivar), written throug
   uses: both encoders side by side, the threads shared, no spinning). Read and
   preprocessing times are reported too.
 
-``overhead = embed seconds / bare seconds - 1`` (DESIGN.md section 11; target <= 0.30 on CPU).
+``overhead = embed seconds / bare seconds - 1`` (docs/architecture.md; target <= 0.30 on CPU).
 Peak memory is the child's RSS, sampled by psutil every 10 ms (and its getrusage high-water
 mark); the target is the same peak for 2,000 and 20,000 rows.
 
@@ -43,6 +43,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchpaths import portable
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -353,6 +355,7 @@ def harness(opts) -> None:
         else os.cpu_count(),
         "batch_size": opts.batch_size, "threads": opts.threads, "device": opts.device,
         "note": opts.note, "results": results}
+    report = portable(report, work)
     out = Path(opts.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

@@ -1,4 +1,4 @@
-"""ONNX Runtime vs torch eager for both encoders on CPU (issue 4's speed check).
+"""ONNX Runtime vs torch eager for both encoders on CPU.
 
     python bench/encoder_bench.py [--batch 256] [--repeats 20] [--threads 2] [--config TOML]
 
@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from benchpaths import portable
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -93,6 +95,7 @@ def main() -> int:
     result = {"benchmark": "encoders", "command": " ".join(sys.argv),
               "machine": f"{platform.machine()}, {args.threads} threads",
               "torch": torch.__version__, "onnxruntime": ort.__version__, "rows": rows}
+    result = portable(result)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "encoders.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = ["| encoder | batch | torch eager rows/s | ONNX Runtime rows/s | ONNX / torch |",

@@ -1,4 +1,4 @@
-"""What the encoders know, measured on a held-out simulated survey (issue 4's quality bar).
+"""What the encoders know, measured on a held-out simulated survey.
 
     python bench/model_quality.py --catalog HELDOUT_CAT [--model ONNXDIR] [--json OUT.json]
 
@@ -33,6 +33,8 @@ from sklearn.model_selection import KFold
 from sklearn.neighbors import KNeighborsRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+
+from benchpaths import portable
 
 from astroembed.catalog.hats import image_array, read_catalog_info, tile_path
 from astroembed.runtime.modelfile import find_encoders, open_encoder
@@ -145,7 +147,7 @@ def main() -> int:
                "retrieval": {"image_to_spectrum": retrieval(zi, zs),
                              "spectrum_to_image": retrieval(zs, zi)},
                "seconds": round(time.time() - t0, 1)}
-    text = json.dumps(results, indent=2)
+    text = json.dumps(portable(results), indent=2)
     print(text)
     if args.json:
         Path(args.json).write_text(text + "\n", encoding="utf-8")

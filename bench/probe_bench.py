@@ -3,9 +3,9 @@
 
 Usage (from the repository root):
 
-    .venv/bin/python bench/probe_bench.py --sizes 1e4,1e5 [--work /tmp/astroembed-probe-bench]
-    .venv/bin/python bench/probe_bench.py --sizes 1e6            # faiss k-NN only at 1e6
-    .venv/bin/python bench/probe_bench.py --demo demo-output/matched   # + `probe --method all`
+    python bench/probe_bench.py --sizes 1e4,1e5 [--work DIR]
+    python bench/probe_bench.py --sizes 1e6            # faiss k-NN only at 1e6
+    python bench/probe_bench.py --demo demo-output/matched   # + `probe --method all`
 
 Size catalogs are synthetic (timings do not depend on what the embeddings hold): N rows over ~100 deg^2 in a
 HATS catalog with Z, ZWARN, TARGETID and two 128-d L2-normalised embedding columns that are
@@ -25,10 +25,12 @@ import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from benchpaths import portable
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -320,7 +322,8 @@ def markdown(report: dict) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1e4,1e5", help="comma list of row counts")
-    ap.add_argument("--work", default="/tmp/astroembed-probe-bench", type=Path)
+    ap.add_argument("--work", default=Path(tempfile.gettempdir()) / "astroembed-probe-bench",
+                    type=Path)
     ap.add_argument("--out", default=str(HERE / "results" / "probe.json"), type=Path)
     ap.add_argument("--exact-max", default=1e5, type=float,
                     help="largest size for exact k-NN in the probe (O(N^2))")
@@ -355,6 +358,7 @@ def main() -> int:
                                  + report["sizes"], key=lambda s: s["n"])
         if not args.demo and old.get("demo"):
             report["demo"] = old["demo"]
+    report = portable(report, args.work)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(markdown(report))

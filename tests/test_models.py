@@ -1,8 +1,9 @@
-"""Encoders, training, export and the ONNX contract (issue 4)."""
+"""Encoders, training, export and the ONNX contract."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -233,6 +234,22 @@ def test_export_parity_and_metadata_round_trip(exported, trained):
     assert image.providers == ["CPUExecutionProvider"]
 
 
+def test_export_records_the_training_catalog_by_name_not_path(exported, catalog):
+    """A model travels: it names its training catalog and the rows' digest, no local path."""
+    out, _ = exported
+    manifest = json.loads((out / "model.json").read_text())
+    training = manifest["training"]
+    assert training["catalog"] == catalog.name and len(training["data_digest"]) == 64
+    assert training["config"]["catalog"] == catalog.name
+    text = (out / "model.json").read_text()
+    assert str(catalog.parent) not in text
+    for file in find_encoders(out).values():
+        info = open_encoder(file).info
+        assert f"'{catalog.name}'" in info.training_data
+        assert str(catalog.parent) not in info.training_data
+        assert info.training_data_hash == training["data_digest"]
+
+
 def test_onnx_matches_torch_at_any_batch_size(exported, trained, catalog):
     """Independent of export's own parity check: rows from the catalog, several batch sizes."""
     from astroembed.catalog.hats import image_array, read_catalog_info, read_tile
@@ -412,6 +429,17 @@ def test_default_model_ships_and_matches_preprocessing():
     assert zi.shape == zs.shape == (4, image.info.dim)
     np.testing.assert_allclose(np.linalg.norm(zs, axis=1), 1, atol=1e-5)
     assert (DEFAULT_MODEL_DIR / "MODEL_CARD.md").is_file()
+
+
+def test_default_model_names_no_path_of_the_machine_that_trained_it():
+    manifest = json.loads((DEFAULT_MODEL_DIR / "model.json").read_text())
+    texts = [json.dumps(manifest)] + [json.dumps(open_encoder(f).info.metadata)
+                                      for f in find_encoders().values()]
+    for text in texts:
+        assert not re.search(r"(?<![\w.])/(tmp|work|home|root)/", text), text[:200]
+    assert manifest["training"]["catalog"] == "train-matched"
+    for file in find_encoders().values():
+        assert open_encoder(file).info.training_data_hash == manifest["training"]["data_digest"]
 
 
 def test_default_model_warns_on_data_it_was_not_trained_on(catalog, tmp_path, caplog):

@@ -1,4 +1,4 @@
-"""``astroembed run`` under faults (issue 7): a Dask worker process killed mid-run, a read-only
+"""``astroembed run`` under faults: a Dask worker process killed mid-run, a read-only
 output directory, a full output device. Nothing may be lost and nothing duplicated.
 
 Oracle: the same pipeline run without the fault, in this process and without Dask (the

@@ -5,7 +5,7 @@ and spectra in full, so the catalog is read tile by tile, column-selected, and e
 turned into small arrays at once (spectra are rebinned by the caller's converter there), which
 keeps peak memory near the size of the arrays returned rather than of the tiles read.
 
-Embedding columns are ``embedding_image`` / ``embedding_spectrum`` (DESIGN.md section 3),
+Embedding columns are ``embedding_image`` / ``embedding_spectrum`` (docs/architecture.md),
 ``embedding_<modality>_<name>`` when ``embed --name`` made them; ``fixed_size_list<float32>[d]``,
 L2-normalised, null where a row could not be embedded.
 """

@@ -1,7 +1,7 @@
 """The matched catalog on disk: a HATS directory that ``lsdb.open_catalog`` and ``hats`` read.
 
 Why HATS: users of LSDB/hats can open astroembed output directly, and the same per-tile
-files let ``embed`` and ``run`` redo one tile at a time. Layout (DESIGN.md section 3)::
+files let ``embed`` and ``run`` redo one tile at a time. Layout (docs/architecture.md)::
 
     CAT/hats.properties               HATS keys + astroembed_version/_status/_provenance
     CAT/astroembed_provenance.json    full provenance (config, inputs, models)
@@ -63,7 +63,6 @@ import shlex
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +71,7 @@ import pyarrow.parquet as pq
 
 from astroembed.errors import InputError, OutputError, where
 from astroembed.catalog.atomic import atomic_path, publish_mode
+from astroembed.stamps import HATS_DATE, astroembed_version, utc_now
 
 __all__ = [
     "CatalogInfo",
@@ -414,18 +414,6 @@ def _write_text(path: Path, text: str) -> None:
         raise OutputError(f"{path}: cannot write: {err.strerror or err}") from err
 
 
-def _now() -> str:
-    """Creation date in the format hats writes (``2025-01-31T12:00UTC``)."""
-    return datetime.now(tz=timezone.utc).strftime("%Y-%m-%dT%H:%M%Z")
-
-
-def _astroembed_version() -> str:
-    """The package version (imported late: this module may be imported by the package)."""
-    from astroembed import __version__
-
-    return __version__
-
-
 def _base_properties(name: str, ra_column: str, dec_column: str, status: str) -> dict:
     """The keys a catalog has from the moment a run begins."""
     return {
@@ -436,10 +424,10 @@ def _base_properties(name: str, ra_column: str, dec_column: str, status: str) ->
         "hats_col_healpix": SPATIAL_INDEX_COLUMN,
         "hats_col_healpix_order": SPATIAL_INDEX_ORDER,
         "hats_npix_suffix": ".parquet",
-        "hats_builder": f"astroembed v{_astroembed_version()}",
-        "hats_creation_date": _now(),
+        "hats_builder": f"astroembed v{astroembed_version()}",
+        "hats_creation_date": utc_now(HATS_DATE),
         "hats_version": HATS_VERSION,
-        "astroembed_version": _astroembed_version(),
+        "astroembed_version": astroembed_version(),
         STATUS_KEY: status,
         "astroembed_provenance": PROVENANCE_FILE,
     }
@@ -1224,7 +1212,7 @@ def describe_catalog(path: str | os.PathLike) -> dict:
 
 def find_tile(info: CatalogInfo, order: int, pixel: int) -> tuple[int, int]:
     """``(order, pixel)`` if it is a tile of the catalog, else InputError naming the tiles
-    under or over it (DESIGN.md section 3: ``--tile`` must name an existing tile)."""
+    under or over it (``--tile`` must name an existing tile; docs/architecture.md)."""
     order, pixel = int(order), int(pixel)
     try:
         _check_tile(order, pixel)
@@ -1266,6 +1254,34 @@ def read_tile(path: str | os.PathLike, order: int, pixel: int,
         return pfile.read(columns=columns)
     except (OSError, pa.ArrowException) as err:
         raise InputError(f"{file}: unreadable tile ({err}).") from err
+
+
+def image_shape(fld: pa.Field, location: str) -> tuple[int, int, int]:
+    """(3, H, W) of an image column: the tensor type, its ``shape`` field metadata, or a square.
+
+    Catalogs from other tools may store cutouts as plain fixed-size lists; every reader of
+    the image column infers their shape here, the same way. ``location`` names the column in
+    errors (see :func:`astroembed.errors.where`).
+    """
+    if isinstance(fld.type, pa.FixedShapeTensorType):
+        shape = tuple(int(s) for s in fld.type.shape)
+    elif pa.types.is_fixed_size_list(fld.type):
+        meta = {k.decode(errors="replace"): v.decode(errors="replace")
+                for k, v in (fld.metadata or {}).items()}
+        if "shape" in meta:
+            shape = tuple(int(s) for s in meta["shape"].split(","))
+        else:
+            side = int(round(np.sqrt(fld.type.list_size / 3)))
+            shape = (3, side, side)
+        if int(np.prod(shape)) != fld.type.list_size:
+            raise InputError(f"{location}: {fld.type.list_size} values per row is not a "
+                             "(3, H, W) cutout; add field metadata shape=3,H,W.")
+    else:
+        raise InputError(f"{location}: type {fld.type} is not an image (expected "
+                         "fixed_shape_tensor float32 (3, H, W) g, r, z).")
+    if len(shape) != 3 or shape[0] != 3:
+        raise InputError(f"{location}: shape {shape}; expected (3, H, W) with the g, r, z bands.")
+    return shape  # type: ignore[return-value]
 
 
 def image_array(column: pa.Array | pa.ChunkedArray,

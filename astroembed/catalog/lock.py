@@ -33,10 +33,10 @@ import logging
 import os
 import socket
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 
 from astroembed.errors import LockedError, OutputError
+from astroembed.stamps import utc_now
 
 log = logging.getLogger("astroembed")
 LOCK_SUFFIX = ".astroembed.lock"
@@ -85,7 +85,7 @@ class CatalogLock:
     def _stamp(self, fd: int, what: str) -> str:
         """Write who holds the lock exclusively; return what a previous holder left."""
         previous = os.pread(fd, 4096, 0).decode(errors="replace").strip()
-        since = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        since = utc_now()
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{what} (pid {os.getpid()} on {socket.gethostname()} since "
                       f"{since})".encode(), 0)

@@ -1,4 +1,4 @@
-"""Which DESI spectra are usable: the quality cuts, in one place (DESIGN.md section 4).
+"""Which DESI spectra are usable: the quality cuts, in one place (docs/architecture.md).
 
 Readers return every fibre with its quality columns; the cross-match calls these functions
 and reports how many rows each reason removed. A row is counted under the first reason it

@@ -28,12 +28,12 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 
 from astroembed.config import ON_ERROR, RunConfig, load_run_config
 from astroembed.errors import AstroembedError, ConfigError, InputError, InterruptedRun, LockedError
 from astroembed.catalog.paths import check_output_dir
+from astroembed.stamps import utc_now
 
 log = logging.getLogger("astroembed")
 STATE_FILE = "astroembed_state.json"
@@ -48,10 +48,6 @@ class PartialSuccess(AstroembedError):
     """The run finished without some inputs (``--on-error skip``)."""
 
     exit_code = 4
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def event(name: str, message: str, *args, level: int = logging.INFO, **fields) -> None:
@@ -306,7 +302,7 @@ def run(config: str | os.PathLike, *, dry_run: bool = False, on_error: str = "fa
             if cfg.probe is not None and getattr(cfg.probe, key):
                 check_output_dir(getattr(cfg.probe, key), f"{cfg.source}: [probe] {key}")
     started = time.time()
-    report: dict = {"config": cfg.source, "catalog": str(catalog), "started": _now(),
+    report: dict = {"config": cfg.source, "catalog": str(catalog), "started": utc_now(),
                     "dry_run": dry_run, "stages": {}, "skipped_inputs": {}}
     with _run_lock(catalog, dry_run):
         event("run_start", "run %s -> %s%s", cfg.source, catalog, " (dry run)" if dry_run else "",
@@ -434,7 +430,7 @@ def _record(catalog: Path, state: dict | None, cfg: RunConfig, report: dict) -> 
     state["pipeline"] = cfg.resolved()
     state["last_run"] = {k: report.get(k) for k in ("started", "outcome", "error", "seconds",
                                                     "skipped_inputs", "inputs")}
-    state["last_run"]["finished"] = _now()
+    state["last_run"]["finished"] = utc_now()
     state["last_run"]["stages"] = {
         name: ({k: v for k, v in stage.items() if isinstance(v, (int, float, str, bool))}
                if isinstance(stage, dict) else stage)

@@ -1,6 +1,6 @@
 """Probes: how much of a catalog quantity (redshift by default) frozen embeddings hold.
 
-DESIGN.md section 9. For each feature set (the image, spectrum or both embeddings, and two
+See docs/architecture.md. For each feature set (the image, spectrum or both embeddings, and two
 baselines that need no model: g, r, z photometry and a PCA of the raw spectra) and each method
 (distance-weighted k-NN as AstroCLIP's zero-shot probe, ridge regression, a small MLP) a
 k-fold cross-validation gives out-of-fold predictions for every usable row and per-fold
@@ -46,6 +46,7 @@ from astroembed.catalog.columns import (
 )
 from astroembed.catalog.hats import CatalogInfo, read_catalog_info
 from astroembed.catalog.paths import check_output_dir
+from astroembed.stamps import astroembed_version
 
 log = logging.getLogger("astroembed")
 Progress = Callable[[str, int, int], None]
@@ -53,7 +54,7 @@ Progress = Callable[[str, int, int], None]
 METHODS = ("knn", "linear", "mlp")
 BASELINES = ("photometry", "spectrum_pca")
 BASELINE_METRIC = "euclidean"
-#: |dz| / (1 + z) above this is an outlier (DESIGN.md section 9).
+#: |dz| / (1 + z) above this is an outlier (docs/architecture.md).
 OUTLIER_DZ = 0.15
 #: Ridge penalties searched by the inner (efficient leave-one-out) cross-validation.
 RIDGE_ALPHAS = tuple(np.logspace(-3, 4, 15))
@@ -73,7 +74,7 @@ PROBE_VERSION = 1
 # ----------------------------------------------------------------------------- metrics
 
 def redshift_metrics(z_true: np.ndarray, z_pred: np.ndarray) -> dict[str, float]:
-    """sigma_NMAD, outlier fraction and bias of ``dz = z_pred - z_true`` (DESIGN.md section 9).
+    """sigma_NMAD, outlier fraction and bias of ``dz = z_pred - z_true`` (docs/architecture.md).
 
     sigma_NMAD = 1.48 median(|dz - median(dz)| / (1 + z)); outliers |dz| / (1 + z) > 0.15;
     bias = median(dz / (1 + z)).
@@ -352,8 +353,8 @@ def cosine_weights(dist: np.ndarray) -> np.ndarray:
 
     For unit vectors |a - b|^2 = 2 (1 - cos), so neighbours found by scikit-learn's fast
     Euclidean path on normalised vectors are the cosine neighbours, and these weights are
-    exactly ``weights="distance"`` with ``metric="cosine"`` (about 3x faster than that path,
-    measured at 2e4 x 256). A zero distance takes all the weight, as in scikit-learn.
+    exactly ``weights="distance"`` with ``metric="cosine"`` (several times faster than that
+    path). A zero distance takes all the weight, as in scikit-learn.
     """
     with np.errstate(divide="ignore"):
         w = 1.0 / (np.square(dist) / 2.0)
@@ -381,7 +382,7 @@ def knn_regressor(k: int, metric: str, index: str, seed: int = 0):
 
 def blas_threads(method: str) -> int | None:
     """BLAS threads for fitting ``method``: 1 for ridge and MLP, whose small matrix products
-    ran 10-40x slower with 2 OpenBLAS threads on a busy 2-core machine (measured); the
+    run many times slower with several OpenBLAS threads when the cores are busy; the
     default for k-NN, whose large distance products gain from threads."""
     return None if method == "knn" else 1
 
@@ -538,7 +539,7 @@ def run_probe(cfg: ProbeConfig, progress: Progress | None = None,
               prepared: ProbePlan | None = None) -> dict:
     """Cross-validate every requested feature set and method; write outputs; save a probe.
 
-    Returns the JSON document of DESIGN.md section 9 (plus extra keys: ``rmse``, ``n_features``,
+    Returns the JSON document described in docs/architecture.md (plus extra keys: ``rmse``, ``n_features``,
     ``seconds`` and per-fold metrics per result; ``columns``, ``outputs``, ``saved``, ``notes``
     at the top).
     """
@@ -703,7 +704,7 @@ def save_best(cfg: ProbeConfig, data: ProbeData, results: list[dict], index: str
         "id_column": data.id_column,
         "metric": cfg.metric, "index": index, "seed": cfg.seed,
         "cv": {k: v for k, v in best.items() if k not in ("folds",)},
-        "catalog": str(data_path(cfg)), "astroembed_version": _version(),
+        "catalog": str(data_path(cfg)), "astroembed_version": astroembed_version(),
         "arrays": sorted(arrays), "mlp_layers": sum(1 for a in arrays if a.startswith("W")),
     }
     path = Path(cfg.save)
@@ -719,12 +720,6 @@ def save_best(cfg: ProbeConfig, data: ProbeData, results: list[dict], index: str
 
 def data_path(cfg: ProbeConfig) -> Path:
     return Path(cfg.catalog).resolve()
-
-
-def _version() -> str:
-    from astroembed import __version__
-
-    return __version__
 
 
 @dataclass

@@ -4,7 +4,7 @@ DESI stores each spectrum per spectrograph arm (B, R, Z) on its own wavelength g
 arms overlap by a few hundred Angstrom. The models want one vector per object, so
 :func:`read_spectra` puts the arms on one common grid, combining overlaps with inverse-
 variance weights. Readers return *every* fibre (sky fibres, negative TARGETIDs, bad fibre
-status): quality cuts live in one place, the cross-match (DESIGN.md section 4).
+status): quality cuts live in one place, the cross-match (docs/architecture.md).
 
 Common wavelength grid
     ``WAVE_START + WAVE_STEP * i`` for ``i`` in ``0 .. N_WAVE-1``: 3600.0 .. 9824.0 A in

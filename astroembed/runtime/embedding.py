@@ -30,7 +30,6 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +39,7 @@ import pyarrow.parquet as pq
 from astroembed.errors import AstroembedError, InputError, ModelError, OutputError, where
 from astroembed.catalog.atomic import atomic_path
 from astroembed.catalog.hats import (COMMON_METADATA_FILE, DATASET_DIR, CatalogInfo,
-                                   find_tile, parquet_options, parse_tile,
+                                   find_tile, image_shape, parquet_options, parse_tile,
                                    publish_mode, read_catalog_info, schema_problem,
                                    tile_embeddings, tile_footers, tile_path)
 from astroembed.catalog.rewrite import (RowGroupWriter, assemble, open_tile, read_batches,
@@ -48,6 +47,7 @@ from astroembed.catalog.rewrite import (RowGroupWriter, assemble, open_tile, rea
 from astroembed.runtime.modelfile import MODALITIES, Encoder, find_encoders, open_encoder
 from astroembed.runtime.preprocess import image_inputs, spectrum_inputs
 from astroembed.simulation import simulated_inputs
+from astroembed.stamps import utc_now
 
 __all__ = ["CATALOG_BANDS", "EncoderSpec", "EmbedPlan", "FIELD_KEYS", "TileJob", "TileResult",
            "catalog_embeddings", "embed_tile", "embedding_column", "plan_embed"]
@@ -58,7 +58,7 @@ IMAGE_COLUMN = "image"
 FLUX_COLUMN = "flux"
 IVAR_COLUMN = "ivar"
 INPUT_COLUMNS = {"image": (IMAGE_COLUMN,), "spectrum": (FLUX_COLUMN, IVAR_COLUMN)}
-#: Bands of the catalog's image column when its field metadata does not say (DESIGN.md s. 3).
+#: Bands of the catalog's image column when its field metadata does not say (docs/architecture.md).
 CATALOG_BANDS = "grz"
 #: Field metadata of an embedding column (bytes keys in the Parquet schema).
 FIELD_KEYS = ("astroembed_embedding", "modality", "model_name", "model_version", "model_hash",
@@ -68,10 +68,6 @@ FIELD_KEYS = ("astroembed_embedding", "modality", "model_name", "model_version",
 def embedding_column(modality: str, name: str | None = None) -> str:
     """``embedding_image`` or ``embedding_image_<name>``: several models can coexist."""
     return f"embedding_{modality}" + (f"_{name}" if name else "")
-
-
-def _now() -> str:
-    return datetime.now(tz=timezone.utc).isoformat(timespec="seconds")
 
 
 # ----------------------------------------------------------------------------- what runs
@@ -300,9 +296,9 @@ def _pipelined(source: pq.ParquetFile, file: Path, job: TileJob,
 
 
 def threads_per_encoder(threads: int | None, encoders: int) -> int:
-    """The task's onnxruntime threads shared among its encoders, which run side by side: on
-    2 cores two one-thread sessions at once took 181 ms a batch pair where two two-thread
-    sessions in turn took 207 ms (small batches keep a second thread of one session idle)."""
+    """The task's onnxruntime threads shared among its encoders, which run side by side:
+    small batches leave the extra threads of one session idle, so sessions that split the
+    threads and run at once keep more cores busy than sessions that take turns with all."""
     total = threads or os.cpu_count() or 1
     return max(1, total // max(1, encoders))
 
@@ -374,7 +370,7 @@ def embed_tile(job: TileJob, on_rows: Callable[[int], None] | None = None) -> Ti
                                          for k in ("embedded", "missing", "unusable")}
     rows = 0
     with open_tile(file) as source:
-        schema = _output_schema(source.schema_arrow, job.encoders, _now())
+        schema = _output_schema(source.schema_arrow, job.encoders, utc_now())
         try:
             with atomic_path(file) as tmp:
                 with pq.ParquetWriter(tmp, schema, **parquet_options(schema)) as writer:
@@ -456,30 +452,6 @@ def _select_encoders(model: str | None, modality: str) -> dict[str, Path]:
     return {m: paths[m] for m in wanted}
 
 
-def _image_shape(fld: pa.Field, catalog: Path) -> tuple[int, int, int]:
-    """(3, H, W) of the image column: the tensor type, its ``shape`` metadata, or a square."""
-    if isinstance(fld.type, pa.FixedShapeTensorType):
-        shape = tuple(int(s) for s in fld.type.shape)
-    elif pa.types.is_fixed_size_list(fld.type):
-        meta = {k.decode(): v.decode() for k, v in (fld.metadata or {}).items()}
-        if "shape" in meta:
-            shape = tuple(int(s) for s in meta["shape"].split(","))
-        else:
-            side = int(round(np.sqrt(fld.type.list_size / 3)))
-            shape = (3, side, side)
-        if int(np.prod(shape)) != fld.type.list_size:
-            raise InputError(f"{where(catalog, column=fld.name)}: {fld.type.list_size} values "
-                             f"per row is not a (3, H, W) cutout; add field metadata "
-                             "shape=3,H,W.")
-    else:
-        raise InputError(f"{where(catalog, column=fld.name)}: type {fld.type} is not an image "
-                         "(expected fixed_shape_tensor float32 (3, H, W) g, r, z).")
-    if len(shape) != 3 or shape[0] != 3:
-        raise InputError(f"{where(catalog, column=fld.name)}: shape {shape}; expected (3, H, W) "
-                         "with the g, r, z bands.")
-    return shape  # type: ignore[return-value]
-
-
 def _field_meta(fld: pa.Field) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in (fld.metadata or {}).items()}
 
@@ -500,7 +472,7 @@ def _missing_column(catalog: Path, schema: pa.Schema, names: tuple[str, ...],
 def _check_image(spec: EncoderSpec, schema: pa.Schema, catalog: Path) -> EncoderSpec:
     """The image column can feed this encoder: g, r, z bands, cutouts at least the crop."""
     fld = schema.field(IMAGE_COLUMN)
-    shape = _image_shape(fld, catalog)
+    shape = image_shape(fld, where(catalog, column=fld.name))
     prep, meta = spec.preprocessing, _field_meta(fld)
     bands = str(meta.get("bands", CATALOG_BANDS))
     if str(prep.get("bands", CATALOG_BANDS)) != bands:

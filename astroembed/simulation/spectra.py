@@ -3,7 +3,7 @@
 The noise model is a sky- and read-noise floor per arm, shaped by throughput and by sky
 emission lines, plus the source's own photon noise, scaled by each target's effective
 exposure time. Its level is set so that the median S/N per 0.8 A pixel in the R arm is about
-3 for galaxies at r ~ 19 (DESI BGS; DESIGN.md section 6), not to flatter any model.
+3 for galaxies at r ~ 19 (DESI BGS; docs/architecture.md), not to flatter any model.
 """
 
 from __future__ import annotations

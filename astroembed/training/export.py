@@ -15,7 +15,6 @@ import logging
 import os
 import sys
 import warnings
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from astroembed.errors import ModelError
 from astroembed.catalog.atomic import atomic_directory
 from astroembed.catalog.outputs import MODEL, claim_directory, may_replace
 from astroembed.runtime.modelfile import CONTRACT_VERSION, open_encoder
+from astroembed.stamps import utc_now
 
 log = logging.getLogger("astroembed")
 PARITY_TOLERANCE = 1e-4
@@ -82,6 +82,13 @@ def _export_one(module, example: tuple, names: list[str], path: Path, metadata: 
     onnx.save_model(model, str(path))
 
 
+def training_data_text(summary: dict) -> str:
+    """The ``training_data`` metadata: the training catalog by name; ``training_data_hash``
+    (the rows' digest) goes beside it, so the pair identifies the data without a path."""
+    return (f"{summary.get('rows', '?')} cross-matched rows of catalog "
+            f"'{summary.get('catalog', '?')}' (simulated survey unless stated)")
+
+
 def _metadata(modality: str, cfg, weights: str, inputs: list, prep: dict, summary: dict) -> dict:
     return {
         "astroembed_contract": CONTRACT_VERSION, "modality": modality,
@@ -89,10 +96,9 @@ def _metadata(modality: str, cfg, weights: str, inputs: list, prep: dict, summar
         "model_hash": weights, "embedding_dim": cfg.embed_dim,
         "inputs": json.dumps(inputs), "output": OUTPUT_NAME,
         "preprocessing": json.dumps(prep),
-        "training_data": (f"{summary.get('rows', '?')} cross-matched rows of "
-                          f"{summary.get('catalog', '?')} (simulated survey unless stated)"),
+        "training_data": training_data_text(summary),
         "training_data_hash": summary.get("data_digest", "unknown"),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": utc_now(),
     }
 
 
@@ -118,7 +124,8 @@ def export_model(model_dir: str | os.PathLike, out: str | os.PathLike,
     import torch
 
     from astroembed.training.export_form import export_form
-    from astroembed.training.trainer import FINAL, build_models, config_from_checkpoint, load_checkpoint
+    from astroembed.training.trainer import (FINAL, build_models, config_from_checkpoint,
+                                             load_checkpoint, portable_summary)
 
     model_dir, out = Path(model_dir), Path(out)
     if not model_dir.is_dir():
@@ -135,7 +142,7 @@ def export_model(model_dir: str | os.PathLike, out: str | os.PathLike,
     claim_directory(out, MODEL, overwrite=overwrite, option="--out")
     payload = load_checkpoint(model_dir / FINAL)
     cfg = config_from_checkpoint(payload)
-    summary = json.loads(payload.get("summary", "{}"))
+    summary = portable_summary(json.loads(payload.get("summary", "{}")))
     image_model, spectrum_model = build_models(cfg)
     image_model.load_state_dict(payload["image"])
     spectrum_model.load_state_dict(payload["spectrum"])

@@ -2,16 +2,16 @@
 
 A form is built from a trained module right before export; its weights are the trained ones,
 rearranged, and the exporter checks the ONNX output against the original module
-(``export._check_parity``). What the rearranging buys, on the default spectrum encoder at
-batch 256 on 2 CPU cores (ORT profiler and ``bench/encoder_bench.py``):
+(``export._check_parity``). Why the weights are rearranged (``bench/encoder_bench.py``
+times the result against torch eager):
 
 - Multi-head attention is one standard ONNX ``Attention`` node (opset 23) on ``(B, N, width)``
   tensors: the heads are split inside the kernel, so the graph has no ``Transpose`` of the
-  token tensors (the torch layout, ``(B, heads, N, d)``, cost a fifth of ONNX Runtime's time
-  in transposes; slicing the weights head by head instead left 20 small matrix products).
+  token tensors (the torch layout, ``(B, heads, N, d)``, spends much of ONNX Runtime's time
+  in transposes; slicing the weights head by head instead leaves many small matrix products).
 - Linear maps on tokens are ``MatMul`` + ``Add`` with the weights stored ``(in, out)``:
-  ONNX Runtime runs a bias-free ``MatMul`` of these shapes at ~310 GFLOP/s, a ``Gemm`` with a
-  bias at ~220, and fuses the bias of the MLP's first layer into its GELU (``BiasGelu``).
+  ONNX Runtime runs a bias-free ``MatMul`` of these shapes faster than a ``Gemm`` with a
+  bias, and fuses the bias of the MLP's first layer into its GELU (``BiasGelu``).
 - Biases that cannot change the result are folded away: the key bias adds the same amount
   to every score of a query (softmax ignores it), and the value bias passes through the
   attention weights unchanged (they sum to one), so it joins the output bias.
@@ -19,9 +19,6 @@ batch 256 on 2 CPU cores (ORT profiler and ``bench/encoder_bench.py``):
   projection fold into one ``(width, heads)`` matrix, and its value and output projections
   into one ``(heads * width, width)`` matrix applied after pooling: the head no longer
   projects every token.
-
-Measured on the default spectrum encoder (model 1.2.0, batch 256, 2 threads, no spinning):
-108 -> 93 ms per batch, median of 20 (the earlier row layout -> this).
 """
 
 from __future__ import annotations

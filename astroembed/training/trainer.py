@@ -241,6 +241,27 @@ def load_training_data(catalog: str | Path, cfg: TrainConfig,
                         dropped=dropped, digest=digest.hexdigest(), source=str(catalog))
 
 
+def path_name(path: str | Path) -> str:
+    """The last component of ``path`` (of its absolute form, so ``.`` names the directory)."""
+    return Path(path).absolute().name
+
+
+def portable_summary(summary: dict) -> dict:
+    """``summary`` with its catalog and output directories by name instead of by path.
+
+    A trained model travels to other machines, where a path of the machine that trained it
+    means nothing (and tells things about that machine); the catalog's name together with
+    ``data_digest`` (a hash of the rows used) identifies the training data.
+    """
+    result = dict(summary)
+    if result.get("catalog"):
+        result["catalog"] = path_name(result["catalog"])
+    if isinstance(result.get("config"), dict):
+        result["config"] = {k: path_name(v) if k in ("catalog", "out") and v else v
+                            for k, v in result["config"].items()}
+    return result
+
+
 def validation_mask(ids: np.ndarray, fraction: float) -> np.ndarray:
     """Rows held out for validation, chosen by a hash of the ID (stable across runs and row
     orders)."""
@@ -610,11 +631,11 @@ def _train(cfg: TrainConfig, resume: bool, progress: Progress | None) -> dict:
         log.info("align epoch %d: %s", e + 1, history[-1])
         checkpoint("align", e + 1, opt)
 
-    summary = {"rows": len(data), "train_rows": int(len(train_idx)),
-               "val_rows": int(len(val_idx)), "dropped": data.dropped,
-               "data_digest": data.digest, "catalog": data.source,
-               "seconds": round(time.time() - started, 1), "history": history,
-               "config": asdict(cfg)}
+    summary = portable_summary({"rows": len(data), "train_rows": int(len(train_idx)),
+                                "val_rows": int(len(val_idx)), "dropped": data.dropped,
+                                "data_digest": data.digest, "catalog": data.source,
+                                "seconds": round(time.time() - started, 1),
+                                "history": history, "config": asdict(cfg)})
     _save(out / FINAL, {"config": asdict(cfg), "stage": "done",
                         "image": image_model.state_dict(),
                         "spectrum": spectrum_model.state_dict(),
