@@ -8,7 +8,7 @@ DEMO   ?= demo-output
 # multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test test-fast bench bench-crossmatch bench-encoders bench-embed bench-probe model clean
+.PHONY: install demo test test-fast docs bench bench-crossmatch bench-encoders bench-embed bench-probe model clean
 
 install: $(STAMP)
 
@@ -31,7 +31,12 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
-# Peer benchmarks (DESIGN.md section 11): LSDB, hats-import, astropy, STILTS, bare cKDTree.
+# docs/cli.md, the command reference, from every command's --help (tests/test_docs.py checks it).
+docs: install
+	$(PY) scripts/cli_reference.py
+
+# Benchmarks (bench/README.md has every result with its command). Cross-match peers: LSDB,
+# hats-import, astropy, STILTS, bare cKDTree.
 # STILTS comes from Debian (apt-get install -y stilts); without it that peer is reported as missing.
 # Each part alone: make bench-crossmatch | bench-embed | bench-encoders | bench-probe.
 BENCH_SIZES ?= 1e5,1e6,1e7
@@ -53,7 +58,8 @@ bench-probe: install
 
 # The default model (astroembed/data/models/default): simulate a 20,000-galaxy survey, cross-match,
 # train (pipelines/default-model.toml), export to ONNX, then measure it on a held-out survey
-# (another seed) with bench/model_quality.py. Work files go to $(MODEL_WORK).
+# (another seed) with bench/model_quality.py. Work files go to $(MODEL_WORK). The model card
+# is docs/MODEL_CARD.md, copied into the model directory.
 MODEL_WORK ?= build/model
 MODEL_DIR  := astroembed/data/models/default
 model: install
