@@ -198,3 +198,26 @@ def test_import_is_light():
             "'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_train_merges_defaults_then_file_then_keywords(monkeypatch, tmp_path):
+    """The library does the merge the CLI used to: a keyword beats the file, the file beats
+    the defaults, and None means "not given"."""
+    from astroembed.training import trainer
+
+    seen = []
+    monkeypatch.setattr(trainer, "train", lambda cfg, resume, progress: seen.append(cfg) or {})
+    config = tmp_path / "train.toml"
+    config.write_text("align_epochs = 3\nbatch_size = 8\n")
+    astroembed.train(tmp_path / "cat", tmp_path / "model", config=config, batch_size=16,
+                     seed=None)
+    (cfg,) = seen
+    assert (cfg.align_epochs, cfg.batch_size, cfg.seed) == (3, 16, trainer.TrainConfig().seed)
+    assert (cfg.catalog, cfg.out) == (str(tmp_path / "cat"), str(tmp_path / "model"))
+
+
+def test_train_names_the_file_for_a_bad_value_read_from_it(tmp_path):
+    config = tmp_path / "train.toml"
+    config.write_text("batch_size = 0\n")
+    with pytest.raises(astroembed.ConfigError, match="train.toml"):
+        astroembed.train(tmp_path / "cat", tmp_path / "model", config=config)
