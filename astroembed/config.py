@@ -122,7 +122,7 @@ def load_toml(path) -> dict[str, Any]:
 
 @dataclass
 class SimulationConfig:
-    """What ``astroembed simulate`` makes. See DESIGN.md section 6."""
+    """What ``astroembed simulate`` makes. See docs/architecture.md."""
 
     n_galaxies: int = 2000
     seed: int = 0
@@ -148,7 +148,7 @@ JOINS = ("inner", "left")
 
 @dataclass
 class CrossmatchConfig:
-    """What ``astroembed crossmatch`` does. See DESIGN.md sections 3 and 4."""
+    """What ``astroembed crossmatch`` does. See docs/architecture.md."""
 
     images: list[str] = dataclasses.field(default_factory=list)
     spectra: list[str] = dataclasses.field(default_factory=list)
@@ -212,7 +212,7 @@ def _choices(option: str, values: tuple[str, ...], allowed: tuple[str, ...]) -> 
 
 @dataclass
 class ProbeConfig:
-    """What ``astroembed probe`` does. See DESIGN.md section 9.
+    """What ``astroembed probe`` does. See docs/architecture.md.
 
     ``embedding`` empty means every embedding present (image, spectrum, and both when the
     catalog has the two); ``method`` ("knn", "linear", "mlp") in the order reported.
@@ -289,7 +289,7 @@ DEVICES = ("auto", "cpu", "cuda")
 
 @dataclass
 class EmbedConfig:
-    """What ``astroembed embed`` does. See DESIGN.md section 8.
+    """What ``astroembed embed`` does. See docs/architecture.md.
 
     Checks here need no files; :func:`astroembed.runtime.embedding.plan_embed` checks the catalog,
     the tiles and the model before any tile is touched.

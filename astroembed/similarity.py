@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from astroembed.config import SearchConfig
 from astroembed.errors import AstroembedError, ConfigError, InputError, where
 from astroembed.catalog.columns import (
     MODALITIES,
@@ -521,6 +522,27 @@ def search_modalities(from_modality: str, to_modality: str | None, evaluate: boo
     if evaluate:
         return MODALITIES
     return tuple(dict.fromkeys([from_modality, to_modality or from_modality]))
+
+
+def search(cfg: SearchConfig) -> dict:
+    """What ``astroembed search`` reports: the neighbours of ``cfg.like`` (with the PNG of them
+    when ``cfg.plot`` is set), or the retrieval report with ``cfg.evaluate``. Arguments and the
+    plot's path are checked before the catalog is read."""
+    from astroembed.catalog.paths import check_output_file
+
+    cfg.validate()
+    if cfg.plot:
+        check_output_file(cfg.plot, "--plot", example="neighbours.png")
+    cat = SearchCatalog.open(cfg.catalog, search_modalities(cfg.from_modality, cfg.to_modality,
+                                                            cfg.evaluate),
+                             name=cfg.name, id_column=cfg.id_column)
+    if cfg.evaluate:
+        return evaluate_catalog(cat, queries=cfg.queries, seed=cfg.seed)
+    report = neighbours(cat, cfg.like, cfg.from_modality, cfg.to_modality, k=cfg.k,
+                        index=cfg.index, seed=cfg.seed)
+    if cfg.plot:
+        report["plot"] = str(plot_neighbours(cat, report, cfg.plot))
+    return report
 
 
 def plot_neighbours(cat: SearchCatalog, result: dict, file: str | os.PathLike) -> Path:

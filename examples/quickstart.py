@@ -31,11 +31,11 @@ def main(out: Path) -> None:
     survey, catalog = out / "survey", out / "matched"
 
     # 1. Simulate. The default model crops 32x32 pixels, so cutouts must be at least that.
-    summary = astroembed.simulate_survey(survey, n_galaxies=1500, seed=1, cutout_size=64,
+    summary = astroembed.simulate(survey, n_galaxies=1500, seed=1, cutout_size=64,
                                          overwrite=True)
     print(f"simulated {summary['n_galaxies']} galaxies, {summary['n_fibres']} DESI fibres "
           f"in {survey}")
-    report = astroembed.describe_inputs([survey])
+    report = astroembed.inspect([survey])
     for kind, totals in report["totals"].items():
         print(f"  {kind:16s} {totals['files']:3d} files {totals['rows']:6d} rows")
 
@@ -55,14 +55,14 @@ def main(out: Path) -> None:
     print(f"redshift catalog: {z.num_rows} primary rows, median Z {np.median(z['Z']):.3f}")
 
     # 3. Cross-match Legacy Survey objects with DESI spectra (1 arcsec, nearest spectrum).
-    summary = astroembed.crossmatch_surveys(survey / "legacysurvey", survey / "desi", catalog,
+    summary = astroembed.crossmatch(survey / "legacysurvey", survey / "desi", catalog,
                                             radius=1.0, mode="best", overwrite=True)
-    info = astroembed.catalog_info(catalog)
+    info = astroembed.info(catalog)
     print(f"cross-match: {summary['matched']} pairs, dropped {summary['dropped']}; "
           f"{info['total_rows']} rows in {len(info['tiles'])} tiles")
 
     # 4. Embed images and spectra with the default model (no `model=`).
-    summary = astroembed.embed_catalog(catalog)
+    summary = astroembed.embed(catalog)
     for column, c in summary["columns"].items():
         print(f"embed: {column} ({c['dim']}-d, {c['model_name']}): {c['embedded']} rows")
     providers = sorted({p for used in summary["providers"].values() for p in used})
@@ -71,7 +71,7 @@ def main(out: Path) -> None:
     # 5. Probe: how much redshift information do the embeddings carry? Photometry and
     # spectrum PCA are the baselines. dz = z_pred - z_true;
     # sigma_NMAD = 1.48 * median(|dz - median(dz)| / (1 + z_true)).
-    doc = astroembed.probe_catalog(catalog, "redshift", method=("knn",), out=str(out / "probe"))
+    doc = astroembed.probe(catalog, "redshift", method=("knn",), out=str(out / "probe"))
     print(f"probe of redshift on {doc['n_rows']} rows ({doc['folds']}-fold CV):")
     for r in doc["results"]:
         print(f"  {r['features']:14s} {r['method']:6s} R^2 {r['r2']:6.3f}   "
@@ -84,7 +84,7 @@ def main(out: Path) -> None:
     both = np.asarray(table["embedding_image"].is_valid()) & np.asarray(
         table["embedding_spectrum"].is_valid())
     like = table["TARGETID"][int(np.flatnonzero(both)[0])].as_py()
-    found = astroembed.search_catalog(catalog, like, from_modality="image",
+    found = astroembed.search(catalog, like, from_modality="image",
                                       to_modality="spectrum", k=5)
 
     def z_text(item: dict) -> str:

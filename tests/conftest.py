@@ -24,7 +24,7 @@ def small_survey(tmp_path_factory) -> Path:
     import astroembed
 
     out = tmp_path_factory.mktemp("sim") / "survey"
-    astroembed.simulate_survey(out, n_galaxies=200, seed=7, cutout_size=32)
+    astroembed.simulate(out, n_galaxies=200, seed=7, cutout_size=32)
     return out
 
 
@@ -35,7 +35,7 @@ def run_survey(tmp_path_factory) -> Path:
     import astroembed
 
     out = tmp_path_factory.mktemp("runsim") / "survey"
-    astroembed.simulate_survey(out, n_galaxies=700, seed=11, cutout_size=32)
+    astroembed.simulate(out, n_galaxies=700, seed=11, cutout_size=32)
     return out
 
 
@@ -59,6 +59,6 @@ def tiled_catalog(small_survey, tmp_path_factory) -> Path:
     import astroembed
 
     out = tmp_path_factory.mktemp("tiled") / "matched"
-    astroembed.crossmatch_surveys(small_survey / "legacysurvey", small_survey / "desi", out,
+    astroembed.crossmatch(small_survey / "legacysurvey", small_survey / "desi", out,
                                   max_rows=40)
     return out

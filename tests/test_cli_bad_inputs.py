@@ -43,13 +43,13 @@ def fx(small_survey, tmp_path_factory) -> dict[str, Path]:
     paths = {"root": root, "survey": small_survey, "ls": small_survey / "legacysurvey",
              "desi": small_survey / "desi"}
     paths["matched"] = root / "matched"
-    astroembed.crossmatch_surveys(paths["ls"], paths["desi"], paths["matched"], max_rows=80)
+    astroembed.crossmatch(paths["ls"], paths["desi"], paths["matched"], max_rows=80)
     paths["models"] = tiny_models.model_dir(root / "models", crop=CROP, dim=DIM)
     paths["embedded"] = root / "embedded"
     shutil.copytree(paths["matched"], paths["embedded"])
-    astroembed.embed_catalog(paths["embedded"], model=str(paths["models"]))
+    astroembed.embed(paths["embedded"], model=str(paths["models"]))
     paths["probe"] = root / "probe"
-    astroembed.probe_catalog(paths["embedded"], method=("knn",), k=5, baselines=False,
+    astroembed.probe(paths["embedded"], method=("knn",), k=5, baselines=False,
                              save=str(paths["probe"]))
     paths["empty"] = root / "empty"
     paths["empty"].mkdir()

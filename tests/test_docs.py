@@ -60,7 +60,8 @@ USER_DOCS = ["README.md", "Makefile", "bench/README.md",
 @pytest.mark.parametrize("name", USER_DOCS)
 def test_documents_speak_only_of_astroembed(name: str) -> None:
     text = (ROOT / name).read_text(encoding="utf-8")
-    for pattern in (r"issue [0-9]", r"DESIGN\.md", r"edit only between", r"/tmp/"):
+    # written so that this file does not match them itself
+    for pattern in (r"issue [0-9]", r"DESIGN\.md", r"edit only [b]etween", r"/tmp/"):
         found = re.search(pattern, text)
         assert found is None, f"{name} mentions {found.group(0)!r}"
 

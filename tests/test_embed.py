@@ -85,7 +85,7 @@ def base_catalog(small_survey, tmp_path_factory) -> Path:
     """A left-join catalog (imaging rows without spectra) in several tiles, with a few rows
     made unusable on purpose: a NaN cutout, an empty cutout, a spectrum with no good pixel."""
     out = tmp_path_factory.mktemp("embed") / "matched"
-    astroembed.crossmatch_surveys(small_survey / "legacysurvey", small_survey / "desi", out,
+    astroembed.crossmatch(small_survey / "legacysurvey", small_survey / "desi", out,
                                   how="left", max_rows=40)
     info = read_catalog_info(out)
     big = max(info.tiles, key=lambda t: info.rows[t])

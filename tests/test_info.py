@@ -85,7 +85,7 @@ def test_info_after_one_tile_embed_says_partly_embedded(catalog, model):
         assert entry["tiles"] == tiles_with(catalog, column), column
         assert entry["tiles_total"] == len(files)
     assert doc["embeddings"]["embedding_image_x"]["tiles"] == 1
-    assert doc == json.loads(json.dumps(astroembed.catalog_info(catalog), default=str))
+    assert doc == json.loads(json.dumps(astroembed.info(catalog), default=str))
 
     # lsdb opens it; the rows of tiles without the new column read as nulls.
     frame = lsdb.open_catalog(catalog).compute()
@@ -160,8 +160,8 @@ def test_provenance_records_absolute_inputs_and_simulated_origin(small_survey, t
     survey = tmp_path / "survey"
     shutil.copytree(small_survey, survey)
     monkeypatch.chdir(tmp_path)
-    astroembed.crossmatch_surveys("survey/legacysurvey", "survey/desi", "cat")
-    inputs = astroembed.catalog_info(tmp_path / "cat")["provenance"]["inputs"]
+    astroembed.crossmatch("survey/legacysurvey", "survey/desi", "cat")
+    inputs = astroembed.info(tmp_path / "cat")["provenance"]["inputs"]
     assert inputs and all(Path(i["path"]).is_absolute() for i in inputs)
     for record in inputs:
         stat = os.stat(record["path"])
@@ -181,8 +181,8 @@ def test_catalog_from_other_data_still_warns(small_survey, tmp_path, caplog):
     real = tmp_path / "real"  # the same files without simulation.json: not the simulator's
     for side in ("legacysurvey", "desi"):
         shutil.copytree(small_survey / side, real / side)
-    astroembed.crossmatch_surveys(real / "legacysurvey", real / "desi", tmp_path / "cat")
-    inputs = astroembed.catalog_info(tmp_path / "cat")["provenance"]["inputs"]
+    astroembed.crossmatch(real / "legacysurvey", real / "desi", tmp_path / "cat")
+    inputs = astroembed.info(tmp_path / "cat")["provenance"]["inputs"]
     assert inputs and not any(i["simulated"] for i in inputs)
     assert "comes from other data" in _default_model_warning(tmp_path / "cat", tmp_path, caplog)
 
@@ -211,7 +211,7 @@ def test_embed_from_another_directory_gives_no_origin_warning(small_survey, tmp_
     of a catalog cross-matched from relative paths."""
     catalog = tmp_path / "cat"
     monkeypatch.chdir(small_survey.parent)
-    astroembed.crossmatch_surveys(f"{small_survey.name}/legacysurvey",
+    astroembed.crossmatch(f"{small_survey.name}/legacysurvey",
                                   f"{small_survey.name}/desi", catalog, max_rows=40)
     tile = cli("info", catalog, "--tiles").stdout.split()[0]
     elsewhere = tmp_path / "elsewhere"

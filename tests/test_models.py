@@ -32,7 +32,7 @@ TINY = {"spectrum": {"patch": 40, "width": 32, "depth": 1, "heads": 2, "mlp_rati
 @pytest.fixture(scope="module")
 def catalog(small_survey, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cat") / "matched"
-    astroembed.crossmatch_surveys(small_survey / "legacysurvey", small_survey / "desi", out)
+    astroembed.crossmatch(small_survey / "legacysurvey", small_survey / "desi", out)
     return out
 
 

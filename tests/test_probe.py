@@ -388,7 +388,7 @@ def test_non_numeric_target(tmp_path):
 def test_catalog_without_embeddings(small_survey, tmp_path):
     import astroembed
 
-    astroembed.crossmatch_surveys(small_survey / "legacysurvey", small_survey / "desi",
+    astroembed.crossmatch(small_survey / "legacysurvey", small_survey / "desi",
                                   tmp_path / "cat")
     result = run("probe", "--catalog", tmp_path / "cat")
     assert result.exit_code == 1

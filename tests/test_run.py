@@ -173,7 +173,7 @@ def test_new_inputs_redo_only_the_tiles_they_reach_and_equal_a_full_rebuild(tmp_
     crossmatch(cfg.crossmatch.__class__(**{**cfg.crossmatch.__dict__, "out": str(rebuilt),
                                            "images": cfg.images, "spectra": cfg.spectra}),
                layout=layout)
-    astroembed.embed_catalog(rebuilt)
+    astroembed.embed(rebuilt)
     assert_same_rows(read_rows(catalog), read_rows(rebuilt))
 
 

@@ -65,13 +65,13 @@ def test_layout_and_kinds(small_survey):
 
 def test_same_seed_same_files_and_other_seed_differs(small_survey, tmp_path):
     again = tmp_path / "again"
-    astroembed.simulate_survey(again, n_galaxies=200, seed=7, cutout_size=32)
+    astroembed.simulate(again, n_galaxies=200, seed=7, cutout_size=32)
     names = sorted(p.relative_to(small_survey) for p in small_survey.rglob("*") if p.is_file())
     assert names == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
     for name in names:
         assert filecmp.cmp(small_survey / name, again / name, shallow=False), name
     other = tmp_path / "other"
-    astroembed.simulate_survey(other, n_galaxies=200, seed=8, cutout_size=32)
+    astroembed.simulate(other, n_galaxies=200, seed=8, cutout_size=32)
     assert not np.array_equal(_truth(other)["z"], _truth(small_survey)["z"])
 
 

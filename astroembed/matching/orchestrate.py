@@ -393,6 +393,3 @@ def _summary(inputs, per_input, tile_results, plan, seconds: float) -> dict:
         "tiles_skipped": sum(t.skipped for t in tile_results),
         "seconds": round(seconds, 2),
     }
-
-
-# ----------------------------------------------------------------------------- embed (issue 5)

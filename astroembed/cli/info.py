@@ -1,0 +1,80 @@
+"""``astroembed info``: what a catalog holds and its state."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from astroembed.cli.app import app, user_errors
+from astroembed.cli.options import json_flag
+from astroembed.cli.render import print_json
+
+AsJson = json_flag("Print everything as JSON.")
+
+
+@app.command()
+def info(
+    catalog: Annotated[Path, typer.Argument(help="A catalog written by astroembed (HATS layout).")],
+    tiles: Annotated[bool, typer.Option("--tiles", help="Print one ORDER/PIXEL per line (for job arrays).")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """What a catalog holds: tiles, rows, columns, embeddings, provenance, and its state:
+    complete, partly embedded (after `embed --tile`) or incomplete (a run under way or
+    interrupted); work files left beside it, with their sizes.
+
+    Example:  astroembed info demo/matched --tiles
+    """
+    import astroembed
+
+    with user_errors():
+        facts = astroembed.info(catalog, tiles=tiles)
+        if as_json:
+            print_json(facts)
+        elif tiles:
+            for order, pixel in facts["tiles"]:
+                typer.echo(f"{order}/{pixel}")
+        else:
+            render(facts)
+
+
+def render(facts: dict) -> None:
+    """What :func:`astroembed.info` returned, as lines of text."""
+    from astroembed.catalog.outputs import human_bytes
+
+    state = facts["state"] + (f": {facts['state_detail']}" if facts["state_detail"] else "")
+    tiles = [(t["order"], t["pixel"]) for t in facts["tiles"]]
+    typer.echo(f"{facts['path']}: {facts['total_rows']} rows in {len(tiles)} tiles, {state}")
+    orders = Counter(o for o, _ in tiles)
+    typer.echo("tiles per order: " + ", ".join(f"{o}: {n}" for o, n in sorted(orders.items())))
+    columns = facts["columns"]
+    typer.echo(f"columns ({len(columns)}): " + ", ".join(c["name"] for c in columns))
+    prov = facts["provenance"] or {}
+    if prov.get("config"):
+        c = prov["config"]
+        typer.echo(f"made by: astroembed {prov.get('command', '?')} radius {c.get('radius')}\" "
+                   f"mode {c.get('mode')} how {c.get('how')} from {len(prov.get('inputs', []))} input files")
+    for column, e in facts["embeddings"].items():
+        models = "; also " + ", ".join(f"{m['model_name']} {m['model_version']} (hash "
+                                       f"{m['model_hash'][:12]}) in {m['tiles']} tiles"
+                                       for m in e["models"][1:]) if len(e["models"]) > 1 else ""
+        typer.echo(f"{column}: {e['model_name']} {e['model_version']} (hash "
+                   f"{str(e['model_hash'])[:12]}, d = {e['embedding_dim']}), in "
+                   f"{e['tiles']} of {e['tiles_total']} tiles, {e['rows_embedded']} rows "
+                   f"embedded, {e['rows_null']} null{models}")
+    last_run = facts["last_run"]
+    if last_run:
+        skipped = len(last_run.get("skipped_inputs") or {})
+        typer.echo(f"last run: {last_run.get('outcome')} at {last_run.get('finished')} "
+                   f"({last_run.get('seconds')} s" + (f", {skipped} inputs skipped" if skipped else "")
+                   + ")" + (f": {last_run['error']}" if last_run.get("error") else ""))
+    leftovers = facts["leftover_work_files"]
+    if leftovers:
+        total = sum(w["bytes"] for w in leftovers)
+        typer.echo(f"leftover work files beside the catalog ({human_bytes(total)}; in use while a run "
+                   "is under way, else left by an interrupted one: `rm -rf` them to free the "
+                   "space):")
+        for w in leftovers:
+            typer.echo(f"  {w['path']}  {human_bytes(w['bytes'])}  {w['what']}")

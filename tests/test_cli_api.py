@@ -1,0 +1,223 @@
+"""Every command is parse -> one call of the public function -> render: with the function
+replaced by a recording fake, the command passes the parsed arguments and ``--json`` prints
+exactly what the function returned."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import astroembed
+from astroembed.cli import app
+
+runner = CliRunner()
+RESULT = {"answer": 42, "nested": {"list": [1, 2.5, None], "text": "ok"}, "flag": True}
+
+
+class Fake:
+    """Stands in for a public function: records each call, returns a fixed document."""
+
+    def __init__(self, result: dict = RESULT):
+        self.calls: list[tuple[tuple, dict]] = []
+        self.result = result
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append((args, kwargs))
+        return self.result
+
+
+def _invoke(monkeypatch, function: str, argv: list[str], result: dict = RESULT) -> tuple[tuple, dict]:
+    fake = Fake(result)
+    monkeypatch.setattr(astroembed, function, fake)
+    out = runner.invoke(app, ["-q", *argv, "--json"])
+    assert out.exit_code == 0, out.output
+    assert len(fake.calls) == 1
+    assert json.loads(out.stdout) == result
+    return fake.calls[0]
+
+
+def test_simulate(monkeypatch, tmp_path):
+    args, kwargs = _invoke(monkeypatch, "simulate",
+                           ["simulate", str(tmp_path / "s"), "-n", "7", "--seed", "3",
+                            "--cutout-size", "16", "--overwrite"])
+    assert args == (tmp_path / "s",)
+    assert kwargs == {"n_galaxies": 7, "seed": 3, "cutout_size": 16, "overwrite": True,
+                      "progress": None}
+
+
+def test_inspect(monkeypatch, tmp_path):
+    result = {"files": [], "totals": {}, "errors": []}
+    args, kwargs = _invoke(monkeypatch, "inspect", ["inspect", str(tmp_path), "a.fits"], result)
+    assert args == ([tmp_path, Path("a.fits")],) and kwargs == {}
+
+
+def test_inspect_exits_1_when_a_file_failed(monkeypatch, tmp_path):
+    result = {"files": [], "totals": {}, "errors": [{"path": "a.fits", "error": "a.fits: bad"}]}
+    monkeypatch.setattr(astroembed, "inspect", Fake(result))
+    out = runner.invoke(app, ["inspect", str(tmp_path), "--json"])
+    assert out.exit_code == 1 and json.loads(out.stdout) == result
+    assert "error: a.fits: bad" in out.stderr
+
+
+def test_crossmatch(monkeypatch, tmp_path):
+    args, kwargs = _invoke(monkeypatch, "crossmatch",
+                           ["crossmatch", "ls", "desi", "--out", str(tmp_path / "m"), "--radius",
+                            "2", "--mode", "all", "--suffixes", "_a, _b", "--workers", "3",
+                            "--processes", "--compare-ids"])
+    assert args == (Path("ls"), Path("desi"), tmp_path / "m")
+    assert kwargs == {"progress": None, "radius": 2.0, "mode": "all", "how": "inner",
+                      "margin": None, "match_on": "position", "compare_ids": True,
+                      "keep_all_spectra": False, "suffixes": ("_a", "_b"),
+                      "id_column": "TARGETID", "max_bytes": 512e6, "max_rows": 1_000_000,
+                      "scheduler": None, "workers": 3, "processes": True, "overwrite": False}
+
+
+def test_info(monkeypatch, tmp_path):
+    args, kwargs = _invoke(monkeypatch, "info", ["info", str(tmp_path)])
+    assert args == (tmp_path,) and kwargs == {"tiles": False}
+
+
+def test_info_tiles(monkeypatch, tmp_path):
+    result = {"path": str(tmp_path), "tiles": [[5, 17], [6, 100]]}
+    args, kwargs = _invoke(monkeypatch, "info", ["info", str(tmp_path), "--tiles"], result)
+    assert kwargs == {"tiles": True}
+    monkeypatch.setattr(astroembed, "info", Fake(result))
+    out = runner.invoke(app, ["info", str(tmp_path), "--tiles"])
+    assert out.exit_code == 0 and out.stdout.split() == ["5/17", "6/100"]
+
+
+def test_embed(monkeypatch, tmp_path):
+    args, kwargs = _invoke(monkeypatch, "embed",
+                           ["embed", "--catalog", str(tmp_path), "--tile", "5/17", "--tile",
+                            "6/100", "--model", "m.onnx", "--modality", "image", "--force"])
+    assert args == (tmp_path,)
+    assert kwargs == {"progress": None, "tiles": ("5/17", "6/100"), "model": "m.onnx",
+                      "name": None, "modality": "image", "batch_size": 256, "device": "auto",
+                      "threads": None, "scheduler": None, "workers": None, "force": True}
+
+
+def test_train(monkeypatch, tmp_path):
+    args, kwargs = _invoke(monkeypatch, "train",
+                           ["train", "--catalog", str(tmp_path), "--out", "model", "--config",
+                            "t.toml", "--align-epochs", "2", "--resume"])
+    assert args == (tmp_path, Path("model"))
+    assert kwargs == {"config": Path("t.toml"), "resume": True, "progress": None, "seed": None,
+                      "pretrain_epochs": None, "align_epochs": 2, "batch_size": None,
+                      "max_rows": None, "threads": None}
+
+
+def test_export(monkeypatch, tmp_path):
+    args, kwargs = _invoke(monkeypatch, "export", ["export", str(tmp_path), "-o", "onnx"])
+    assert args == (tmp_path, Path("onnx")) and kwargs == {"overwrite": False}
+
+
+def test_probe(monkeypatch, tmp_path):
+    args, kwargs = _invoke(monkeypatch, "probe",
+                           ["probe", "-c", str(tmp_path), "--target", "FLUX_R", "-e", "image",
+                            "-m", "knn,linear", "-m", "knn", "--k", "8", "--no-baselines",
+                            "--out", "p"])
+    assert args == (tmp_path,)
+    assert kwargs == {"target": "FLUX_R", "progress": None, "embedding": ("image",),
+                      "method": ("knn", "linear"), "folds": 5, "k": 8, "metric": "cosine",
+                      "seed": 0, "index": "auto", "name": None, "id_column": None,
+                      "baselines": False, "out": "p", "save": None, "overwrite": False}
+
+
+def test_probe_method_all(monkeypatch, tmp_path):
+    from astroembed.config import PROBE_METHODS
+
+    _, kwargs = _invoke(monkeypatch, "probe", ["probe", "-c", str(tmp_path), "-m", "all"])
+    assert kwargs["method"] == PROBE_METHODS
+
+
+def test_predict(monkeypatch, tmp_path):
+    args, kwargs = _invoke(monkeypatch, "predict",
+                           ["predict", "-c", str(tmp_path), "--probe", "z", "--column", "zz"])
+    assert args == (tmp_path, Path("z"))
+    assert kwargs == {"column": "zz", "overwrite": False, "progress": None}
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--like", "123", "--from", "image", "--to", "spectrum", "-k", "3", "--plot", "n.png"],
+     {"like": "123", "from_modality": "image", "to_modality": "spectrum", "k": 3,
+      "evaluate": False, "plot": "n.png"}),
+    (["--evaluate", "--queries", "50", "--seed", "2"],
+     {"like": None, "from_modality": "image", "to_modality": None, "k": 10, "evaluate": True,
+      "queries": 50, "seed": 2, "plot": None}),
+])
+def test_search(monkeypatch, tmp_path, argv, expected):
+    args, kwargs = _invoke(monkeypatch, "search", ["search", "-c", str(tmp_path), *argv])
+    assert args == (tmp_path,)
+    defaults = {"index": "auto", "name": None, "id_column": None, "queries": 10_000, "seed": 0}
+    assert kwargs == defaults | expected
+
+
+def test_run(monkeypatch, tmp_path):
+    args, kwargs = _invoke(monkeypatch, "run",
+                           ["run", str(tmp_path / "p.toml"), "--dry-run", "--on-error", "skip"])
+    assert args == (tmp_path / "p.toml",) and kwargs == {"dry_run": True, "on_error": "skip"}
+
+
+def test_json_is_strict(monkeypatch, tmp_path):
+    """Non-finite floats, which JSON has no spelling for, print as null."""
+    monkeypatch.setattr(astroembed, "info", Fake({"r2": float("nan"), "rmse": float("inf")}))
+    out = runner.invoke(app, ["info", str(tmp_path), "--json"])
+    assert out.exit_code == 0 and json.loads(out.stdout) == {"r2": None, "rmse": None}
+    assert "NaN" not in out.stdout
+
+
+def test_an_api_error_is_one_line(monkeypatch, tmp_path):
+    def fails(*args, **kwargs):
+        raise astroembed.InputError(f"{tmp_path}: not a catalog.")
+
+    monkeypatch.setattr(astroembed, "info", fails)
+    out = runner.invoke(app, ["info", str(tmp_path)])
+    assert out.exit_code == 1 and out.stderr == f"error: {tmp_path}: not a catalog.\n"
+
+
+@pytest.mark.parametrize("old, new", [
+    ("simulate_survey", "simulate"), ("crossmatch_surveys", "crossmatch"),
+    ("embed_catalog", "embed"), ("search_catalog", "search"), ("run_pipeline", "run"),
+    ("catalog_info", "info"), ("describe_inputs", "inspect"), ("probe_catalog", "probe"),
+])
+def test_old_names_warn_and_name_the_new_function(old, new):
+    with pytest.warns(DeprecationWarning, match=rf"astroembed\.{old} is deprecated; use "
+                                                rf"astroembed\.{new}\."):
+        with pytest.raises(Exception):  # noqa: B017 - only the warning matters here
+            getattr(astroembed, old)(None)
+
+
+def test_import_is_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, astroembed; print(sorted(m for m in ('numpy', 'pyarrow', 'dask', "
+            "'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_train_merges_defaults_then_file_then_keywords(monkeypatch, tmp_path):
+    """The library does the merge the CLI used to: a keyword beats the file, the file beats
+    the defaults, and None means "not given"."""
+    from astroembed.training import trainer
+
+    seen = []
+    monkeypatch.setattr(trainer, "train", lambda cfg, resume, progress: seen.append(cfg) or {})
+    config = tmp_path / "train.toml"
+    config.write_text("align_epochs = 3\nbatch_size = 8\n")
+    astroembed.train(tmp_path / "cat", tmp_path / "model", config=config, batch_size=16,
+                     seed=None)
+    (cfg,) = seen
+    assert (cfg.align_epochs, cfg.batch_size, cfg.seed) == (3, 16, trainer.TrainConfig().seed)
+    assert (cfg.catalog, cfg.out) == (str(tmp_path / "cat"), str(tmp_path / "model"))
+
+
+def test_train_names_the_file_for_a_bad_value_read_from_it(tmp_path):
+    config = tmp_path / "train.toml"
+    config.write_text("batch_size = 0\n")
+    with pytest.raises(astroembed.ConfigError, match="train.toml"):
+        astroembed.train(tmp_path / "cat", tmp_path / "model", config=config)
