@@ -7,7 +7,6 @@ in a cron job's config silently falling back to a default is the worst kind of b
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 import types
 import typing
@@ -15,7 +14,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from astroembed.errors import ConfigError
+from astroembed.errors import ConfigError, did_you_mean
 
 T = TypeVar("T")
 
@@ -30,9 +29,8 @@ def from_mapping(cls: type[T], data: dict[str, Any], source: str = "config",
     names = [f.name for f in dataclasses.fields(cls)]
     for key in data:
         if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else f" Valid keys: {', '.join(names)}."
-            raise ConfigError(f"{source}: unknown key '{key}'.{hint}")
+            raise ConfigError(f"{source}: unknown key '{key}'."
+                              + did_you_mean(key, names, list_all=True))
     hints = typing.get_type_hints(cls)
     for key, value in data.items():
         if not _type_ok(value, hints.get(key, Any)):
@@ -170,17 +168,11 @@ class CrossmatchConfig:
     overwrite: bool = False
 
     def validate(self) -> None:
-        def choice(name: str, value: str, options: tuple[str, ...]) -> None:
-            if value not in options:
-                close = difflib.get_close_matches(value, options, n=1)
-                hint = f" Did you mean '{close[0]}'?" if close else ""
-                raise ConfigError(f"--{name} must be one of {', '.join(options)} (got '{value}').{hint}")
-
         if not self.radius > 0:
             raise ConfigError(f"--radius must be > 0 arcsec (got {self.radius}).")
-        choice("mode", self.mode, MATCH_MODES)
-        choice("how", self.how, JOINS)
-        choice("match-on", self.match_on, ("position", "ids"))
+        _choices("mode", (self.mode,), MATCH_MODES)
+        _choices("how", (self.how,), JOINS)
+        _choices("match-on", (self.match_on,), ("position", "ids"))
         if self.margin is not None and not self.margin >= 0:
             raise ConfigError(f"--margin must be >= 0 arcsec (got {self.margin}).")
         if len(self.suffixes) != 2 or self.suffixes[0] == self.suffixes[1]:
@@ -204,10 +196,8 @@ def _choices(option: str, values: tuple[str, ...], allowed: tuple[str, ...]) -> 
     """ConfigError naming the option and the closest allowed value for each unknown value."""
     for value in values:
         if value not in allowed:
-            close = difflib.get_close_matches(value, allowed, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"--{option} must be one of {', '.join(allowed)} "
-                              f"(got '{value}').{hint}")
+                              f"(got '{value}').{did_you_mean(value, allowed)}")
 
 
 @dataclass
@@ -311,17 +301,10 @@ class EmbedConfig:
     def validate(self) -> None:
         import re
 
-        def choice(option: str, value: str, options: tuple[str, ...]) -> None:
-            if value not in options:
-                close = difflib.get_close_matches(value, options, n=1)
-                hint = f" Did you mean '{close[0]}'?" if close else ""
-                raise ConfigError(f"--{option} must be one of {', '.join(options)} "
-                                  f"(got '{value}').{hint}")
-
         if not self.catalog:
             raise ConfigError("embed needs --catalog.")
-        choice("modality", self.modality, EMBED_MODALITIES)
-        choice("device", self.device, DEVICES)
+        _choices("modality", (self.modality,), EMBED_MODALITIES)
+        _choices("device", (self.device,), DEVICES)
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1 (got {self.batch_size}).")
         if self.threads is not None and self.threads < 1:
@@ -392,9 +375,8 @@ class RunConfig:
 def _unknown(keys, allowed, where: str) -> None:
     for key in keys:
         if key not in allowed:
-            close = difflib.get_close_matches(key, list(allowed), n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else f" Valid keys: {', '.join(allowed)}."
-            raise ConfigError(f"{where}: unknown key '{key}'.{hint}")
+            raise ConfigError(f"{where}: unknown key '{key}'."
+                              + did_you_mean(key, list(allowed), list_all=True))
 
 
 def _paths(value, key: str, base, where: str) -> list[str]:

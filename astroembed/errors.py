@@ -65,3 +65,17 @@ def where(path: object, hdu: object | None = None, column: str | None = None,
     if row is not None:
         text += f" row {row}"
     return text
+
+
+def did_you_mean(value: str, options, *, list_all: bool = False) -> str:
+    """`` Did you mean 'x'?`` for the option closest to a misspelt ``value`` (or one differing
+    only in case); with ``list_all``, the valid options when none is close. The one place
+    every "unknown key" and "must be one of" message gets its suggestion from."""
+    import difflib
+
+    options = [str(o) for o in options]
+    close = difflib.get_close_matches(value, options, n=1) or [
+        o for o in options if o.lower() == str(value).lower()]
+    if close:
+        return f" Did you mean '{close[0]}'?"
+    return f" Valid keys: {', '.join(options)}." if list_all else ""

@@ -12,14 +12,13 @@ L2-normalised, null where a row could not be embedded.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from astroembed.errors import InputError
+from astroembed.errors import InputError, did_you_mean
 from astroembed.catalog.hats import CatalogInfo, read_tile
 
 EMBEDDING_PREFIX = "embedding_"
@@ -99,11 +98,7 @@ def resolve_id_column(info: CatalogInfo, override: str | None = None) -> str:
     return column
 
 
-def _close(name: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
-    if not close:
-        close = [o for o in options if o.lower() == name.lower()]
-    return f" Did you mean {close[0]!r}?" if close else ""
+
 
 
 def resolve_target(info: CatalogInfo, target: str) -> str:
@@ -116,7 +111,7 @@ def resolve_target(info: CatalogInfo, target: str) -> str:
         raise InputError(f"{info.path}: no column {target!r} to use as --target"
                          + (f" (redshift looks for {' or '.join(candidates)})"
                             if target.lower() in TARGET_ALIASES else "")
-                         + f".{_close(target, names)} Numeric columns: {', '.join(numeric)}.")
+                         + f".{did_you_mean(target, names)} Numeric columns: {', '.join(numeric)}.")
     if not _is_numeric(info.schema.field(column).type):
         raise InputError(f"{info.path}: column {column!r} is {info.schema.field(column).type}, "
                          "not numeric; --target needs a numeric column.")

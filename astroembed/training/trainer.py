@@ -25,7 +25,6 @@ uninterrupted run. Checkpoints are loaded with ``weights_only=True`` (no unpickl
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import logging
@@ -38,7 +37,7 @@ from typing import Callable
 
 import numpy as np
 
-from astroembed.errors import ConfigError, InputError, InterruptedRun, OutputError
+from astroembed.errors import ConfigError, InputError, InterruptedRun, OutputError, did_you_mean
 from astroembed.catalog.atomic import atomic_path
 from astroembed.runtime.preprocess import (default_image_preprocessing, default_spectrum_preprocessing,
                                    image_inputs, spectrum_inputs, spectrum_length)
@@ -110,9 +109,8 @@ class TrainConfig:
             names = [f.name for f in dataclasses.fields(cls) if f.name not in fixed]
             for key in getattr(self, section):
                 if key not in names:
-                    close = difflib.get_close_matches(key, names, n=1)
-                    hint = f" Did you mean '{close[0]}'?" if close else f" Valid keys: {', '.join(names)}."
-                    raise ConfigError(f"[{section}] has unknown key '{key}'.{hint}")
+                    raise ConfigError(f"[{section}] has unknown key '{key}'."
+                                      + did_you_mean(key, names, list_all=True))
             try:
                 self.encoder_config(section)
             except (TypeError, ValueError) as err:
