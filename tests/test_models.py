@@ -65,8 +65,8 @@ def exported(trained, tmp_path_factory) -> tuple[Path, dict]:
 
 def test_encoder_shapes_and_unit_norm():
     torch.manual_seed(0)
-    spec = SpectrumEncoder(SpectrumEncoderConfig(length=1945, width=32, depth=1, heads=2,
-                                                 embed_dim=16))
+    spec = SpectrumEncoder(SpectrumEncoderConfig(length=1945, patch=40, stem=(), width=32,
+                                                 depth=1, heads=2, embed_dim=16))
     img = ImageEncoder(ImageEncoderConfig(crop=32, widths=(8, 16, 32), heads=2, embed_dim=16))
     zs = spec(torch.randn(5, 2, 1945), torch.randn(5, 2))
     zi = img(torch.rand(5, 3, 32, 32))
@@ -130,7 +130,8 @@ def test_conv_stem_config_errors(stem, message):
 
 def test_reconstruction_loss_ignores_untrusted_pixels():
     torch.manual_seed(0)
-    spec = SpectrumEncoder(SpectrumEncoderConfig(length=400, width=16, depth=1, heads=2))
+    spec = SpectrumEncoder(SpectrumEncoderConfig(length=400, patch=40, stem=(), width=16,
+                                                 depth=1, heads=2))
     x = torch.randn(3, 2, 400)
     x[:, 1] = 0  # no pixel trusted: nothing to reconstruct
     mask = torch.ones(3, 10, dtype=torch.bool)

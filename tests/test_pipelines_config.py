@@ -193,3 +193,23 @@ def test_default_model_recipe_is_the_training_defaults():
               for f in dataclasses.fields(TrainConfig)
               if getattr(loaded, f.name) != getattr(defaults, f.name)}
     assert differ == {}
+
+
+def test_encoder_defaults_are_the_shipped_models_architecture():
+    """The encoders' config defaults, the training defaults and the shipped model's own record
+    of how it was trained (its model.json) describe one architecture."""
+    import json
+
+    from astroembed.runtime.modelfile import DEFAULT_MODEL_DIR
+    from astroembed.training.recipe import SPECTRUM_BIN, ImageEncoderConfig, SpectrumEncoderConfig
+
+    shipped = json.loads((DEFAULT_MODEL_DIR / "model.json").read_text())["training"]["config"]
+    spectrum, image = SpectrumEncoderConfig(), ImageEncoderConfig()
+    assert {k: shipped["spectrum"][k] for k in ("patch", "width", "depth", "heads", "mlp_ratio")} \
+        == {k: getattr(spectrum, k) for k in ("patch", "width", "depth", "heads", "mlp_ratio")}
+    assert [tuple(layer) for layer in shipped["spectrum"]["stem"]] == list(spectrum.stem)
+    assert shipped["image"] == {"widths": list(image.widths), "heads": image.heads}
+    assert (shipped["crop"], shipped["embed_dim"], shipped["spectrum_bin"]) == \
+        (image.crop, spectrum.embed_dim, SPECTRUM_BIN)
+    defaults = TrainConfig(catalog="CAT", out="OUT")
+    assert (defaults.spectrum, defaults.image) == (shipped["spectrum"], shipped["image"])

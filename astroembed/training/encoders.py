@@ -17,76 +17,14 @@ be compared by cosine similarity.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from astroembed.training.recipe import ImageEncoderConfig, SpectrumEncoderConfig
+
 __all__ = ["ImageEncoder", "ImageEncoderConfig", "SpectrumEncoder", "SpectrumEncoderConfig",
            "info_nce"]
-
-
-@dataclass
-class SpectrumEncoderConfig:
-    """Shape of the spectrum encoder. ``length``: binned pixels per channel (1945 for the
-    DESI grid binned by 4); tokens = length // patch.
-
-    ``stem``: convolution layers ``(channels, kernel, stride)`` run over the binned pixels
-    before the tokens are made; empty for a linear map of each patch. A stride-1 layer has an
-    odd kernel and keeps the length; a strided layer's kernel equals its stride (it pools
-    whole pixels, so every token still sees only its own patch up to the stride-1 layers'
-    reach). The strides multiply to a divisor of ``patch``; a last layer with kernel and
-    stride ``patch / product(strides)`` makes the tokens."""
-
-    length: int = 1945
-    channels: int = 2
-    patch: int = 40
-    width: int = 128
-    depth: int = 4
-    heads: int = 4
-    mlp_ratio: float = 2.0
-    embed_dim: int = 128
-    stem: tuple[tuple[int, int, int], ...] = ()
-
-    def __post_init__(self):
-        self.stem = tuple(tuple(int(v) for v in layer) for layer in self.stem)
-        if self.tokens < 1:
-            raise ValueError(f"patch {self.patch} is longer than the spectrum ({self.length}).")
-        for layer in self.stem:
-            if len(layer) != 3 or min(layer) < 1:
-                raise ValueError(f"stem layer {list(layer)}: expected [channels, kernel, stride] "
-                                 "of positive integers.")
-            _, kernel, stride = layer
-            if stride == 1 and kernel % 2 == 0:
-                raise ValueError(f"stem layer {list(layer)}: a stride-1 layer needs an odd kernel.")
-            if stride > 1 and kernel != stride:
-                raise ValueError(f"stem layer {list(layer)}: a strided layer's kernel must equal "
-                                 "its stride.")
-        if self.patch % self.stem_pooling:
-            raise ValueError(f"the stem's strides multiply to {self.stem_pooling}, which does not "
-                             f"divide patch {self.patch}.")
-
-    @property
-    def tokens(self) -> int:
-        return self.length // self.patch
-
-    @property
-    def stem_pooling(self) -> int:
-        """Pixels per position after the stem's strided layers (1 without a stem)."""
-        return math.prod(stride for _, _, stride in self.stem)
-
-
-@dataclass
-class ImageEncoderConfig:
-    """Shape of the image encoder: ``crop`` pixels square, 3 bands; widths per stage (each
-    stage after the first halves the resolution)."""
-
-    crop: int = 32
-    widths: tuple[int, ...] = (32, 64, 128)
-    heads: int = 4
-    embed_dim: int = 128
 
 
 class Attention(nn.Module):

@@ -39,6 +39,8 @@ import numpy as np
 
 from astroembed.errors import ConfigError, InputError, InterruptedRun, OutputError, did_you_mean
 from astroembed.catalog.atomic import atomic_path
+from astroembed.training.recipe import (EMBED_DIM, SPECTRUM_BIN, ImageEncoderConfig,
+                                        recipe_sections)
 from astroembed.runtime.preprocess import (default_image_preprocessing, default_spectrum_preprocessing,
                                    image_inputs, spectrum_inputs, spectrum_length)
 
@@ -75,19 +77,13 @@ class TrainConfig:
     threads: int = 0  # 0 = torch's default (all cores)
     model_name: str = "astroembed-sim"
     model_version: str = "1.4.0"
-    crop: int = 32
-    # 16-pixel bins (12.8 A). Against 4-pixel bins (the same tokens) the spectrum k-NN after 8
-    # epochs went from R^2 0.829 to 0.870 (sigma_NMAD 0.0169 -> 0.0131): z-scoring noisy
-    # 4-pixel bins divides by a spread that is mostly noise, and the patch targets are noisier.
-    spectrum_bin: int = 16
-    # 24 tokens of 20 bins, made by a convolutional stem (two layers of 32 channels at full
-    # resolution, 64 after pooling by 4); see the README's default-model section for what each
-    # version of this choice measured (1.2.0: 48 linear tokens of 10 bins).
-    spectrum: dict = field(default_factory=lambda: {
-        "patch": 20, "stem": [[32, 5, 1], [32, 5, 1], [64, 4, 4]], "width": 128, "depth": 4,
-        "heads": 4, "mlp_ratio": 2.0})
-    image: dict = field(default_factory=lambda: {"widths": [24, 48, 96], "heads": 4})
-    embed_dim: int = 128
+    crop: int = ImageEncoderConfig.crop
+    spectrum_bin: int = SPECTRUM_BIN
+    # The encoders' shapes: astroembed/training/recipe.py holds the default model's, with the
+    # reasons; a config file's [spectrum] and [image] tables override single keys of them.
+    spectrum: dict = field(default_factory=lambda: recipe_sections()["spectrum"])
+    image: dict = field(default_factory=lambda: recipe_sections()["image"])
+    embed_dim: int = EMBED_DIM
 
     def validate(self) -> None:
         if not self.catalog:
@@ -102,7 +98,7 @@ class TrainConfig:
             raise ConfigError("pretrain_epochs must be >= 0 and align_epochs >= 1.")
         if not 0 < self.mask_fraction < 1:
             raise ConfigError(f"mask_fraction must be in (0, 1) (got {self.mask_fraction}).")
-        from astroembed.training.encoders import ImageEncoderConfig, SpectrumEncoderConfig
+        from astroembed.training.recipe import ImageEncoderConfig, SpectrumEncoderConfig
 
         for section, cls, fixed in (("spectrum", SpectrumEncoderConfig, {"length", "embed_dim"}),
                                     ("image", ImageEncoderConfig, {"crop", "embed_dim"})):
@@ -123,7 +119,7 @@ class TrainConfig:
 
     def encoder_config(self, modality: str):
         """The ImageEncoderConfig or SpectrumEncoderConfig built from this config."""
-        from astroembed.training.encoders import ImageEncoderConfig, SpectrumEncoderConfig
+        from astroembed.training.recipe import ImageEncoderConfig, SpectrumEncoderConfig
 
         if modality == "image":
             return ImageEncoderConfig(crop=self.crop, embed_dim=self.embed_dim,
