@@ -157,7 +157,7 @@ def probe(catalog: PathLike, target: str = "redshift", progress: Progress = None
     any fitting. Returns the results (mean and spread over folds); ``per_fold=True`` keeps
     each fold's metrics under ``results[i]["folds"]``."""
     from astroembed.config import ProbeConfig
-    from astroembed.probes.probe import prepare_probe, run_probe
+    from astroembed.probes.crossval import prepare_probe, run_probe
 
     for key in ("method", "embedding"):
         if isinstance(options.get(key), str):
@@ -181,7 +181,7 @@ def predict(catalog: PathLike, probe: PathLike, column: str | None = None,
     """Append the predictions of the probe saved in ``probe`` (by ``probe(..., save=DIR)``)
     as ``column`` (default ``pred_<target>``) to every tile of ``catalog``, each tile
     rewritten atomically. Returns a summary (rows, tiles, nulls)."""
-    from astroembed.probes.probe import predict_catalog
+    from astroembed.probes.predict import predict_catalog
 
     return predict_catalog(catalog, probe, column=column, overwrite=overwrite, progress=progress)
 

@@ -39,7 +39,8 @@ from benchpaths import portable
 from astroembed.catalog.hats import image_array, read_catalog_info, tile_path
 from astroembed.runtime.modelfile import find_encoders, open_encoder
 from astroembed.runtime.preprocess import image_inputs, spectrum_inputs
-from astroembed.probes.probe import PCA_COMPONENTS, SPECTRUM_BIN, rebin_spectra
+from astroembed.probes.estimators import PCA_COMPONENTS
+from astroembed.probes.features import SPECTRUM_BIN, rebin_spectra
 
 
 def load(catalog: str, flux_cols: list[str]) -> dict:

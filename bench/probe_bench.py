@@ -145,7 +145,7 @@ def peak_rss_mb() -> float:
 def bench_probe(catalog: Path, n: int, exact_max: float, methods: list[str]) -> list[dict]:
     """5-fold CV of the image embedding: k-NN (exact and/or faiss) and ridge."""
     from astroembed.config import ProbeConfig
-    from astroembed.probes.probe import run_probe
+    from astroembed.probes.crossval import run_probe
 
     runs = []
     for method in methods:

@@ -17,14 +17,10 @@ from astroembed.cli import app
 from astroembed.config import ProbeConfig
 from astroembed.errors import ConfigError, InputError, ModelError
 from astroembed.catalog.hats import read_catalog_info, read_tile
-from astroembed.probes.probe import (
-    SavedProbe,
-    cross_validate,
-    fold_indices,
-    make_estimator,
-    redshift_metrics,
-    run_probe,
-)
+from astroembed.probes.crossval import cross_validate, fold_indices, run_probe
+from astroembed.probes.estimators import make_estimator
+from astroembed.probes.metrics import redshift_metrics
+from astroembed.probes.saved import SavedProbe
 
 from embedded_catalog import (baseline_catalog, linear_catalog, partner_catalog, vector_column,
                               write_catalog)
@@ -122,7 +118,7 @@ def test_faiss_knn_close_to_exact():
     r2 = {k: 1 - np.mean((p - y) ** 2) / np.var(y) for k, p in preds.items()}
     assert r2["faiss"] == pytest.approx(r2["exact"], abs=0.03)
     # probing every list makes the index exhaustive: the exact predictions, to rounding
-    from astroembed.probes.probe import FaissKNNRegressor
+    from astroembed.probes.estimators import FaissKNNRegressor
 
     exact = make_estimator("image", "knn", k=32, metric="cosine", index="exact", seed=0,
                            n_features=16, n_train=2400).fit(x[:2400], y[:2400])
@@ -325,7 +321,7 @@ def test_predict_appends_a_column_to_every_tile(tmp_path):
 def test_predict_waits_for_no_one_and_protects_columns(tmp_path):
     from astroembed.errors import LockedError, OutputError
     from astroembed.catalog.lock import CatalogLock
-    from astroembed.probes.probe import predict_catalog
+    from astroembed.probes.predict import predict_catalog
 
     path, _, _ = linear_catalog(tmp_path / "cat", n=100, dim=4)
     save = tmp_path / "probe"
@@ -349,7 +345,7 @@ def test_predict_refuses_embeddings_of_another_model(tmp_path):
     assert spec["models"]["embedding_image"]["model_hash"] == "sha256:abc"
     spec["models"]["embedding_image"]["model_hash"] = "sha256:other"
     (save / "probe.json").write_text(json.dumps(spec))
-    from astroembed.probes.probe import predict_catalog
+    from astroembed.probes.predict import predict_catalog
 
     with pytest.raises(ModelError, match="another model"):
         predict_catalog(a, save)

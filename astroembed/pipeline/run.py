@@ -251,7 +251,7 @@ def _embed_stage(cfg: RunConfig, progress) -> dict:
 
 def _probe_stage(cfg: RunConfig, changed: bool) -> list[dict]:
     """Each configured target's probe, when the catalog changed or its outputs are missing."""
-    from astroembed.probes.probe import run_probe
+    from astroembed.probes.crossval import run_probe
 
     reports = []
     for target in cfg.probe_targets:
@@ -271,7 +271,7 @@ def _probe_stage(cfg: RunConfig, changed: bool) -> list[dict]:
 
 
 def _predict_stage(cfg: RunConfig, changed: bool) -> dict | None:
-    from astroembed.probes.probe import predict_catalog
+    from astroembed.probes.predict import predict_catalog
 
     if not cfg.predict or not changed:
         return None

@@ -1,0 +1,203 @@
+"""The probe run: k-fold cross-validation of every feature set and method.
+
+See docs/architecture.md. A seeded, shuffled k-fold split, the same for every feature set,
+gives out-of-fold predictions for every usable row and per-fold metrics, reported as mean and
+fold-to-fold standard deviation. Each fold gets a fresh estimator fitted on the other folds
+only; :func:`cross_validate` can return the fitted estimators so a test can check that.
+:func:`prepare_probe` checks every argument before any fitting; :func:`run_probe` runs the
+plan, then writes the report (:mod:`astroembed.probes.report`) and saves the best probe
+(:mod:`astroembed.probes.saved`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from astroembed.config import ProbeConfig
+from astroembed.errors import ConfigError, InputError
+from astroembed.catalog.hats import CatalogInfo, read_catalog_info
+from astroembed.catalog.paths import check_output_dir
+from astroembed.probes.estimators import blas_threads, make_estimator
+from astroembed.probes.features import BASELINES, ProbeData, load_probe_data
+from astroembed.probes.metrics import fold_metrics, summarise
+from astroembed.probes.report import check_outputs, write_outputs
+from astroembed.probes.saved import save_best
+
+log = logging.getLogger("astroembed")
+Progress = Callable[[str, int, int], None]
+
+#: ``--index auto``: k-NN on faiss above this many usable rows (exact k-NN costs O(N^2)).
+EXACT_KNN_MAX_ROWS = 200_000
+
+
+def fold_indices(n: int, folds: int, seed: int) -> np.ndarray:
+    """The fold of each row (seeded, shuffled KFold): the same for every feature set."""
+    from sklearn.model_selection import KFold
+
+    fold = np.empty(n, np.int16)
+    splits = KFold(folds, shuffle=True, random_state=seed).split(np.arange(n))
+    for i, (_, test) in enumerate(splits):
+        fold[test] = i
+    return fold
+
+
+def min_train_rows(n: int, folds: int) -> int:
+    """Rows in the smallest training set of a ``folds``-fold split of ``n`` rows."""
+    return n - math.ceil(n / folds)
+
+
+def check_sizes(n: int, cfg: ProbeConfig, methods: list[str]) -> None:
+    """ConfigError when the folds or k cannot work with ``n`` usable rows."""
+    if n < max(cfg.folds, 2):
+        raise InputError(f"{cfg.catalog}: only {n} usable rows; --folds {cfg.folds} needs at "
+                         "least as many rows as folds.")
+    n_train = min_train_rows(n, cfg.folds)
+    if "knn" in methods and cfg.k > n_train:
+        raise ConfigError(f"--k {cfg.k} is larger than the training set: {n} usable rows in "
+                          f"{cfg.folds} folds leave {n_train} training rows per fold; use "
+                          f"--k {n_train} or less.")
+
+
+def cross_validate(x: np.ndarray, y: np.ndarray, fold: np.ndarray, make: Callable[[int], object],
+                   redshift: bool, progress: Callable[[], None] | None = None,
+                   keep_estimators: bool = False, threads: int | None = None
+                   ) -> tuple[np.ndarray, list[dict], list]:
+    """Out-of-fold predictions and per-fold metrics of the estimator ``make(n_train)``.
+
+    Each fold gets a fresh estimator fitted on the other folds only (``threads``: BLAS
+    thread limit, see :func:`blas_threads`). Returns
+    ``(predictions, metrics per fold, fitted estimators or [])``.
+    """
+    from threadpoolctl import threadpool_limits
+
+    pred = np.full(len(y), np.nan)
+    per_fold, fitted = [], []
+    for f in range(int(fold.max()) + 1):
+        test = fold == f
+        train = ~test
+        est = make(int(train.sum()))
+        with threadpool_limits(threads, user_api="blas"):
+            est.fit(x[train], y[train])
+            pred[test] = est.predict(x[test])
+        per_fold.append(fold_metrics(y[test], pred[test], redshift))
+        if keep_estimators:
+            fitted.append(est)
+        if progress:
+            progress()
+    return pred, per_fold, fitted
+
+
+def _index_kind(cfg: ProbeConfig, n: int) -> str:
+    if cfg.index == "auto":
+        if n <= EXACT_KNN_MAX_ROWS:
+            return "exact"
+        try:
+            import faiss  # noqa: F401
+        except ImportError:
+            log.warning("%d rows: exact k-NN is O(N^2) and will be slow; pip install "
+                        "faiss-cpu for the approximate index.", n)
+            return "exact"
+        return "faiss"
+    if cfg.index == "faiss":
+        from astroembed.similarity import import_faiss
+
+        import_faiss()
+    return cfg.index
+
+
+@dataclass
+class ProbePlan:
+    """A probe run ready to go: the data read, the checks passed (see :func:`prepare_probe`)."""
+
+    cfg: ProbeConfig
+    info: CatalogInfo
+    data: ProbeData
+    runs: list[tuple[str, str]]  # (features, method) in report order
+    index: str  # exact | faiss
+    fold: np.ndarray
+    seconds: float
+
+
+def prepare_probe(cfg: ProbeConfig) -> ProbePlan:
+    """Read the catalog and check every argument against it, before any fitting starts.
+
+    Separate from :func:`run_probe` so that the CLI reports a bad argument as one line before
+    it draws a progress bar.
+    """
+    cfg.validate()
+    for option, path in (("--out", cfg.out), ("--save", cfg.save)):
+        if path:
+            check_output_dir(path, option)
+    start = time.perf_counter()
+    info = read_catalog_info(cfg.catalog)
+    data = load_probe_data(cfg, info)
+    methods = list(dict.fromkeys(cfg.method))
+    runs = [(f, m) for f in data.features if f not in BASELINES for m in methods]
+    runs += [(f, "knn") for f in BASELINES if f in data.features]
+    n = len(data.y)
+    check_sizes(n, cfg, [m for _, m in runs])
+    check_outputs(cfg, data.target, runs)
+    index = _index_kind(cfg, n)
+    return ProbePlan(cfg=cfg, info=info, data=data, runs=runs, index=index,
+                     fold=fold_indices(n, cfg.folds, cfg.seed),
+                     seconds=time.perf_counter() - start)
+
+
+def run_probe(cfg: ProbeConfig, progress: Progress | None = None,
+              prepared: ProbePlan | None = None) -> dict:
+    """Cross-validate every requested feature set and method; write outputs; save a probe.
+
+    Returns the JSON document described in docs/architecture.md (plus extra keys: ``rmse``, ``n_features``,
+    ``seconds`` and per-fold metrics per result; ``columns``, ``outputs``, ``saved``, ``notes``
+    at the top).
+    """
+    p = prepared or prepare_probe(cfg)
+    cfg, info, data, plan, index, fold = p.cfg, p.info, p.data, p.runs, p.index, p.fold
+    start = time.perf_counter() - p.seconds
+    n = len(data.y)
+    done, total = 0, len(plan) * cfg.folds
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress("probe", done, total)
+
+    results, predictions = [], {}
+    for features, method in plan:
+        x = data.features[features]
+        t0 = time.perf_counter()
+        pred, per_fold, _ = cross_validate(
+            x, data.y, fold,
+            lambda n_train, f=features, m=method: make_estimator(
+                f, m, k=cfg.k, metric=cfg.metric, index=index, seed=cfg.seed,
+                n_features=x.shape[1], n_train=n_train),
+            data.redshift, tick, threads=blas_threads(method))
+        predictions[(features, method)] = pred
+        results.append({"features": features, "method": method} | summarise(per_fold)
+                       | {"n_features": int(x.shape[1]),
+                          "seconds": round(time.perf_counter() - t0, 3),
+                          "folds": per_fold})
+    doc = {"target": data.target, "n_rows": n, "excluded": data.excluded, "folds": cfg.folds,
+           "seed": cfg.seed, "results": results, "catalog": str(info.path),
+           "n_catalog_rows": data.n_catalog_rows, "id_column": data.id_column,
+           "columns": data.embedding_columns, "k": cfg.k, "metric": cfg.metric,
+           "index": index, "redshift": data.redshift, "notes": data.notes, "outputs": {},
+           "saved": None}
+    if cfg.save:
+        doc["saved"] = save_best(cfg, data, results, index)
+    if cfg.out:
+        doc["outputs"] = write_outputs(Path(cfg.out), data, fold, predictions, doc)
+    doc["seconds"] = round(time.perf_counter() - start, 3)
+    return doc
+
+
+__all__ = ["ProbePlan", "check_sizes", "cross_validate", "fold_indices", "prepare_probe",
+           "run_probe"]

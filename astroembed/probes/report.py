@@ -1,0 +1,79 @@
+"""What ``probe --out`` writes: ``predictions.parquet`` (out-of-fold predictions), one PNG
+per result and ``probe.json`` (the report); checked before any fitting, each file written
+atomically."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from astroembed.config import ProbeConfig
+from astroembed.errors import OutputError
+from astroembed.probes.features import ProbeData
+
+REPORT_FORMAT = "astroembed-probe-report"  # probe.json of `probe --out`
+
+
+def output_names(target: str, runs: list[tuple[str, str]]) -> list[str]:
+    """The files ``--out`` receives: predictions, one plot per result, the report."""
+    return ["predictions.parquet", "probe.json",
+            *(f"probe_{target}_{features}_{method}.png" for features, method in runs)]
+
+
+def check_outputs(cfg: ProbeConfig, target: str, runs: list[tuple[str, str]]) -> None:
+    """``--out`` and ``--save`` checked before any fitting: writable, and nothing there that
+    astroembed did not write would be overwritten or replaced."""
+    from astroembed.catalog.outputs import PROBE_REPORT, SAVED_PROBE, check_write_into, claim_directory
+
+    if cfg.out and cfg.save and Path(cfg.out).absolute() == Path(cfg.save).absolute():
+        raise OutputError(f"--out and --save are both {cfg.out}: the report and the saved "
+                          "probe each need a directory of their own.")
+    if cfg.out:
+        check_write_into(cfg.out, PROBE_REPORT, output_names(target, runs), "--out")
+    if cfg.save:
+        claim_directory(cfg.save, SAVED_PROBE, overwrite=cfg.overwrite, option="--save")
+
+
+def write_outputs(out: Path, data: ProbeData, fold: np.ndarray,
+                  predictions: dict[tuple[str, str], np.ndarray], doc: dict) -> dict:
+    """``OUT/predictions.parquet`` (ID, fold, true value, one column per feature set and
+    method), one PNG per result, and ``OUT/probe.json``; each file written atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from astroembed.catalog.atomic import atomic_path
+    from astroembed.plots import probe_plot
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{out}: cannot create the output directory: "
+                          f"{err.strerror or err}") from err
+    if not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a directory; choose another --out.")
+    columns = {data.id_column: data.ids, "fold": fold.astype(np.int16), data.target: data.y}
+    for (features, method), pred in predictions.items():
+        columns[f"pred_{features}_{method}"] = pred
+    table = pa.table(columns).replace_schema_metadata(
+        {b"astroembed_probe": json.dumps({k: v for k, v in doc.items() if k != "results"},
+                                         default=str).encode()})
+    files = {"predictions": str(out / "predictions.parquet"), "plots": []}
+    with atomic_path(out / "predictions.parquet") as tmp:
+        pq.write_table(table, tmp)
+    for (features, method), pred in predictions.items():
+        file = out / f"probe_{data.target}_{features}_{method}.png"
+        result = next(r for r in doc["results"]
+                      if (r["features"], r["method"]) == (features, method))
+        probe_plot(data.y, pred, file, title=f"{data.target}: {features} {method}",
+                   redshift=data.redshift, metrics=result)
+        files["plots"].append(str(file))
+    with atomic_path(out / "probe.json") as tmp:
+        report = {"format": REPORT_FORMAT} | doc | {"outputs": files}
+        tmp.write_text(json.dumps(report, indent=2, default=str))
+    files["summary"] = str(out / "probe.json")
+    return files
+
+
+__all__ = ["check_outputs", "output_names", "write_outputs"]
