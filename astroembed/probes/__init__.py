@@ -12,6 +12,7 @@ predictions written back into a catalog.
 - :mod:`~astroembed.probes.predict`: ``predict``, a saved probe's column added to every tile.
 
 May import: NumPy, scikit-learn, pyarrow, faiss (optional), :mod:`astroembed.catalog`,
-:mod:`astroembed.config`, :mod:`astroembed.errors`, :mod:`astroembed.plots`. Not Dask or
-torch.
+:mod:`astroembed.config`, :mod:`astroembed.errors`, :mod:`astroembed.plots`,
+:mod:`astroembed.similarity` (the faiss IVF index the k-NN probe shares with ``search``) and
+:mod:`astroembed.stamps` (the version a saved probe records). Not Dask or torch.
 """

@@ -154,9 +154,9 @@ def run_probe(cfg: ProbeConfig, progress: Progress | None = None,
               prepared: ProbePlan | None = None) -> dict:
     """Cross-validate every requested feature set and method; write outputs; save a probe.
 
-    Returns the JSON document described in docs/architecture.md (plus extra keys: ``rmse``, ``n_features``,
-    ``seconds`` and per-fold metrics per result; ``columns``, ``outputs``, ``saved``, ``notes``
-    at the top).
+    Returns the JSON document described in docs/architecture.md (plus extra keys: ``rmse``,
+    ``n_features``, ``seconds`` and per-fold metrics per result; ``columns``, ``outputs``,
+    ``saved``, ``notes`` at the top).
     """
     p = prepared or prepare_probe(cfg)
     cfg, info, data, plan, index, fold = p.cfg, p.info, p.data, p.runs, p.index, p.fold

@@ -14,7 +14,6 @@ from sklearn.base import BaseEstimator, RegressorMixin
 
 from astroembed.probes.features import BASELINES
 
-METHODS = ("knn", "linear", "mlp")
 BASELINE_METRIC = "euclidean"
 #: Ridge penalties searched by the inner (efficient leave-one-out) cross-validation.
 RIDGE_ALPHAS = tuple(np.logspace(-3, 4, 15))
@@ -38,7 +37,7 @@ class FaissKNNRegressor(RegressorMixin, BaseEstimator):
         self.n_neighbors = n_neighbors
         self.metric = metric
         self.seed = seed
-        self.fast_scan = fast_scan  # None: above search.FAST_SCAN_MIN_ROWS training rows
+        self.fast_scan = fast_scan  # None: from similarity.FAST_SCAN_MIN_ROWS training rows
 
     def _prepare(self, x: np.ndarray) -> np.ndarray:
         from astroembed.similarity import normalise
@@ -47,7 +46,8 @@ class FaissKNNRegressor(RegressorMixin, BaseEstimator):
         return normalise(x) if self.metric == "cosine" else x
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> FaissKNNRegressor:
-        from astroembed.similarity import FAST_SCAN_MIN_ROWS, KNN_NPROBE, build_ivf, build_ivf_fast_scan
+        from astroembed.similarity import (FAST_SCAN_MIN_ROWS, KNN_NPROBE, build_ivf,
+                                           build_ivf_fast_scan)
 
         fast = self.fast_scan if self.fast_scan is not None else len(x) >= FAST_SCAN_MIN_ROWS
         build = build_ivf_fast_scan if fast else build_ivf

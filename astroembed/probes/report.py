@@ -25,7 +25,8 @@ def output_names(target: str, runs: list[tuple[str, str]]) -> list[str]:
 def check_outputs(cfg: ProbeConfig, target: str, runs: list[tuple[str, str]]) -> None:
     """``--out`` and ``--save`` checked before any fitting: writable, and nothing there that
     astroembed did not write would be overwritten or replaced."""
-    from astroembed.catalog.outputs import PROBE_REPORT, SAVED_PROBE, check_write_into, claim_directory
+    from astroembed.catalog.outputs import (PROBE_REPORT, SAVED_PROBE, check_write_into,
+                                            claim_directory)
 
     if cfg.out and cfg.save and Path(cfg.out).absolute() == Path(cfg.save).absolute():
         raise OutputError(f"--out and --save are both {cfg.out}: the report and the saved "

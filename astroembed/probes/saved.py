@@ -101,6 +101,7 @@ def save_best(cfg: ProbeConfig, data: ProbeData, results: list[dict], index: str
 
 
 def data_path(cfg: ProbeConfig) -> Path:
+    """The catalog the probe was trained on, absolute, so the record holds wherever it is read."""
     return Path(cfg.catalog).resolve()
 
 
