@@ -11,7 +11,7 @@ compared by inner product. Two back ends:
   in the catalog directory (``CAT/astroembed_index/``) with a fingerprint of the tiles it was
   built from; any change to those tiles (re-embedding, new rows) makes it rebuild.
 
-The same IVF helpers serve the k-NN probe on large catalogs (:mod:`astroembed.probes.probe`).
+The same IVF helpers serve the k-NN probe on large catalogs (:mod:`astroembed.probes.estimators`).
 ``faiss`` is imported only when used, with a clear error when it is not installed.
 """
 
