@@ -104,7 +104,9 @@ def ensure_catalog(work: Path, n: int) -> Path:
     import pyarrow.parquet as pq
 
     from astroembed.catalog.atomic import atomic_path
-    from astroembed.catalog.hats import CatalogWriter, read_catalog_info, tile_path
+    from astroembed.catalog.layout import tile_path
+    from astroembed.catalog.reader import read_catalog_info
+    from astroembed.catalog.writer import CatalogWriter
 
     path = work / f"n{n}-v{DATA_VERSION}"
     if (path / "hats.properties").is_file():
@@ -170,7 +172,8 @@ def child_bare(args) -> dict:
     import onnxruntime as ort
     import pyarrow.parquet as pq
 
-    from astroembed.catalog.hats import image_array, tile_path
+    from astroembed.catalog.layout import tile_path
+    from astroembed.catalog.reader import image_array
     from astroembed.runtime.modelfile import find_encoders, open_encoder
     from astroembed.runtime.preprocess import image_inputs, spectrum_inputs
 

@@ -37,11 +37,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from astroembed.errors import AstroembedError, InputError, ModelError, OutputError, where
-from astroembed.catalog.atomic import atomic_path
-from astroembed.catalog.hats import (COMMON_METADATA_FILE, DATASET_DIR, CatalogInfo,
-                                   find_tile, image_shape, parquet_options, parse_tile,
-                                   publish_mode, read_catalog_info, schema_problem,
-                                   tile_embeddings, tile_footers, tile_path)
+from astroembed.catalog.atomic import atomic_path, publish_mode
+from astroembed.catalog.describe import tile_embeddings, tile_footers
+from astroembed.catalog.layout import COMMON_METADATA_FILE, DATASET_DIR, parse_tile, tile_path
+from astroembed.catalog.reader import CatalogInfo, find_tile, image_shape, read_catalog_info
+from astroembed.catalog.tiles import parquet_options
+from astroembed.catalog.writer import schema_problem
 from astroembed.catalog.rewrite import (RowGroupWriter, assemble, open_tile, read_batches,
                                       with_column)
 from astroembed.runtime.modelfile import MODALITIES, Encoder, find_encoders, open_encoder
