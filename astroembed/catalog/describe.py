@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from astroembed.errors import InputError
 from astroembed.catalog.layout import INCOMPLETE, is_embedding_field, tile_path
-from astroembed.catalog.reader import CatalogInfo, _read_footers, read_catalog_info
+from astroembed.catalog.reader import CatalogInfo, read_footers, read_catalog_info
 
 __all__ = [
     "catalog_state",
@@ -62,7 +62,7 @@ def null_rows(footer: pq.FileMetaData, column: str) -> int:
 
 def tile_footers(info: CatalogInfo) -> dict[tuple[int, int], pq.FileMetaData]:
     """Each tile's Parquet footer (InputError naming an unreadable tile)."""
-    return _read_footers({t: tile_path(info.path, *t) for t in info.tiles}, InputError)
+    return read_footers({t: tile_path(info.path, *t) for t in info.tiles}, InputError)
 
 
 def tile_embeddings(footers: dict[tuple[int, int], pq.FileMetaData]) -> dict[str, dict]:

@@ -46,14 +46,14 @@ STATUS_KEY = "astroembed_status"
 COMPLETE, PARTIAL, INCOMPLETE = "complete", "partial", "incomplete"
 HATS_VERSION = "v1.0"
 
-_TILE_RE = re.compile(r"Norder=(\d+)/Dir=(\d+)/Npix=(\d+)")
+TILE_RE = re.compile(r"Norder=(\d+)/Dir=(\d+)/Npix=(\d+)")
 _TILE_FILE_RE = re.compile(r"^Npix=(\d+)\.parquet$")
 _KEY_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
 # ----------------------------------------------------------------------------- tiles
 
-def _check_tile(order: int, pixel: int) -> None:
+def check_tile(order: int, pixel: int) -> None:
     """Raise ValueError for an impossible (order, pixel): a caller bug, not user input."""
     if not 0 <= order <= SPATIAL_INDEX_ORDER:
         raise ValueError(f"HEALPix order {order} outside 0..{SPATIAL_INDEX_ORDER}")
@@ -69,7 +69,7 @@ def healpix_dir(pixel: int) -> int:
 def tile_path(catalog: str | os.PathLike, order: int, pixel: int) -> Path:
     """``CAT/dataset/Norder=k/Dir=D/Npix=n.parquet``, where hats and lsdb look for the tile."""
     order, pixel = int(order), int(pixel)
-    _check_tile(order, pixel)
+    check_tile(order, pixel)
     return (Path(catalog) / DATASET_DIR / f"Norder={order}" / f"Dir={healpix_dir(pixel)}"
             / f"Npix={pixel}.parquet")
 
@@ -79,18 +79,18 @@ def tile_of(healpix29: np.ndarray, order: int) -> np.ndarray:
     return np.asarray(healpix29, dtype=np.int64) >> (2 * (SPATIAL_INDEX_ORDER - order))
 
 
-def _breadth_first(tiles: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+def breadth_first(tiles: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     """Tiles in HATS order (by their first order-29 pixel), as partition_info.csv lists them."""
     return sorted(set(tiles), key=lambda t: (t[1] << (2 * (SPATIAL_INDEX_ORDER - t[0])), t[0]))
 
 
-def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
+def tiles_overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
     """True when one tile contains the other (or they are the same)."""
     (oa, pa_), (ob, pb) = (a, b) if a[0] <= b[0] else (b, a)
     return pb >> (2 * (ob - oa)) == pa_
 
 
-def _fmt(tiles: Iterable[tuple[int, int]], limit: int = 20) -> str:
+def format_tiles(tiles: Iterable[tuple[int, int]], limit: int = 20) -> str:
     """``1/4, 2/17, ...`` for error messages, cut after ``limit`` tiles."""
     tiles = list(tiles)
     text = ", ".join(f"{o}/{p}" for o, p in tiles[:limit])
@@ -105,7 +105,7 @@ def parse_tile(text: str) -> tuple[int, int]:
                          "e.g. --tile 5/1234 (see `astroembed info CAT --tiles`).")
     order, pixel = int(match[1]), int(match[2])
     try:
-        _check_tile(order, pixel)
+        check_tile(order, pixel)
     except ValueError as err:
         raise InputError(f"--tile {text!r}: {err}.") from None
     return order, pixel
@@ -149,7 +149,7 @@ def write_properties(path: str | os.PathLike, properties: dict[str, object]) -> 
         if not _KEY_RE.match(key):
             raise ValueError(f"property key {key!r} must be letters, digits, '_', '.', '-'")
         lines.append(f"{key}={_escape(str(value))}")
-    _write_text(Path(path), "\n".join(lines) + "\n")
+    write_text_file(Path(path), "\n".join(lines) + "\n")
 
 
 def _logical_lines(text: str) -> Iterable[str]:
@@ -188,7 +188,7 @@ def read_properties(path: str | os.PathLike) -> dict[str, str]:
     return props
 
 
-def _write_text(path: Path, text: str) -> None:
+def write_text_file(path: Path, text: str) -> None:
     """Atomic text write with normal permissions; OSError becomes OutputError."""
     try:
         with atomic_path(path) as tmp:
@@ -198,7 +198,7 @@ def _write_text(path: Path, text: str) -> None:
         raise OutputError(f"{path}: cannot write: {err.strerror or err}") from err
 
 
-def _scan_tiles(root: Path) -> dict[tuple[int, int], Path]:
+def scan_tiles(root: Path) -> dict[tuple[int, int], Path]:
     """The tiles present under ``root/dataset`` (files named as HATS names them)."""
     tiles: dict[tuple[int, int], Path] = {}
     dataset = root / DATASET_DIR
@@ -206,9 +206,9 @@ def _scan_tiles(root: Path) -> dict[tuple[int, int], Path]:
         return tiles
     for order_dir in dataset.glob("Norder=*"):
         for file in order_dir.glob("Dir=*/Npix=*.parquet"):
-            match = _TILE_RE.search(file.relative_to(dataset).as_posix())
+            match = TILE_RE.search(file.relative_to(dataset).as_posix())
             if match and _TILE_FILE_RE.match(file.name):
                 order, pixel = int(match[1]), int(match[3])
                 if int(match[2]) == healpix_dir(pixel):
                     tiles[(order, pixel)] = file
-    return dict((t, tiles[t]) for t in _breadth_first(tiles))
+    return dict((t, tiles[t]) for t in breadth_first(tiles))

@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 from astroembed.errors import InputError, OutputError, where
 from astroembed.catalog.layout import (COMMON_METADATA_FILE, COMPLETE, DATASET_DIR, METADATA_FILE,
                                        PARTIAL, PARTITION_INFO_FILE, PROPERTIES_FILE,
-                                       PROVENANCE_FILE, STATUS_KEY, _TILE_RE, _breadth_first,
-                                       _check_tile, _fmt, _overlaps, _scan_tiles,
+                                       PROVENANCE_FILE, STATUS_KEY, TILE_RE, breadth_first,
+                                       check_tile, format_tiles, tiles_overlap, scan_tiles,
                                        read_properties, tile_path)
 
 __all__ = [
@@ -57,7 +57,7 @@ class CatalogInfo:
         return self.properties.get("hats_col_dec")
 
 
-def _properties_file(path: Path) -> Path:
+def properties_file(path: Path) -> Path:
     """``CAT/hats.properties``, or InputError saying why ``path`` is not a catalog."""
     if not path.exists():
         raise InputError(f"{path}: no such catalog (the directory does not exist).")
@@ -74,7 +74,7 @@ def _properties_file(path: Path) -> Path:
     return file
 
 
-def _read_provenance(path: Path, props: dict[str, str]) -> dict:
+def read_provenance(path: Path, props: dict[str, str]) -> dict:
     """The provenance sidecar, {} when the catalog has none."""
     file = path / props.get("astroembed_provenance", PROVENANCE_FILE)
     if not file.is_file():
@@ -115,7 +115,7 @@ def _metadata_rows(file: Path) -> dict[tuple[int, int], int]:
     rows: dict[tuple[int, int], int] = {}
     for i in range(meta.num_row_groups):
         group = meta.row_group(i)
-        match = _TILE_RE.search(group.column(0).file_path) if group.num_columns else None
+        match = TILE_RE.search(group.column(0).file_path) if group.num_columns else None
         if match:
             tile = (int(match[1]), int(match[3]))
             rows[tile] = rows.get(tile, 0) + group.num_rows
@@ -144,29 +144,29 @@ def read_catalog_info(path: str | os.PathLike) -> CatalogInfo:
     under way or killed) by the tile files actually present.
     """
     path = Path(path)
-    props = read_properties(_properties_file(path))
+    props = read_properties(properties_file(path))
     status = props.get(STATUS_KEY, COMPLETE)
     finished = status in (COMPLETE, PARTIAL)
     partition_info = path / PARTITION_INFO_FILE
     if finished and partition_info.is_file():
-        tiles = _breadth_first(_read_partition_info(partition_info))
+        tiles = breadth_first(_read_partition_info(partition_info))
     else:
-        tiles = list(_scan_tiles(path))
+        tiles = list(scan_tiles(path))
     metadata = path / DATASET_DIR / METADATA_FILE
     rows = _metadata_rows(metadata) if finished and metadata.is_file() else {}
     for tile in tiles:
         if tile not in rows:
             file = tile_path(path, *tile)
-            rows[tile] = (_read_footers({tile: file}, InputError)[tile].num_rows
+            rows[tile] = (read_footers({tile: file}, InputError)[tile].num_rows
                           if file.is_file() else 0)
     rows = {t: rows[t] for t in tiles}
     return CatalogInfo(path=path, tiles=tiles, rows=rows, total_rows=sum(rows.values()),
                        schema=_read_schema(path, tiles), properties=props,
-                       provenance=_read_provenance(path, props),
+                       provenance=read_provenance(path, props),
                        complete=status == COMPLETE)
 
 
-def _read_footers(tiles: dict[tuple[int, int], Path], error: type[Exception] = OutputError
+def read_footers(tiles: dict[tuple[int, int], Path], error: type[Exception] = OutputError
                   ) -> dict[tuple[int, int], pq.FileMetaData]:
     """Each tile's Parquet footer (row counts, row groups, schema)."""
     footers = {}
@@ -184,24 +184,24 @@ def find_tile(info: CatalogInfo, order: int, pixel: int) -> tuple[int, int]:
     under or over it (``--tile`` must name an existing tile; docs/architecture.md)."""
     order, pixel = int(order), int(pixel)
     try:
-        _check_tile(order, pixel)
+        check_tile(order, pixel)
     except ValueError as err:
         raise InputError(f"--tile {order}/{pixel}: {err}.") from None
     if (order, pixel) in info.rows or (order, pixel) in info.tiles:
         return order, pixel
     tile = (order, pixel)
-    over = [t for t in info.tiles if t[0] < order and _overlaps(t, tile)]
-    under = [t for t in info.tiles if t[0] > order and _overlaps(t, tile)]
+    over = [t for t in info.tiles if t[0] < order and tiles_overlap(t, tile)]
+    under = [t for t in info.tiles if t[0] > order and tiles_overlap(t, tile)]
     name = f"--tile {order}/{pixel}"
     if over:
         raise InputError(f"{name} is not a tile of {info.path}: it lies inside tile "
-                         f"{_fmt(over)}; use --tile {_fmt(over)}.")
+                         f"{format_tiles(over)}; use --tile {format_tiles(over)}.")
     if under:
         raise InputError(f"{name} is not a tile of {info.path}: it is split into the tiles "
-                         f"{_fmt(under)}; name those instead.")
+                         f"{format_tiles(under)}; name those instead.")
     raise InputError(f"{name} is not a tile of {info.path} and no tile covers it (no data "
                      f"there). The catalog has {len(info.tiles)} tiles"
-                     + (f": {_fmt(info.tiles, 10)}" if info.tiles else "")
+                     + (f": {format_tiles(info.tiles, 10)}" if info.tiles else "")
                      + f"; `astroembed info {info.path} --tiles` lists them.")
 
 
@@ -210,7 +210,7 @@ def read_tile(path: str | os.PathLike, order: int, pixel: int,
     """One tile's rows (all columns, or ``columns``); InputError if it or a column is absent."""
     file = tile_path(path, order, pixel)
     if not file.is_file():
-        _properties_file(Path(path))
+        properties_file(Path(path))
         raise InputError(f"{path}: no tile {order}/{pixel} ({file} does not exist); "
                          f"`astroembed info {path} --tiles` lists the tiles.")
     try:

@@ -23,7 +23,7 @@ __all__ = ["write_tile"]
 ROW_GROUP_BYTES = 64 * 2**20
 
 
-def _plain_tensor_type(ttype: pa.FixedShapeTensorType) -> pa.DataType:
+def plain_tensor_type(ttype: pa.FixedShapeTensorType) -> pa.DataType:
     """The same tensor type without a ``permutation`` (which lsdb cannot handle)."""
     return pa.fixed_shape_tensor(ttype.value_type, tuple(ttype.shape), dim_names=ttype.dim_names)
 
@@ -33,18 +33,18 @@ def _plain_tensor(array: pa.Array) -> pa.Array:
     ttype = array.type
     perm = ttype.permutation
     if perm is None or list(perm) == list(range(len(perm))):
-        return pa.ExtensionArray.from_storage(_plain_tensor_type(ttype), array.storage)
+        return pa.ExtensionArray.from_storage(plain_tensor_type(ttype), array.storage)
     dense = np.ascontiguousarray(array.to_numpy_ndarray())
     storage = pa.FixedSizeListArray.from_arrays(pa.array(dense.reshape(-1)),
                                                 int(np.prod(ttype.shape)))
-    return pa.ExtensionArray.from_storage(_plain_tensor_type(ttype), storage)
+    return pa.ExtensionArray.from_storage(plain_tensor_type(ttype), storage)
 
 
 def _normalize(table: pa.Table) -> pa.Table:
     """Tensor columns without permutation; no pandas index metadata (differs per tile)."""
     for i, fld in enumerate(table.schema):
         if isinstance(fld.type, pa.FixedShapeTensorType) and fld.type.permutation is not None:
-            new_type = _plain_tensor_type(fld.type)
+            new_type = plain_tensor_type(fld.type)
             column = pa.chunked_array([_plain_tensor(c) for c in table.column(i).chunks],
                                       type=new_type)
             table = table.set_column(i, fld.with_type(new_type), column)

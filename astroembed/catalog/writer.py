@@ -38,8 +38,9 @@ and tests/test_info.py):
   ``permutation`` (what ``pa.FixedShapeTensorArray.from_numpy_ndarray`` makes) breaks
   lsdb, whose ``Schema.empty_table()`` raises "fixed_shape_tensor with a permutation is not
   supported". :func:`~astroembed.catalog.tiles.write_tile` therefore rewrites tensor
-  columns without a permutation (materialising a non-identity one in C order). Plain ``fixed_size_list`` images are read
-  back with :func:`~astroembed.catalog.reader.image_array` given the shape.
+  columns without a permutation (materialising a non-identity one in C order). Plain
+  ``fixed_size_list`` images are read back with :func:`~astroembed.catalog.reader.image_array`
+  given the shape.
 - A catalog with no tiles (no overlap between the inputs) is valid: lsdb opens it as an
   empty catalog and ``compute()`` gives zero rows; it needs the schema, so pass ``schema``
   to :meth:`CatalogWriter.finish` (else a minimal ``_healpix_29``/RA/Dec schema is used).
@@ -73,12 +74,12 @@ from astroembed.catalog.layout import (DATASET_DIR, COMMON_METADATA_FILE, COMPLE
                                        INCOMPLETE, METADATA_FILE, METADATA_KEY, PARTIAL,
                                        PARTITION_INFO_FILE, PROPERTIES_FILE, PROVENANCE_FILE,
                                        SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, STATUS_KEY,
-                                       _fmt, _overlaps, _scan_tiles, _write_text,
+                                       format_tiles, tiles_overlap, scan_tiles, write_text_file,
                                        is_embedding_field, read_properties, tile_path,
                                        write_properties)
-from astroembed.catalog.reader import (CatalogInfo, _properties_file, _read_footers,
-                                       _read_provenance, read_catalog_info)
-from astroembed.catalog.tiles import _plain_tensor_type, write_tile
+from astroembed.catalog.reader import (CatalogInfo, properties_file, read_footers,
+                                       read_provenance, read_catalog_info)
+from astroembed.catalog.tiles import plain_tensor_type, write_tile
 from astroembed.stamps import HATS_DATE, astroembed_version, utc_now
 
 __all__ = [
@@ -126,7 +127,7 @@ def _ordered(props: dict) -> dict:
 def mark_incomplete(path: str | os.PathLike) -> None:
     """Set ``astroembed_status=incomplete`` on an existing catalog before changing it in place."""
     path = Path(path)
-    props = read_properties(_properties_file(path))
+    props = read_properties(properties_file(path))
     props[STATUS_KEY] = INCOMPLETE
     write_properties(path / PROPERTIES_FILE, props)
 
@@ -136,8 +137,8 @@ def update_provenance(path: str | os.PathLike, change: Callable[[dict], dict]) -
     compact copies in ``hats.properties`` and the Parquet footers follow when it is finished
     (:func:`refresh_catalog`)."""
     path = Path(path)
-    props = read_properties(_properties_file(path))
-    _write_provenance(path, change(_read_provenance(path, props)))
+    props = read_properties(properties_file(path))
+    _write_provenance(path, change(read_provenance(path, props)))
 
 
 # ----------------------------------------------------------------------------- finishing
@@ -155,7 +156,7 @@ def _check_disjoint(tiles: list[tuple[int, int]], root: Path) -> None:
     """HATS tiles never overlap; a parent next to its child means a stale or stray file."""
     for i, a in enumerate(tiles):
         for b in tiles[i + 1:i + 2]:  # breadth-first order puts a parent just before a child
-            if _overlaps(a, b):
+            if tiles_overlap(a, b):
                 raise OutputError(f"{root}: tiles {a[0]}/{a[1]} and {b[0]}/{b[1]} overlap (one "
                                   "contains the other); remove the stray file or rebuild "
                                   "the catalog with --overwrite.")
@@ -177,17 +178,18 @@ def schema_problem(schemas: dict[tuple[int, int], pa.Schema]) -> str | None:
         if not this.equals(core, check_metadata=False):
             only_a = sorted(set(core.names) - set(this.names))
             only_b = sorted(set(this.names) - set(core.names))
-            detail = (f"columns only in {_fmt([first])}: {only_a or 'none'}; only in "
-                      f"{_fmt([tile])}: {only_b or 'none'}" if only_a or only_b
+            detail = (f"columns only in {format_tiles([first])}: {only_a or 'none'}; only in "
+                      f"{format_tiles([tile])}: {only_b or 'none'}" if only_a or only_b
                       else "same columns, different types")
-            return f"tiles {_fmt([first])} and {_fmt([tile])} have different schemas ({detail})"
+            return (f"tiles {format_tiles([first])} and {format_tiles([tile])} have different "
+                    f"schemas ({detail})")
         for fld in schema:
             if not is_embedding_field(fld):
                 continue
             seen = types.setdefault(fld.name, (tile, fld.type))
             if seen[1] != fld.type:
-                return (f"column {fld.name} is {seen[1]} in tile {_fmt([seen[0]])} and "
-                        f"{fld.type} in tile {_fmt([tile])}")
+                return (f"column {fld.name} is {seen[1]} in tile {format_tiles([seen[0]])} and "
+                        f"{fld.type} in tile {format_tiles([tile])}")
     return None
 
 
@@ -230,7 +232,7 @@ def _plain_schema(schema: pa.Schema) -> pa.Schema:
     fields = []
     for fld in schema:
         if isinstance(fld.type, pa.FixedShapeTensorType) and fld.type.permutation is not None:
-            fld = fld.with_type(_plain_tensor_type(fld.type))
+            fld = fld.with_type(plain_tensor_type(fld.type))
         fields.append(fld)
     return pa.schema(fields, metadata=schema.metadata)
 
@@ -306,12 +308,12 @@ def _write_parquet_metadata(root: Path, schema: pa.Schema,
 def _write_partition_info(root: Path, tiles: list[tuple[int, int]]) -> None:
     """``partition_info.csv``: the tile list hats reads instead of listing directories."""
     rows = "".join(f"{order},{pixel}\n" for order, pixel in tiles)
-    _write_text(root / PARTITION_INFO_FILE, "Norder,Npix\n" + rows)
+    write_text_file(root / PARTITION_INFO_FILE, "Norder,Npix\n" + rows)
 
 
 def _write_provenance(root: Path, provenance: dict) -> None:
     """The full provenance sidecar (nested JSON does not belong in a properties file)."""
-    _write_text(root / PROVENANCE_FILE,
+    write_text_file(root / PROVENANCE_FILE,
                 json.dumps(provenance, indent=2, default=str, ensure_ascii=False) + "\n")
 
 
@@ -329,9 +331,9 @@ def _finalize(root: Path, props: dict, provenance: dict, extra: dict | None,
     columns (lsdb reads the missing ones as nulls; see the module docstring).
     """
     _remove_stale_temps(root / DATASET_DIR)
-    tiles = _scan_tiles(root)
+    tiles = scan_tiles(root)
     _check_disjoint(list(tiles), root)
-    footers = _read_footers(tiles)
+    footers = read_footers(tiles)
     found, differ = _tile_schema(footers, root, gaps_allowed=partial)
     named = dict(props) | {k: v for k, v in (extra or {}).items() if v is not None}
     ra, dec = named.get("hats_col_ra", "ra"), named.get("hats_col_dec", "dec")
@@ -369,9 +371,9 @@ def refresh_catalog(path: str | os.PathLike, provenance: dict | None = None,
     embedded yet (see :func:`_finalize`).
     """
     path = Path(path)
-    props = read_properties(_properties_file(path))
+    props = read_properties(properties_file(path))
     if provenance is None:
-        provenance = _read_provenance(path, props)
+        provenance = read_provenance(path, props)
     _finalize(path, props, provenance, extra_properties, None, partial)
     return read_catalog_info(path)
 
