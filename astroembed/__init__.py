@@ -90,7 +90,8 @@ def info(catalog: PathLike, tiles: bool = False) -> dict:
     With ``tiles=True`` only the catalog's index is read and the result is
     ``{"path", "tiles": [[order, pixel], ...]}``: quick enough to plan job arrays on.
     """
-    from astroembed.catalog.hats import describe_catalog, read_catalog_info
+    from astroembed.catalog.describe import describe_catalog
+    from astroembed.catalog.reader import read_catalog_info
 
     if tiles:
         return {"path": str(catalog),

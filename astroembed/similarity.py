@@ -39,7 +39,8 @@ from astroembed.catalog.columns import (
 )
 from astroembed.catalog.atomic import atomic_path
 from astroembed.catalog.lock import CatalogLock
-from astroembed.catalog.hats import CatalogInfo, read_catalog_info, tile_path
+from astroembed.catalog.layout import tile_path
+from astroembed.catalog.reader import CatalogInfo, read_catalog_info
 
 #: Above this many rows ``--index auto`` uses faiss (exact search holds every vector in memory).
 EXACT_MAX_ROWS = 1_000_000
@@ -310,7 +311,7 @@ class SearchCatalog:
         if modality in self._matrices:
             x, valid = self._matrices[modality]
             return x[row] if valid[row] else None
-        from astroembed.catalog.hats import read_tile
+        from astroembed.catalog.reader import read_tile
 
         for (order, pixel), start, rows in self.tile_starts:
             if start <= row < start + rows:
@@ -548,7 +549,7 @@ def search(cfg: SearchConfig) -> dict:
 def plot_neighbours(cat: SearchCatalog, result: dict, file: str | os.PathLike) -> Path:
     """PNG of the query and its neighbours: cutouts in colour, spectra as curves (whichever
     of the ``image`` / ``flux`` columns the catalog has), reading only the tiles involved."""
-    from astroembed.catalog.hats import image_array, image_shape, read_tile
+    from astroembed.catalog.reader import image_array, image_shape, read_tile
     from astroembed.plots import search_plot
 
     items = [result["query"], *result["neighbours"]]

@@ -9,7 +9,7 @@ Usage (from the repository root):
 
 For each size N it builds (once, cached in ``--work``) a catalog of ONE tile of N rows with
 random 3x64x64 g,r,z cutouts and 7781-pixel spectra (flux, ivar), written through
-``astroembed.catalog.hats.CatalogWriter``, then runs, each in its own process:
+``astroembed.catalog.writer.CatalogWriter``, then runs, each in its own process:
 
 - ``embed``: ``astroembed.runtime.orchestrate.embed`` with ``--force`` on that tile (in-process, both
   encoders): open the catalog and model, read every row group, preprocess, run, write the
@@ -104,7 +104,9 @@ def ensure_catalog(work: Path, n: int) -> Path:
     import pyarrow.parquet as pq
 
     from astroembed.catalog.atomic import atomic_path
-    from astroembed.catalog.hats import CatalogWriter, read_catalog_info, tile_path
+    from astroembed.catalog.layout import tile_path
+    from astroembed.catalog.reader import read_catalog_info
+    from astroembed.catalog.writer import CatalogWriter
 
     path = work / f"n{n}-v{DATA_VERSION}"
     if (path / "hats.properties").is_file():
@@ -170,7 +172,8 @@ def child_bare(args) -> dict:
     import onnxruntime as ort
     import pyarrow.parquet as pq
 
-    from astroembed.catalog.hats import image_array, tile_path
+    from astroembed.catalog.layout import tile_path
+    from astroembed.catalog.reader import image_array
     from astroembed.runtime.modelfile import find_encoders, open_encoder
     from astroembed.runtime.preprocess import image_inputs, spectrum_inputs
 

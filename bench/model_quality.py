@@ -36,7 +36,8 @@ from sklearn.preprocessing import StandardScaler
 
 from benchpaths import portable
 
-from astroembed.catalog.hats import image_array, read_catalog_info, tile_path
+from astroembed.catalog.layout import tile_path
+from astroembed.catalog.reader import image_array, read_catalog_info
 from astroembed.runtime.modelfile import find_encoders, open_encoder
 from astroembed.runtime.preprocess import image_inputs, spectrum_inputs
 from astroembed.probes.estimators import PCA_COMPONENTS

@@ -89,7 +89,8 @@ def make_catalog(path: Path, n: int, seed: int = SEED) -> Path:
     """A synthetic catalog of ``n`` rows (written once; reused while DATA_VERSION holds)."""
     import pyarrow as pa
 
-    from astroembed.catalog.hats import CatalogWriter, tile_of
+    from astroembed.catalog.layout import tile_of
+    from astroembed.catalog.writer import CatalogWriter
     from astroembed.matching.sky import healpix29
 
     stamp = path / "bench_version.txt"

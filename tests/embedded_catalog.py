@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from astroembed.catalog.hats import CatalogWriter, tile_of
+from astroembed.catalog.layout import tile_of
+from astroembed.catalog.writer import CatalogWriter
 from astroembed.matching.sky import healpix29
 
 ORDER = 6  # ~0.9 deg tiles: a 2x2 deg patch spreads over several tiles

@@ -13,7 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from astroembed.errors import InputError, OutputError
-from astroembed.catalog import hats as cat
+from astroembed.catalog.layout import (healpix_dir, parse_tile, read_properties, tile_of,
+                                       tile_path, write_properties)
+from astroembed.catalog.reader import find_tile, image_array, read_catalog_info, read_tile
+from astroembed.catalog.tiles import write_tile
+from astroembed.catalog.writer import (CatalogWriter, mark_incomplete, refresh_catalog,
+                                       write_empty_catalog)
 
 #: Disjoint tiles at orders 1-4 (plus one at order 7 for a Dir= other than 0):
 #: (2,0), (2,1), (3,8), (4,36) all lie in (1,0); (2,2) contains (3,8) and (4,36).
@@ -53,12 +58,12 @@ def _rows(rng: np.random.Generator, order: int, pixel: int, n: int, first_id: in
 def _build(path: Path, tiles=TILES, seed: int = 0, **kw) -> pa.Table:
     """Write a catalog with the given tiles; return every row written."""
     rng = np.random.default_rng(seed)
-    writer = cat.CatalogWriter(path, ra_column="ra", dec_column="dec", **kw)
+    writer = CatalogWriter(path, ra_column="ra", dec_column="dec", **kw)
     writer.begin()
     parts = []
     for i, (order, pixel) in enumerate(tiles):
         table = _rows(rng, order, pixel, int(rng.integers(3, 30)), 1000 * (i + 1))
-        cat.write_tile(writer.write_path, order, pixel, table)
+        write_tile(writer.write_path, order, pixel, table)
         parts.append(table)
     writer.finish(PROVENANCE, {"hats_max_bytes": 512 * 2**20})
     return pa.concat_tables(parts)
@@ -82,14 +87,14 @@ def test_layout_and_no_temporary_files(built):
     for order, pixel in TILES:
         file = path / "dataset" / f"Norder={order}" / f"Dir={(pixel // 10000) * 10000}" \
             / f"Npix={pixel}.parquet"
-        assert file.is_file() and cat.tile_path(path, order, pixel) == file
-    assert cat.tile_path(path, 7, 123456).parent.name == "Dir=120000"
-    assert cat.healpix_dir(9999) == 0 and cat.healpix_dir(10000) == 10000
+        assert file.is_file() and tile_path(path, order, pixel) == file
+    assert tile_path(path, 7, 123456).parent.name == "Dir=120000"
+    assert healpix_dir(9999) == 0 and healpix_dir(10000) == 10000
     leftovers = [p for p in path.parent.rglob("*") if p.name.startswith(".")]
     assert leftovers == []
     umask = os.umask(0)
     os.umask(umask)
-    mode = cat.tile_path(path, 1, 3).stat().st_mode & 0o777
+    mode = tile_path(path, 1, 3).stat().st_mode & 0o777
     assert mode == 0o666 & ~umask  # not mkstemp's 0600
 
 
@@ -105,7 +110,7 @@ def test_partition_info_lists_tiles_breadth_first(built):
 
 def test_properties_have_required_keys(built):
     path, table = built
-    props = cat.read_properties(path / "hats.properties")
+    props = read_properties(path / "hats.properties")
     required = {"obs_collection", "dataproduct_type", "hats_nrows", "hats_col_ra",
                 "hats_col_dec", "hats_col_healpix", "hats_col_healpix_order",
                 "hats_max_rows", "hats_order", "hats_npix_suffix", "hats_builder",
@@ -135,8 +140,8 @@ def test_metadata_row_counts_and_provenance_key(built):
         group = meta.row_group(i)
         per_file[group.column(0).file_path] = per_file.get(group.column(0).file_path, 0) \
             + group.num_rows
-    expected = {cat.tile_path(path, o, p).relative_to(path / "dataset").as_posix():
-                pq.read_metadata(cat.tile_path(path, o, p)).num_rows for o, p in TILES}
+    expected = {tile_path(path, o, p).relative_to(path / "dataset").as_posix():
+                pq.read_metadata(tile_path(path, o, p)).num_rows for o, p in TILES}
     assert per_file == expected
     assert meta.num_rows == table.num_rows
     common = pq.read_schema(path / "dataset" / "_common_metadata")
@@ -150,14 +155,14 @@ def test_metadata_row_counts_and_provenance_key(built):
 def test_tiles_sorted_and_inside(built):
     path, _ = built
     for order, pixel in TILES:
-        h29 = cat.read_tile(path, order, pixel, columns=["_healpix_29"])["_healpix_29"].to_numpy()
+        h29 = read_tile(path, order, pixel, columns=["_healpix_29"])["_healpix_29"].to_numpy()
         assert np.all(np.diff(h29) >= 0)
-        assert np.all(cat.tile_of(h29, order) == pixel)
+        assert np.all(tile_of(h29, order) == pixel)
 
 
 def test_read_catalog_info(built):
     path, table = built
-    info = cat.read_catalog_info(path)
+    info = read_catalog_info(path)
     assert info.complete and sorted(info.tiles) == sorted(TILES)
     assert info.total_rows == table.num_rows == sum(info.rows.values())
     assert info.provenance == PROVENANCE
@@ -181,9 +186,9 @@ def test_lsdb_opens_and_computes_every_value(built):
     np.testing.assert_array_equal(got_emb.flatten().to_numpy().reshape(-1, DIM),
                                   want["embedding_image"].combine_chunks().flatten()
                                   .to_numpy().reshape(-1, DIM))
-    got_img = cat.image_array(pa.array(frame["image"].array))
+    got_img = image_array(pa.array(frame["image"].array))
     assert got_img.shape == (table.num_rows, 3, H, W) and got_img.dtype == np.float32
-    np.testing.assert_array_equal(got_img, cat.image_array(want["image"]))
+    np.testing.assert_array_equal(got_img, image_array(want["image"]))
 
 
 # ----------------------------------------------------------------------------- guards
@@ -191,24 +196,24 @@ def test_lsdb_opens_and_computes_every_value(built):
 def test_row_outside_tile_raises_and_writes_nothing(tmp_path):
     table = _rows(np.random.default_rng(1), 2, 0, 5, 0)
     with pytest.raises(ValueError, match=r"do not lie in tile 2/1.*in tile 2/0"):
-        cat.write_tile(tmp_path, 2, 1, table)
+        write_tile(tmp_path, 2, 1, table)
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
     with pytest.raises(ValueError, match="no _healpix_29"):
-        cat.write_tile(tmp_path, 2, 0, table.drop_columns(["_healpix_29"]))
+        write_tile(tmp_path, 2, 0, table.drop_columns(["_healpix_29"]))
 
 
 def test_existing_catalog_refused_and_kept(built):
     path, _ = built
     before = _files(path)
     with pytest.raises(OutputError, match="--overwrite"):
-        cat.CatalogWriter(path, ra_column="ra", dec_column="dec").begin()
+        CatalogWriter(path, ra_column="ra", dec_column="dec").begin()
     assert _files(path) == before
 
 
 def test_non_catalog_directory_refused_even_with_overwrite(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(OutputError, match="holds files astroembed did not make"):
-        cat.CatalogWriter(tmp_path, ra_column="ra", dec_column="dec", overwrite=True).begin()
+        CatalogWriter(tmp_path, ra_column="ra", dec_column="dec", overwrite=True).begin()
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
@@ -216,11 +221,11 @@ def test_overwrite_keeps_old_catalog_until_finish(tmp_path):
     path = tmp_path / "cat"
     _build(path, tiles=[(1, 3), (2, 0)])
     old = _files(path)
-    writer = cat.CatalogWriter(path, ra_column="ra", dec_column="dec", overwrite=True)
+    writer = CatalogWriter(path, ra_column="ra", dec_column="dec", overwrite=True)
     writer.begin()
     assert writer.write_path != path
     writer.write_tile(3, 8, _rows(np.random.default_rng(2), 3, 8, 4, 0))
-    assert _files(path) == old and cat.read_catalog_info(path).complete
+    assert _files(path) == old and read_catalog_info(path).complete
     info = writer.finish({"run": 2})
     assert info.tiles == [(3, 8)] and info.total_rows == 4 and info.provenance == {"run": 2}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cat"]
@@ -231,7 +236,7 @@ def test_failed_overwrite_leaves_old_catalog(tmp_path):
     _build(path, tiles=[(1, 3)])
     old = _files(path)
     with pytest.raises(RuntimeError, match="boom"):
-        with cat.CatalogWriter(path, ra_column="ra", dec_column="dec", overwrite=True) as w:
+        with CatalogWriter(path, ra_column="ra", dec_column="dec", overwrite=True) as w:
             w.write_tile(2, 0, _rows(np.random.default_rng(3), 2, 0, 3, 0))
             raise RuntimeError("boom")
     assert _files(path) == old
@@ -240,22 +245,22 @@ def test_failed_overwrite_leaves_old_catalog(tmp_path):
 
 def test_failed_fresh_run_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError):
-        with cat.CatalogWriter(tmp_path / "new", ra_column="ra", dec_column="dec"):
+        with CatalogWriter(tmp_path / "new", ra_column="ra", dec_column="dec"):
             raise RuntimeError("bad input")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_incomplete_while_running_then_complete(tmp_path):
     path = tmp_path / "cat"
-    writer = cat.CatalogWriter(path, ra_column="ra", dec_column="dec")
+    writer = CatalogWriter(path, ra_column="ra", dec_column="dec")
     writer.begin()
-    info = cat.read_catalog_info(path)
+    info = read_catalog_info(path)
     assert not info.complete and info.tiles == [] and info.total_rows == 0
     writer.write_tile(2, 1, _rows(np.random.default_rng(4), 2, 1, 6, 0))
     # A killed worker's leftover: finish() must clean it up.
-    stale = cat.tile_path(path, 2, 5).with_name(".Npix=5.parquet.x1y2.tmp")
+    stale = tile_path(path, 2, 5).with_name(".Npix=5.parquet.x1y2.tmp")
     stale.write_bytes(b"partial")
-    info = cat.read_catalog_info(path)
+    info = read_catalog_info(path)
     assert not info.complete and info.tiles == [(2, 1)] and info.rows == {(2, 1): 6}
     assert not (path / "dataset" / "_common_metadata").exists()  # so lsdb refuses it
     assert writer.finish({}).complete
@@ -265,18 +270,18 @@ def test_incomplete_while_running_then_complete(tmp_path):
 def test_mark_incomplete_and_refresh(tmp_path):
     path = tmp_path / "cat"
     table = _build(path, tiles=[(1, 3), (1, 40)])
-    created = cat.read_catalog_info(path).properties["hats_creation_date"]
-    cat.mark_incomplete(path)
-    assert not cat.read_catalog_info(path).complete
+    created = read_catalog_info(path).properties["hats_creation_date"]
+    mark_incomplete(path)
+    assert not read_catalog_info(path).complete
     extra = _rows(np.random.default_rng(5), 2, 0, 7, 99000)
-    cat.write_tile(path, 2, 0, extra)
-    info = cat.refresh_catalog(path)
+    write_tile(path, 2, 0, extra)
+    info = refresh_catalog(path)
     assert info.complete and info.total_rows == table.num_rows + 7
     assert info.provenance == PROVENANCE and info.properties["hats_creation_date"] == created
 
 
 def test_tiles_with_different_schemas_refused(tmp_path):
-    writer = cat.CatalogWriter(tmp_path / "cat", ra_column="ra", dec_column="dec")
+    writer = CatalogWriter(tmp_path / "cat", ra_column="ra", dec_column="dec")
     writer.begin()
     rng = np.random.default_rng(6)
     writer.write_tile(1, 3, _rows(rng, 1, 3, 3, 0))
@@ -290,26 +295,26 @@ def test_tiles_lacking_an_embedding_column_make_a_partial_catalog(tmp_path):
     asked for a partial catalog, with the union schema and no _metadata."""
     path = tmp_path / "cat"
     table = _build(path, tiles=[(1, 3), (1, 40), (2, 0)])
-    one = cat.read_tile(path, 1, 3)
+    one = read_tile(path, 1, 3)
     fld = pa.field("embedding_image_x", pa.list_(pa.float32(), DIM),
                    metadata={"astroembed_embedding": "1", "model_hash": "h"})
     values = pa.array(np.ones(one.num_rows * DIM, np.float32))
-    cat.mark_incomplete(path)
-    cat.write_tile(path, 1, 3, one.append_column(fld, pa.FixedSizeListArray.from_arrays(values, DIM)))
+    mark_incomplete(path)
+    write_tile(path, 1, 3, one.append_column(fld, pa.FixedSizeListArray.from_arrays(values, DIM)))
     with pytest.raises(OutputError, match="embedding_image_x in 1 of 3 tiles"):
-        cat.refresh_catalog(path)
-    info = cat.refresh_catalog(path, partial=True)
+        refresh_catalog(path)
+    info = refresh_catalog(path, partial=True)
     assert info.status == "partial" and not info.complete
     common = pq.read_schema(path / "dataset" / "_common_metadata")
     assert common.names == table.column_names + ["embedding_image_x"]
     assert not (path / "dataset" / "_metadata").exists()
-    assert info.rows == {t: pq.read_metadata(cat.tile_path(path, *t)).num_rows
+    assert info.rows == {t: pq.read_metadata(tile_path(path, *t)).num_rows
                          for t in info.tiles}
     assert info.total_rows == table.num_rows
 
 
 def test_overlapping_tiles_refused(tmp_path):
-    writer = cat.CatalogWriter(tmp_path / "cat", ra_column="ra", dec_column="dec")
+    writer = CatalogWriter(tmp_path / "cat", ra_column="ra", dec_column="dec")
     writer.begin()
     rng = np.random.default_rng(7)
     writer.write_tile(1, 0, _rows(rng, 1, 0, 3, 0))
@@ -323,7 +328,7 @@ def test_overlapping_tiles_refused(tmp_path):
 @pytest.mark.filterwarnings("ignore:The inplace keyword")
 def test_empty_catalog_is_valid(tmp_path):
     schema = _rows(np.random.default_rng(8), 1, 0, 1, 0).schema
-    info = cat.write_empty_catalog(tmp_path / "empty", schema, ra_column="ra", dec_column="dec",
+    info = write_empty_catalog(tmp_path / "empty", schema, ra_column="ra", dec_column="dec",
                                    provenance={"note": "no overlap"})
     assert info.complete and info.tiles == [] and info.total_rows == 0
     assert info.schema.names == schema.names
@@ -334,7 +339,7 @@ def test_empty_catalog_is_valid(tmp_path):
 
 
 def test_empty_catalog_without_schema(tmp_path):
-    writer = cat.CatalogWriter(tmp_path / "e", ra_column="RA", dec_column="DEC")
+    writer = CatalogWriter(tmp_path / "e", ra_column="RA", dec_column="DEC")
     writer.begin()
     info = writer.finish({})
     assert info.schema.names == ["_healpix_29", "RA", "DEC"] and info.tiles == []
@@ -343,52 +348,52 @@ def test_empty_catalog_without_schema(tmp_path):
 # ----------------------------------------------------------------------------- tile names
 
 def test_parse_tile():
-    assert cat.parse_tile("5/1234") == (5, 1234)
-    assert cat.parse_tile(" 0 / 11 ") == (0, 11)
+    assert parse_tile("5/1234") == (5, 1234)
+    assert parse_tile(" 0 / 11 ") == (0, 11)
     for bad in ("5", "5/", "a/b", "5/-1", "5:12", "1/2/3"):
         with pytest.raises(InputError, match="ORDER/PIXEL"):
-            cat.parse_tile(bad)
+            parse_tile(bad)
     with pytest.raises(InputError, match="outside 0..47"):
-        cat.parse_tile("1/48")
+        parse_tile("1/48")
     with pytest.raises(InputError, match="order 30"):
-        cat.parse_tile("30/0")
+        parse_tile("30/0")
 
 
 def test_find_tile_names_tiles_under_or_over(built):
     path, _ = built
-    info = cat.read_catalog_info(path)
-    assert cat.find_tile(info, 4, 36) == (4, 36)
+    info = read_catalog_info(path)
+    assert find_tile(info, 4, 36) == (4, 36)
     with pytest.raises(InputError, match=r"split into the tiles 2/0, 2/1, 3/8, 4/36;"):
-        cat.find_tile(info, 1, 0)
+        find_tile(info, 1, 0)
     with pytest.raises(InputError, match=r"split into the tiles 3/8, 4/36;") as err:
-        cat.find_tile(info, 2, 2)
+        find_tile(info, 2, 2)
     assert "2/0" not in str(err.value)
     with pytest.raises(InputError, match=r"lies inside tile 4/36; use --tile 4/36"):
-        cat.find_tile(info, 6, 36 * 16 + 5)
+        find_tile(info, 6, 36 * 16 + 5)
     with pytest.raises(InputError, match=r"no tile covers it.*7 tiles"):
-        cat.find_tile(info, 1, 5)
+        find_tile(info, 1, 5)
 
 
 # ----------------------------------------------------------------------------- reading errors
 
 def test_read_errors_name_the_problem(tmp_path, built):
     with pytest.raises(InputError, match="does not exist"):
-        cat.read_catalog_info(tmp_path / "nope")
+        read_catalog_info(tmp_path / "nope")
     with pytest.raises(InputError, match="not a catalog: no hats.properties"):
-        cat.read_catalog_info(tmp_path)
+        read_catalog_info(tmp_path)
     (tmp_path / "f.parquet").write_bytes(b"PAR1")
     with pytest.raises(InputError, match="is a file"):
-        cat.read_catalog_info(tmp_path / "f.parquet")
+        read_catalog_info(tmp_path / "f.parquet")
     path, _ = built
     with pytest.raises(InputError, match="no tile 1/5"):
-        cat.read_tile(path, 1, 5)
+        read_tile(path, 1, 5)
     with pytest.raises(InputError, match="no column 'flux'"):
-        cat.read_tile(path, 1, 3, columns=["ra", "flux"])
+        read_tile(path, 1, 3, columns=["ra", "flux"])
     bad = tmp_path / "badcat"
     bad.mkdir()
     (bad / "hats.properties").write_bytes(b"\xff\xfe\x00binary")
     with pytest.raises(InputError, match="not UTF-8"):
-        cat.read_catalog_info(bad)
+        read_catalog_info(bad)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -396,34 +401,34 @@ def test_read_errors_name_the_problem(tmp_path, built):
 def test_properties_round_trip_with_hats_parser(tmp_path):
     values = {"obs_collection": "a name\\with back#slash", "obs_description": " lead, tab\tnl\nend",
               "k.dot-dash": "x=y:z", "n": 3}
-    cat.write_properties(tmp_path / "p.properties", values)
+    write_properties(tmp_path / "p.properties", values)
     expected = {k: str(v) for k, v in values.items()}
-    assert cat.read_properties(tmp_path / "p.properties") == expected
+    assert read_properties(tmp_path / "p.properties") == expected
     jproperties = pytest.importorskip("jproperties")
     parsed = jproperties.Properties()
     with open(tmp_path / "p.properties", "rb") as fh:
         parsed.load(fh, "utf-8")
     assert {k: v.data for k, v in parsed.items()} == expected
     with pytest.raises(ValueError, match="property key"):
-        cat.write_properties(tmp_path / "q", {"bad key": 1})
+        write_properties(tmp_path / "q", {"bad key": 1})
 
 
 def test_image_array_tensor_and_plain_list():
     images = np.arange(2 * 3 * 2 * 4, dtype=np.float32).reshape(2, 3, 2, 4)
     tensor = pa.FixedShapeTensorArray.from_numpy_ndarray(images)
-    np.testing.assert_array_equal(cat.image_array(pa.chunked_array([tensor])), images)
+    np.testing.assert_array_equal(image_array(pa.chunked_array([tensor])), images)
     plain = pa.FixedSizeListArray.from_arrays(pa.array(images.ravel()), 24)
-    np.testing.assert_array_equal(cat.image_array(plain, (3, 2, 4)), images)
-    np.testing.assert_array_equal(cat.image_array(plain.slice(1), (3, 2, 4)), images[1:])
+    np.testing.assert_array_equal(image_array(plain, (3, 2, 4)), images)
+    np.testing.assert_array_equal(image_array(plain.slice(1), (3, 2, 4)), images[1:])
     with pytest.raises(ValueError, match="needs its shape"):
-        cat.image_array(plain)
+        image_array(plain)
 
 
 def test_tile_numbers_checked():
     with pytest.raises(ValueError):
-        cat.tile_path(Path("x"), 1, 48)
+        tile_path(Path("x"), 1, 48)
     with pytest.raises(ValueError):
-        cat.tile_path(Path("x"), 30, 0)
+        tile_path(Path("x"), 30, 0)
 
 
 def test_statistics_on_scalars_and_embeddings_not_on_pixel_arrays(tmp_path):
@@ -435,7 +440,7 @@ def test_statistics_on_scalars_and_embeddings_not_on_pixel_arrays(tmp_path):
     emb = pa.array([None if i % 4 == 0 else [0.5] * DIM for i in range(20)], marked.type)
     flux = pa.array([[1.0, 2.0, 3.0]] * 20, pa.list_(pa.float32()))
     table = table.append_column(marked, emb).append_column("flux", flux)
-    path = cat.write_tile(tmp_path / "cat", 2, 0, table)
+    path = write_tile(tmp_path / "cat", 2, 0, table)
     group = pq.read_metadata(path).row_group(0)
     stats = {group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)}
     assert {p for p, c in stats.items() if not c.is_stats_set} == {

@@ -263,7 +263,8 @@ def first_id(fx) -> str:
     """An ID that is in the embedded catalog (for cases whose fault is elsewhere)."""
     import pyarrow.parquet as pq
 
-    from astroembed.catalog.hats import read_catalog_info, tile_path
+    from astroembed.catalog.layout import tile_path
+    from astroembed.catalog.reader import read_catalog_info
 
     info = read_catalog_info(fx["embedded"])
     table = pq.read_table(tile_path(fx["embedded"], *info.tiles[0]), columns=["TARGETID"])

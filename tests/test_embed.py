@@ -32,8 +32,10 @@ from astroembed.cli import app
 from astroembed.config import EmbedConfig
 from astroembed.runtime.embedding import FIELD_KEYS
 from astroembed.errors import AstroembedError, ConfigError, InputError, ModelError, OutputError
-from astroembed.catalog.hats import (CatalogWriter, image_array, read_catalog_info,
-                                   refresh_catalog, tile_path, write_tile)
+from astroembed.catalog.layout import tile_path
+from astroembed.catalog.reader import image_array, read_catalog_info
+from astroembed.catalog.tiles import write_tile
+from astroembed.catalog.writer import CatalogWriter, refresh_catalog
 from astroembed.catalog.lock import CatalogLock
 from astroembed.runtime.orchestrate import embed
 from astroembed.runtime.preprocess import default_image_preprocessing, default_spectrum_preprocessing

@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 
 import astroembed
 from astroembed.cli import app
-from astroembed.catalog.hats import mark_incomplete, read_properties
+from astroembed.catalog.layout import read_properties
+from astroembed.catalog.writer import mark_incomplete
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()

@@ -195,7 +195,8 @@ def test_resume_refuses_other_settings(catalog, tmp_path):
 def test_training_needs_images_and_spectra(tmp_path, catalog):
     import pyarrow.parquet as pq
 
-    from astroembed.catalog.hats import CatalogWriter, read_catalog_info, read_tile
+    from astroembed.catalog.reader import read_catalog_info, read_tile
+    from astroembed.catalog.writer import CatalogWriter
 
     info = read_catalog_info(catalog)
     out = tmp_path / "noimages"
@@ -253,7 +254,7 @@ def test_export_records_the_training_catalog_by_name_not_path(exported, catalog)
 
 def test_onnx_matches_torch_at_any_batch_size(exported, trained, catalog):
     """Independent of export's own parity check: rows from the catalog, several batch sizes."""
-    from astroembed.catalog.hats import image_array, read_catalog_info, read_tile
+    from astroembed.catalog.reader import image_array, read_catalog_info, read_tile
     from astroembed.training.trainer import build_models, config_from_checkpoint
 
     out, _ = exported

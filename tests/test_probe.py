@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from astroembed.cli import app
 from astroembed.config import ProbeConfig
 from astroembed.errors import ConfigError, InputError, ModelError
-from astroembed.catalog.hats import read_catalog_info, read_tile
+from astroembed.catalog.reader import read_catalog_info, read_tile
 from astroembed.probes.crossval import cross_validate, fold_indices, run_probe
 from astroembed.probes.estimators import make_estimator
 from astroembed.probes.metrics import redshift_metrics

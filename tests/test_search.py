@@ -14,7 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from astroembed.cli import app
-from astroembed.catalog.hats import read_catalog_info, read_tile, write_tile
+from astroembed.catalog.reader import read_catalog_info, read_tile
+from astroembed.catalog.tiles import write_tile
 from astroembed.similarity import (
     SearchCatalog,
     index_files,

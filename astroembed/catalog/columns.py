@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from astroembed.errors import InputError, did_you_mean
-from astroembed.catalog.hats import CatalogInfo, read_tile
+from astroembed.catalog.reader import CatalogInfo, read_tile
 
 EMBEDDING_PREFIX = "embedding_"
 MODALITIES = ("image", "spectrum")

@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from astroembed.errors import InputError, OutputError
-from astroembed.catalog.atomic import atomic_path
-from astroembed.catalog.hats import ROW_GROUP_BYTES, parquet_options, publish_mode
+from astroembed.catalog.atomic import atomic_path, publish_mode
+from astroembed.catalog.tiles import ROW_GROUP_BYTES, parquet_options
 
 __all__ = ["RowGroupWriter", "assemble", "open_tile", "read_batches", "rewrite_tile",
            "with_column"]

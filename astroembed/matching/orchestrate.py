@@ -73,7 +73,7 @@ def crossmatch(cfg: CrossmatchConfig, progress: Progress | None = None,
     by default they adapt to the inputs. Returns a summary: rows in, matched, dropped per
     quality-cut reason, tiles, time, and ``input_tiles``: the tiles each input file reached.
     """
-    from astroembed.catalog.hats import CatalogWriter
+    from astroembed.catalog.writer import CatalogWriter
     from astroembed.catalog.lock import CatalogLock
     from astroembed.matching.partition import classify_inputs, config_hash
 
@@ -220,7 +220,8 @@ def crossmatch_update(cfg: CrossmatchConfig, layout: list[tuple[int, int]],
     nothing in the catalog changes. The catalog is left marked incomplete (the embed stage
     finishes it).
     """
-    from astroembed.catalog.hats import mark_incomplete, tile_path, update_provenance
+    from astroembed.catalog.layout import tile_path
+    from astroembed.catalog.writer import mark_incomplete, update_provenance
     from astroembed.matching.partition import IMAGE_JOIN_ARCSEC, Plan, classify_inputs, rows_outside
 
     start = time.time()

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from astroembed.catalog.atomic import atomic_path
-from astroembed.catalog.hats import sorted_by_healpix
+from astroembed.catalog.tiles import sorted_by_healpix
 from astroembed.matching.partition import (IMAGE_JOIN_ARCSEC, WORK_SUFFIX, Plan, radec_names, read_fragments,
                         tile_dir, work_file_schema)
 
@@ -227,7 +227,7 @@ def build_tile(tile: tuple[int, int], staging: str, catalog: str, plan: Plan,
                opts: TileOptions, keep_all: bool = False, force: bool = False) -> TileResult:
     """Match one tile and write it to the catalog (skipped if already written)."""
     from astroembed.matching.pairs import join_pairs, match_tile
-    from astroembed.catalog.hats import write_tile
+    from astroembed.catalog.tiles import write_tile
     from astroembed.matching.sky import angular_separation_arcsec
 
     done = tile_dir(staging, tile) / "result.json"

@@ -22,7 +22,7 @@ import numpy as np
 
 from astroembed.config import ProbeConfig
 from astroembed.errors import ConfigError, InputError
-from astroembed.catalog.hats import CatalogInfo, read_catalog_info
+from astroembed.catalog.reader import CatalogInfo, read_catalog_info
 from astroembed.catalog.paths import check_output_dir
 from astroembed.probes.estimators import blas_threads, make_estimator
 from astroembed.probes.features import BASELINES, ProbeData, load_probe_data

@@ -24,7 +24,7 @@ from astroembed.catalog.columns import (
     scalars,
     vectors,
 )
-from astroembed.catalog.hats import CatalogInfo, read_catalog_info
+from astroembed.catalog.reader import CatalogInfo, read_catalog_info
 
 BASELINES = ("photometry", "spectrum_pca")
 #: Raw spectra are averaged (ivar-weighted) over this many 0.8 A pixels: 7781 -> 243 values.

@@ -16,7 +16,7 @@ from astroembed.catalog.columns import (
     resolve_embeddings,
     vectors,
 )
-from astroembed.catalog.hats import CatalogInfo, read_catalog_info
+from astroembed.catalog.reader import CatalogInfo, read_catalog_info
 from astroembed.probes.crossval import Progress
 from astroembed.probes.saved import SavedProbe
 
@@ -100,7 +100,8 @@ def _predict_tiles(info: CatalogInfo, probe: SavedProbe, column: str, columns: d
     spectra need not fit in memory), then the catalog metadata."""
     import pyarrow as pa
 
-    from astroembed.catalog.hats import PARTIAL, mark_incomplete, refresh_catalog, tile_path
+    from astroembed.catalog.layout import PARTIAL, tile_path
+    from astroembed.catalog.writer import mark_incomplete, refresh_catalog
     from astroembed.catalog.rewrite import rewrite_tile
 
     spec = probe.spec

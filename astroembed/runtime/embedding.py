@@ -37,11 +37,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from astroembed.errors import AstroembedError, InputError, ModelError, OutputError, where
-from astroembed.catalog.atomic import atomic_path
-from astroembed.catalog.hats import (COMMON_METADATA_FILE, DATASET_DIR, CatalogInfo,
-                                   find_tile, image_shape, parquet_options, parse_tile,
-                                   publish_mode, read_catalog_info, schema_problem,
-                                   tile_embeddings, tile_footers, tile_path)
+from astroembed.catalog.atomic import atomic_path, publish_mode
+from astroembed.catalog.describe import tile_embeddings, tile_footers
+from astroembed.catalog.layout import COMMON_METADATA_FILE, DATASET_DIR, parse_tile, tile_path
+from astroembed.catalog.reader import CatalogInfo, find_tile, image_shape, read_catalog_info
+from astroembed.catalog.tiles import parquet_options
+from astroembed.catalog.writer import schema_problem
 from astroembed.catalog.rewrite import (RowGroupWriter, assemble, open_tile, read_batches,
                                       with_column)
 from astroembed.runtime.modelfile import MODALITIES, Encoder, find_encoders, open_encoder
@@ -637,7 +638,7 @@ def plan_embed(catalog: str | os.PathLike, *, tiles: tuple[str, ...] = (),
 
 def catalog_embeddings(catalog: str | os.PathLike) -> tuple[dict[str, dict], str | None]:
     """Per embedding column, what the catalog's tiles hold (from their footers alone, see
-    :func:`astroembed.catalog.hats.tile_embeddings`), and why its metadata cannot be
+    :func:`astroembed.catalog.describe.tile_embeddings`), and why its metadata cannot be
     finished (None when it can).
 
     Tiles may lack embedding columns others have (``embed --tile``): the catalog is then

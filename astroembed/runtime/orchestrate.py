@@ -87,9 +87,11 @@ def _finish_embed(catalog: Path, lock) -> tuple[str, str | None, dict]:
     columns others have (``--tile`` runs). Else leave it incomplete. Returns the state, what
     it means (None when complete) and the embedding columns."""
     from astroembed.runtime.embedding import catalog_embeddings
-    from astroembed.catalog.hats import (STATE_COMPLETE, STATE_INCOMPLETE, STATE_PARTLY_EMBEDDED,
-                             embedding_gaps, partly_embedded_detail, read_catalog_info,
-                             refresh_catalog)
+    from astroembed.catalog.describe import (STATE_COMPLETE, STATE_INCOMPLETE,
+                                             STATE_PARTLY_EMBEDDED, embedding_gaps,
+                                             partly_embedded_detail)
+    from astroembed.catalog.reader import read_catalog_info
+    from astroembed.catalog.writer import refresh_catalog
 
     with lock.try_exclusive() as last:
         if not last:
@@ -120,7 +122,7 @@ def embed(cfg: EmbedConfig, progress: Progress | None = None) -> dict:
     them, with the summary as ``err.summary``.
     """
     from astroembed.runtime.embedding import plan_embed
-    from astroembed.catalog.hats import mark_incomplete
+    from astroembed.catalog.writer import mark_incomplete
     from astroembed.catalog.lock import CatalogLock
 
     start = time.time()

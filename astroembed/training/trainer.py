@@ -166,7 +166,8 @@ def load_training_data(catalog: str | Path, cfg: TrainConfig,
     preprocessing, keep rows usable in both modalities."""
     import pyarrow.parquet as pq
 
-    from astroembed.catalog.hats import image_array, read_catalog_info, tile_path
+    from astroembed.catalog.layout import tile_path
+    from astroembed.catalog.reader import image_array, read_catalog_info
 
     info = read_catalog_info(catalog)
     needed = ["image", "flux", "ivar", id_column]

@@ -1,0 +1,214 @@
+"""Where a catalog's files lie and what they are named: the ``Norder=k/Dir=D/Npix=n`` tile
+paths, parsing and checking ``ORDER/PIXEL``, the ``hats.properties`` file (Java escaping,
+so hats reads it back) and the names every other catalog module shares. The whole layout
+is described in :mod:`astroembed.catalog.writer` and docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from astroembed.errors import InputError, OutputError
+from astroembed.catalog.atomic import atomic_path, publish_mode
+
+__all__ = [
+    "DATASET_DIR",
+    "PROPERTIES_FILE",
+    "PROVENANCE_FILE",
+    "SPATIAL_INDEX_COLUMN",
+    "healpix_dir",
+    "parse_tile",
+    "read_properties",
+    "tile_of",
+    "tile_path",
+    "write_properties",
+]
+
+SPATIAL_INDEX_COLUMN = "_healpix_29"
+SPATIAL_INDEX_ORDER = 29
+PROPERTIES_FILE = "hats.properties"
+PROVENANCE_FILE = "astroembed_provenance.json"
+PARTITION_INFO_FILE = "partition_info.csv"
+DATASET_DIR = "dataset"
+COMMON_METADATA_FILE = "_common_metadata"
+METADATA_FILE = "_metadata"
+METADATA_KEY = b"astroembed"
+STATUS_KEY = "astroembed_status"
+#: ``astroembed_status`` values: every tile has the same columns and metadata is written /
+#: the metadata is written but some tiles lack embedding columns others have (or hold
+#: another model's), as ``embed --tile`` leaves it / a writer is at work or was interrupted.
+COMPLETE, PARTIAL, INCOMPLETE = "complete", "partial", "incomplete"
+HATS_VERSION = "v1.0"
+
+TILE_RE = re.compile(r"Norder=(\d+)/Dir=(\d+)/Npix=(\d+)")
+_TILE_FILE_RE = re.compile(r"^Npix=(\d+)\.parquet$")
+_KEY_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+# ----------------------------------------------------------------------------- tiles
+
+def check_tile(order: int, pixel: int) -> None:
+    """Raise ValueError for an impossible (order, pixel): a caller bug, not user input."""
+    if not 0 <= order <= SPATIAL_INDEX_ORDER:
+        raise ValueError(f"HEALPix order {order} outside 0..{SPATIAL_INDEX_ORDER}")
+    if not 0 <= pixel < 12 * 4**order:
+        raise ValueError(f"HEALPix pixel {pixel} outside 0..{12 * 4**order - 1} at order {order}")
+
+
+def healpix_dir(pixel: int) -> int:
+    """The ``Dir=`` number of a tile: ``(pixel // 10000) * 10000`` (keeps directories small)."""
+    return (int(pixel) // 10000) * 10000
+
+
+def tile_path(catalog: str | os.PathLike, order: int, pixel: int) -> Path:
+    """``CAT/dataset/Norder=k/Dir=D/Npix=n.parquet``, where hats and lsdb look for the tile."""
+    order, pixel = int(order), int(pixel)
+    check_tile(order, pixel)
+    return (Path(catalog) / DATASET_DIR / f"Norder={order}" / f"Dir={healpix_dir(pixel)}"
+            / f"Npix={pixel}.parquet")
+
+
+def tile_of(healpix29: np.ndarray, order: int) -> np.ndarray:
+    """The order-``order`` pixel of each order-29 index (nested scheme: drop 2 bits a level)."""
+    return np.asarray(healpix29, dtype=np.int64) >> (2 * (SPATIAL_INDEX_ORDER - order))
+
+
+def breadth_first(tiles: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Tiles in HATS order (by their first order-29 pixel), as partition_info.csv lists them."""
+    return sorted(set(tiles), key=lambda t: (t[1] << (2 * (SPATIAL_INDEX_ORDER - t[0])), t[0]))
+
+
+def tiles_overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """True when one tile contains the other (or they are the same)."""
+    (oa, pa_), (ob, pb) = (a, b) if a[0] <= b[0] else (b, a)
+    return pb >> (2 * (ob - oa)) == pa_
+
+
+def format_tiles(tiles: Iterable[tuple[int, int]], limit: int = 20) -> str:
+    """``1/4, 2/17, ...`` for error messages, cut after ``limit`` tiles."""
+    tiles = list(tiles)
+    text = ", ".join(f"{o}/{p}" for o, p in tiles[:limit])
+    return text + (f", ... ({len(tiles)} in all)" if len(tiles) > limit else "")
+
+
+def parse_tile(text: str) -> tuple[int, int]:
+    """``"ORDER/PIXEL"`` -> ``(order, pixel)``; InputError says the expected form."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+    if not match:
+        raise InputError(f"--tile {text!r}: expected ORDER/PIXEL with two whole numbers, "
+                         "e.g. --tile 5/1234 (see `astroembed info CAT --tiles`).")
+    order, pixel = int(match[1]), int(match[2])
+    try:
+        check_tile(order, pixel)
+    except ValueError as err:
+        raise InputError(f"--tile {text!r}: {err}.") from None
+    return order, pixel
+
+
+def is_embedding_field(fld: pa.Field) -> bool:
+    """Whether ``fld`` is an embedding column written by ``embed`` (it says so in its
+    metadata)."""
+    return (fld.metadata or {}).get(b"astroembed_embedding") == b"1"
+
+
+
+# ----------------------------------------------------------------------------- properties
+
+def _escape(value: str) -> str:
+    """Java-properties escaping, so hats' reader (jproperties) gets the value back."""
+    text = (value.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+            .replace("\t", "\\t"))
+    return "\\" + text if text.startswith((" ", "#", "!")) else text
+
+
+def _unescape(value: str) -> str:
+    """Undo :func:`_escape` (and the other Java escapes: ``\\uXXXX``, ``\\x`` -> ``x``)."""
+    codes = {"n": "\n", "r": "\r", "t": "\t", "f": "\f"}
+
+    def sub(m: re.Match) -> str:
+        ch = m[1]
+        if ch.startswith("u"):
+            return chr(int(ch[1:], 16))
+        return codes.get(ch, ch)
+
+    return re.sub(r"\\(u[0-9a-fA-F]{4}|.)", sub, value)
+
+
+def write_properties(path: str | os.PathLike, properties: dict[str, object]) -> None:
+    """Write a ``key=value`` properties file atomically (values str()-ed, None skipped)."""
+    lines = ["#HATS catalog (written by astroembed)"]
+    for key, value in properties.items():
+        if value is None:
+            continue
+        if not _KEY_RE.match(key):
+            raise ValueError(f"property key {key!r} must be letters, digits, '_', '.', '-'")
+        lines.append(f"{key}={_escape(str(value))}")
+    write_text_file(Path(path), "\n".join(lines) + "\n")
+
+
+def _logical_lines(text: str) -> Iterable[str]:
+    """Join Java-properties continuation lines (odd number of trailing backslashes)."""
+    buffer = ""
+    for raw in text.splitlines():
+        line = raw.lstrip() if buffer else raw.strip()
+        if not buffer and (not line or line.startswith(("#", "!"))):
+            continue
+        trailing = len(line) - len(line.rstrip("\\"))
+        if trailing % 2:
+            buffer += line[:-1]
+            continue
+        yield buffer + line
+        buffer = ""
+    if buffer:
+        yield buffer
+
+
+def read_properties(path: str | os.PathLike) -> dict[str, str]:
+    """Read a Java-style properties file (as hats writes it) into a dict of strings."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a text properties file (not UTF-8).") from None
+    except OSError as err:
+        raise InputError(f"{path}: cannot read: {err.strerror or err}") from err
+    props: dict[str, str] = {}
+    for line in _logical_lines(text):
+        match = re.match(r"((?:\\.|[^=:\s\\])+)\s*[=:\s]\s*(.*)$", line) or \
+            re.match(r"((?:\\.|[^=:\s\\])+)()$", line)
+        if not match:
+            raise InputError(f"{path}: unreadable line {line[:60]!r} (expected key=value).")
+        props[_unescape(match[1])] = _unescape(match[2])
+    return props
+
+
+def write_text_file(path: Path, text: str) -> None:
+    """Atomic text write with normal permissions; OSError becomes OutputError."""
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+            publish_mode(tmp)
+    except OSError as err:
+        raise OutputError(f"{path}: cannot write: {err.strerror or err}") from err
+
+
+def scan_tiles(root: Path) -> dict[tuple[int, int], Path]:
+    """The tiles present under ``root/dataset`` (files named as HATS names them)."""
+    tiles: dict[tuple[int, int], Path] = {}
+    dataset = root / DATASET_DIR
+    if not dataset.is_dir():
+        return tiles
+    for order_dir in dataset.glob("Norder=*"):
+        for file in order_dir.glob("Dir=*/Npix=*.parquet"):
+            match = TILE_RE.search(file.relative_to(dataset).as_posix())
+            if match and _TILE_FILE_RE.match(file.name):
+                order, pixel = int(match[1]), int(match[3])
+                if int(match[2]) == healpix_dir(pixel):
+                    tiles[(order, pixel)] = file
+    return dict((t, tiles[t]) for t in breadth_first(tiles))

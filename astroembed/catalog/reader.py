@@ -1,0 +1,273 @@
+"""Reading a catalog: what it holds from its metadata files alone (:class:`CatalogInfo`),
+one tile's rows, ``--tile`` checked against its tiles, and image columns as arrays.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from astroembed.errors import InputError, OutputError, where
+from astroembed.catalog.layout import (COMMON_METADATA_FILE, COMPLETE, DATASET_DIR, METADATA_FILE,
+                                       PARTIAL, PARTITION_INFO_FILE, PROPERTIES_FILE,
+                                       PROVENANCE_FILE, STATUS_KEY, TILE_RE, breadth_first,
+                                       check_tile, format_tiles, tiles_overlap, scan_tiles,
+                                       read_properties, tile_path)
+
+__all__ = [
+    "CatalogInfo",
+    "find_tile",
+    "image_array",
+    "read_catalog_info",
+    "read_tile",
+]
+
+@dataclass
+class CatalogInfo:
+    """What a catalog holds, read from its metadata files (no tile data is read)."""
+
+    path: Path
+    tiles: list[tuple[int, int]]
+    rows: dict[tuple[int, int], int]
+    total_rows: int
+    schema: pa.Schema
+    properties: dict[str, str]
+    provenance: dict = field(default_factory=dict)
+    complete: bool = True
+
+    @property
+    def status(self) -> str:
+        """``complete``, ``partial`` or ``incomplete`` (see :data:`COMPLETE`)."""
+        return self.properties.get(STATUS_KEY, COMPLETE)
+
+    @property
+    def ra_column(self) -> str | None:
+        """The RA column named by ``hats_col_ra``."""
+        return self.properties.get("hats_col_ra")
+
+    @property
+    def dec_column(self) -> str | None:
+        """The Dec column named by ``hats_col_dec``."""
+        return self.properties.get("hats_col_dec")
+
+
+def properties_file(path: Path) -> Path:
+    """``CAT/hats.properties``, or InputError saying why ``path`` is not a catalog."""
+    if not path.exists():
+        raise InputError(f"{path}: no such catalog (the directory does not exist).")
+    if not path.is_dir():
+        raise InputError(f"{path}: is a file, not a catalog directory (expected a HATS "
+                         f"directory with {PROPERTIES_FILE} and {DATASET_DIR}/).")
+    file = path / PROPERTIES_FILE
+    if not file.is_file():
+        file = path / "properties"  # older HATS catalogs
+    if not file.is_file():
+        raise InputError(f"{path}: not a catalog: no {PROPERTIES_FILE}. A catalog is a HATS "
+                         f"directory ({PROPERTIES_FILE}, {DATASET_DIR}/Norder=*/...), as "
+                         "`astroembed crossmatch` writes.")
+    return file
+
+
+def read_provenance(path: Path, props: dict[str, str]) -> dict:
+    """The provenance sidecar, {} when the catalog has none."""
+    file = path / props.get("astroembed_provenance", PROVENANCE_FILE)
+    if not file.is_file():
+        return {}
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise InputError(f"{file}: unreadable provenance JSON ({err}).") from err
+    return data if isinstance(data, dict) else {"provenance": data}
+
+
+def _read_partition_info(file: Path) -> list[tuple[int, int]]:
+    """Tiles listed in ``partition_info.csv`` (columns Norder, Npix, any order)."""
+    lines = [ln.strip() for ln in file.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if not lines:
+        raise InputError(f"{file}: empty; expected a 'Norder,Npix' header.")
+    header = [h.strip() for h in lines[0].split(",")]
+    if "Norder" not in header or "Npix" not in header:
+        raise InputError(f"{file}: header {lines[0]!r} lacks Norder and Npix.")
+    io_, ip = header.index("Norder"), header.index("Npix")
+    tiles = []
+    for n, line in enumerate(lines[1:], start=2):
+        parts = line.split(",")
+        try:
+            tiles.append((int(parts[io_]), int(parts[ip])))
+        except (ValueError, IndexError):
+            raise InputError(f"{where(file, row=n)}: expected Norder,Npix integers, "
+                             f"got {line!r}.") from None
+    return tiles
+
+
+def _metadata_rows(file: Path) -> dict[tuple[int, int], int]:
+    """Rows per tile from ``_metadata``'s row groups (no tile file is opened)."""
+    try:
+        meta = pq.read_metadata(file)
+    except (OSError, pa.ArrowException) as err:
+        raise InputError(f"{file}: unreadable Parquet metadata ({err}).") from err
+    rows: dict[tuple[int, int], int] = {}
+    for i in range(meta.num_row_groups):
+        group = meta.row_group(i)
+        match = TILE_RE.search(group.column(0).file_path) if group.num_columns else None
+        if match:
+            tile = (int(match[1]), int(match[3]))
+            rows[tile] = rows.get(tile, 0) + group.num_rows
+    return rows
+
+
+def _read_schema(path: Path, tiles: list[tuple[int, int]]) -> pa.Schema:
+    """Schema from ``_common_metadata``, else ``_metadata``, else a tile, else empty."""
+    dataset = path / DATASET_DIR
+    candidates = [dataset / COMMON_METADATA_FILE, dataset / METADATA_FILE,
+                  *(tile_path(path, *t) for t in tiles)]
+    for file in candidates:
+        if file.is_file():
+            try:
+                return pq.read_schema(file)
+            except (OSError, pa.ArrowException) as err:
+                raise InputError(f"{file}: unreadable Parquet schema ({err}).") from err
+    return pa.schema([])
+
+
+def read_catalog_info(path: str | os.PathLike) -> CatalogInfo:
+    """Tiles, row counts, schema, properties and provenance of the catalog at ``path``.
+
+    A complete or partial catalog is described by its metadata files (a partial one has no
+    ``_metadata``, so its row counts come from the tile footers); an incomplete one (a run
+    under way or killed) by the tile files actually present.
+    """
+    path = Path(path)
+    props = read_properties(properties_file(path))
+    status = props.get(STATUS_KEY, COMPLETE)
+    finished = status in (COMPLETE, PARTIAL)
+    partition_info = path / PARTITION_INFO_FILE
+    if finished and partition_info.is_file():
+        tiles = breadth_first(_read_partition_info(partition_info))
+    else:
+        tiles = list(scan_tiles(path))
+    metadata = path / DATASET_DIR / METADATA_FILE
+    rows = _metadata_rows(metadata) if finished and metadata.is_file() else {}
+    for tile in tiles:
+        if tile not in rows:
+            file = tile_path(path, *tile)
+            rows[tile] = (read_footers({tile: file}, InputError)[tile].num_rows
+                          if file.is_file() else 0)
+    rows = {t: rows[t] for t in tiles}
+    return CatalogInfo(path=path, tiles=tiles, rows=rows, total_rows=sum(rows.values()),
+                       schema=_read_schema(path, tiles), properties=props,
+                       provenance=read_provenance(path, props),
+                       complete=status == COMPLETE)
+
+
+def read_footers(tiles: dict[tuple[int, int], Path], error: type[Exception] = OutputError
+                  ) -> dict[tuple[int, int], pq.FileMetaData]:
+    """Each tile's Parquet footer (row counts, row groups, schema)."""
+    footers = {}
+    for tile, file in tiles.items():
+        try:
+            footers[tile] = pq.read_metadata(file)
+        except (OSError, pa.ArrowException) as err:
+            raise error(f"{file}: unreadable tile ({err}); rewrite it or rebuild the "
+                        "catalog with --overwrite.") from err
+    return footers
+
+
+def find_tile(info: CatalogInfo, order: int, pixel: int) -> tuple[int, int]:
+    """``(order, pixel)`` if it is a tile of the catalog, else InputError naming the tiles
+    under or over it (``--tile`` must name an existing tile; docs/architecture.md)."""
+    order, pixel = int(order), int(pixel)
+    try:
+        check_tile(order, pixel)
+    except ValueError as err:
+        raise InputError(f"--tile {order}/{pixel}: {err}.") from None
+    if (order, pixel) in info.rows or (order, pixel) in info.tiles:
+        return order, pixel
+    tile = (order, pixel)
+    over = [t for t in info.tiles if t[0] < order and tiles_overlap(t, tile)]
+    under = [t for t in info.tiles if t[0] > order and tiles_overlap(t, tile)]
+    name = f"--tile {order}/{pixel}"
+    if over:
+        raise InputError(f"{name} is not a tile of {info.path}: it lies inside tile "
+                         f"{format_tiles(over)}; use --tile {format_tiles(over)}.")
+    if under:
+        raise InputError(f"{name} is not a tile of {info.path}: it is split into the tiles "
+                         f"{format_tiles(under)}; name those instead.")
+    raise InputError(f"{name} is not a tile of {info.path} and no tile covers it (no data "
+                     f"there). The catalog has {len(info.tiles)} tiles"
+                     + (f": {format_tiles(info.tiles, 10)}" if info.tiles else "")
+                     + f"; `astroembed info {info.path} --tiles` lists them.")
+
+
+def read_tile(path: str | os.PathLike, order: int, pixel: int,
+              columns: list[str] | None = None) -> pa.Table:
+    """One tile's rows (all columns, or ``columns``); InputError if it or a column is absent."""
+    file = tile_path(path, order, pixel)
+    if not file.is_file():
+        properties_file(Path(path))
+        raise InputError(f"{path}: no tile {order}/{pixel} ({file} does not exist); "
+                         f"`astroembed info {path} --tiles` lists the tiles.")
+    try:
+        pfile = pq.ParquetFile(file)
+        if columns is not None:
+            missing = [c for c in columns if c not in pfile.schema_arrow.names]
+            if missing:
+                raise InputError(f"{file}: no column {', '.join(map(repr, missing))}; it has "
+                                 f"{', '.join(pfile.schema_arrow.names)}.")
+        return pfile.read(columns=columns)
+    except (OSError, pa.ArrowException) as err:
+        raise InputError(f"{file}: unreadable tile ({err}).") from err
+
+
+def image_shape(fld: pa.Field, location: str) -> tuple[int, int, int]:
+    """(3, H, W) of an image column: the tensor type, its ``shape`` field metadata, or a square.
+
+    Catalogs from other tools may store cutouts as plain fixed-size lists; every reader of
+    the image column infers their shape here, the same way. ``location`` names the column in
+    errors (see :func:`astroembed.errors.where`).
+    """
+    if isinstance(fld.type, pa.FixedShapeTensorType):
+        shape = tuple(int(s) for s in fld.type.shape)
+    elif pa.types.is_fixed_size_list(fld.type):
+        meta = {k.decode(errors="replace"): v.decode(errors="replace")
+                for k, v in (fld.metadata or {}).items()}
+        if "shape" in meta:
+            shape = tuple(int(s) for s in meta["shape"].split(","))
+        else:
+            side = int(round(np.sqrt(fld.type.list_size / 3)))
+            shape = (3, side, side)
+        if int(np.prod(shape)) != fld.type.list_size:
+            raise InputError(f"{location}: {fld.type.list_size} values per row is not a "
+                             "(3, H, W) cutout; add field metadata shape=3,H,W.")
+    else:
+        raise InputError(f"{location}: type {fld.type} is not an image (expected "
+                         "fixed_shape_tensor float32 (3, H, W) g, r, z).")
+    if len(shape) != 3 or shape[0] != 3:
+        raise InputError(f"{location}: shape {shape}; expected (3, H, W) with the g, r, z bands.")
+    return shape  # type: ignore[return-value]
+
+
+def image_array(column: pa.Array | pa.ChunkedArray,
+                shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """Images as one ``(N, *shape)`` float array, e.g. (N, 3, H, W).
+
+    A fixed-shape tensor column knows its shape; a plain fixed-size list needs ``shape``
+    (e.g. from the field metadata ``shape=3,H,W``).
+    """
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    if isinstance(column.type, pa.FixedShapeTensorType):
+        return np.asarray(column.to_numpy_ndarray())
+    if not pa.types.is_fixed_size_list(column.type):
+        raise ValueError(f"not an image column: {column.type}")
+    if shape is None:
+        raise ValueError("a fixed_size_list image column needs its shape, e.g. (3, H, W)")
+    if int(np.prod(shape)) != column.type.list_size:
+        raise ValueError(f"shape {tuple(shape)} does not match list size {column.type.list_size}")
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), *shape)

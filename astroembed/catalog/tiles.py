@@ -1,0 +1,164 @@
+"""Writing one tile: its rows checked to lie in the tile, sorted by ``_healpix_29``, tensor
+types stripped of the permutation lsdb cannot read (see :mod:`astroembed.catalog.writer`),
+and the Parquet options every tile writer uses. Needs only the catalog path, so a Dask
+worker can write a tile.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from astroembed.errors import OutputError, where
+from astroembed.catalog.atomic import atomic_path, publish_mode
+from astroembed.catalog.layout import SPATIAL_INDEX_COLUMN, is_embedding_field, tile_of, tile_path
+
+__all__ = ["write_tile"]
+
+#: Target bytes per Parquet row group, so ``embed`` can stream a tile in bounded memory.
+ROW_GROUP_BYTES = 64 * 2**20
+
+
+def plain_tensor_type(ttype: pa.FixedShapeTensorType) -> pa.DataType:
+    """The same tensor type without a ``permutation`` (which lsdb cannot handle)."""
+    return pa.fixed_shape_tensor(ttype.value_type, tuple(ttype.shape), dim_names=ttype.dim_names)
+
+
+def _plain_tensor(array: pa.Array) -> pa.Array:
+    """A fixed-shape tensor array without a permutation; a real one is stored in C order."""
+    ttype = array.type
+    perm = ttype.permutation
+    if perm is None or list(perm) == list(range(len(perm))):
+        return pa.ExtensionArray.from_storage(plain_tensor_type(ttype), array.storage)
+    dense = np.ascontiguousarray(array.to_numpy_ndarray())
+    storage = pa.FixedSizeListArray.from_arrays(pa.array(dense.reshape(-1)),
+                                                int(np.prod(ttype.shape)))
+    return pa.ExtensionArray.from_storage(plain_tensor_type(ttype), storage)
+
+
+def _normalize(table: pa.Table) -> pa.Table:
+    """Tensor columns without permutation; no pandas index metadata (differs per tile)."""
+    for i, fld in enumerate(table.schema):
+        if isinstance(fld.type, pa.FixedShapeTensorType) and fld.type.permutation is not None:
+            new_type = plain_tensor_type(fld.type)
+            column = pa.chunked_array([_plain_tensor(c) for c in table.column(i).chunks],
+                                      type=new_type)
+            table = table.set_column(i, fld.with_type(new_type), column)
+    meta = dict(table.schema.metadata or {})
+    if meta.pop(b"pandas", None) is not None:
+        table = table.replace_schema_metadata(meta or None)
+    return table
+
+
+def _healpix_values(table: pa.Table, final: Path) -> np.ndarray:
+    """The ``_healpix_29`` column as int64 NumPy, or ValueError naming the file."""
+    if SPATIAL_INDEX_COLUMN not in table.column_names:
+        raise ValueError(f"{final}: tile table has no {SPATIAL_INDEX_COLUMN} column "
+                         f"(columns: {', '.join(table.column_names)})")
+    column = table.column(SPATIAL_INDEX_COLUMN)
+    if not pa.types.is_integer(column.type) or column.null_count:
+        raise ValueError(f"{where(final, column=SPATIAL_INDEX_COLUMN)}: must be integers "
+                         f"without nulls, got {column.type} with {column.null_count} nulls")
+    return column.to_numpy().astype(np.int64, copy=False)
+
+
+def _check_in_tile(h29: np.ndarray, order: int, pixel: int, final: Path) -> None:
+    """Bug guard: every row must lie in the tile it is written to."""
+    owner = tile_of(h29, order)
+    bad = np.flatnonzero(owner != pixel)
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(
+            f"{final}: {bad.size} of {h29.size} rows do not lie in tile {order}/{pixel}; "
+            f"first is row {i} with {SPATIAL_INDEX_COLUMN}={h29[i]}, which is in tile "
+            f"{order}/{owner[i]}. The rows were routed to the wrong tile (a bug).")
+
+
+def _prepare_tile(table: pa.Table, order: int, pixel: int, final: Path) -> pa.Table:
+    """Check, type and sort a tile's rows the way readers of the catalog rely on."""
+    h29 = _healpix_values(table, final)
+    _check_in_tile(h29, order, pixel, final)
+    idx = table.schema.get_field_index(SPATIAL_INDEX_COLUMN)
+    if table.schema.field(idx).type != pa.int64():
+        table = table.set_column(idx, table.schema.field(idx).with_type(pa.int64()),
+                                 pa.array(h29, pa.int64()))
+    return _normalize(sorted_by_healpix(table, h29))
+
+
+def sorted_by_healpix(table: pa.Table, h29: np.ndarray) -> pa.Table:
+    """``table`` in ``_healpix_29`` order (stable; ``h29`` is that column as NumPy), itself
+    when already sorted: tiles are written in this order, and matching left rows in it makes
+    neighbouring queries walk the KD-tree together."""
+    if h29.size > 1 and np.any(h29[1:] < h29[:-1]):
+        return table.take(pa.array(np.argsort(h29, kind="stable")))
+    return table
+
+
+def _row_group_rows(table: pa.Table, target_bytes: int = ROW_GROUP_BYTES) -> int:
+    """Rows per row group for about ``target_bytes`` in memory each."""
+    per_row = max(1, table.nbytes // max(1, table.num_rows))
+    return int(min(max(1, target_bytes // per_row), 1 << 20))
+
+
+def _is_float_array(t: pa.DataType) -> bool:
+    if isinstance(t, pa.FixedShapeTensorType):
+        t = t.storage_type
+    return (pa.types.is_fixed_size_list(t) or pa.types.is_list(t)) and \
+        pa.types.is_floating(t.value_type)
+
+
+def _leaf_paths(name: str, t: pa.DataType) -> list[str]:
+    """Parquet leaf column paths of an Arrow field, as pyarrow names them."""
+    if isinstance(t, pa.BaseExtensionType):
+        t = t.storage_type
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return _leaf_paths(f"{name}.list.element", t.value_type)
+    if pa.types.is_struct(t):
+        return [p for i in range(t.num_fields)
+                for p in _leaf_paths(f"{name}.{t.field(i).name}", t.field(i).type)]
+    if pa.types.is_map(t):
+        return (_leaf_paths(f"{name}.key_value.key", t.key_type)
+                + _leaf_paths(f"{name}.key_value.value", t.item_type))
+    return [name]
+
+
+def parquet_options(schema: pa.Schema) -> dict:
+    """``pq.ParquetWriter`` options for a tile: the float arrays (cutouts, spectra,
+    embeddings) are stored plain, because noisy float32 does not compress (snappy: 1.00 on
+    simulated cutouts and spectra) while compressing and dictionary-probing them costs about
+    a third of the time to write and read a tile. Scalar columns keep snappy; only the
+    non-float ones (IDs, bricks, flags, names) try dictionaries: measured floats rarely
+    repeat, so probing them tripled a cross-match tile's write time and grew the file.
+    Pixel arrays get no statistics (min/max over every pixel of a cutout or spectrum prune
+    nothing and cost a third of writing them); embedding columns keep theirs, because
+    ``info`` counts their null rows from them."""
+    plain = {f.name for f in schema if _is_float_array(f.type)}
+    compression = {f.name: ("none" if f.name in plain else "snappy") for f in schema}
+    dictionary = [f.name for f in schema
+                  if f.name not in plain and not pa.types.is_floating(f.type)]
+    statistics = [p for f in schema if f.name not in plain or is_embedding_field(f)
+                  for p in _leaf_paths(f.name, f.type)]
+    return {"compression": compression, "use_dictionary": dictionary,
+            "write_statistics": statistics}
+
+
+def write_tile(catalog: str | os.PathLike, order: int, pixel: int, table: pa.Table) -> Path:
+    """Write one tile atomically; needs only the path, so a Dask worker can call it.
+
+    Sorts by ``_healpix_29`` and raises ValueError when a row lies outside the tile. Writes
+    into ``catalog`` as given: during an overwrite pass :attr:`CatalogWriter.write_path`.
+    """
+    final = tile_path(catalog, order, pixel)
+    table = _prepare_tile(table, int(order), int(pixel), final)
+    try:
+        with atomic_path(final) as tmp:
+            pq.write_table(table, tmp, row_group_size=_row_group_rows(table),
+                           **parquet_options(table.schema))
+            publish_mode(tmp)
+    except OSError as err:
+        raise OutputError(f"{final}: cannot write tile: {err.strerror or err}") from err
+    return final
