@@ -29,8 +29,8 @@ beside it (:attr:`CatalogWriter.write_path`) and swaps it in at
 ``finish()``, so a failed run leaves the old catalog intact. In-place updates (``embed``)
 use :func:`mark_incomplete` and :func:`refresh_catalog`.
 
-Findings with lsdb 0.11.1 / hats 0.11.1 / pyarrow 26 (checked by tests/test_catalog_io.py
-and tests/test_info.py):
+Findings with lsdb 0.11.1 / hats 0.11.1 / pyarrow 26 (checked by tests/catalog/test_catalog_io.py
+and tests/catalog/test_info.py):
 
 - Images are stored as Arrow's fixed-shape tensor extension type (a fixed-size list in the
   Parquet file, so any reader can read it); lsdb opens and computes such catalogs and gives
@@ -53,7 +53,7 @@ and tests/test_info.py):
   lists every column, and ``compute()`` (all columns, or ``columns=[...]`` naming the new
   one) gives every row, with nulls for the tiles that lack the column. Such a catalog is
   marked ``partial`` and has no ``_metadata``; ``embed`` without ``--tile`` makes it
-  complete again (tested in tests/test_info.py).
+  complete again (tested in tests/catalog/test_info.py).
 - hats and lsdb are not imported by this package: it writes the files itself.
 """
 

@@ -25,7 +25,7 @@ from astroembed.cli import app
 from astroembed.catalog.layout import read_properties
 from astroembed.catalog.writer import mark_incomplete
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 

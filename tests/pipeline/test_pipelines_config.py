@@ -13,7 +13,7 @@ from astroembed.config import from_mapping, load_run_config
 from astroembed.errors import ConfigError
 from astroembed.training.trainer import TrainConfig
 
-PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
+PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
 # TOML files in pipelines/ that are not `astroembed run` configs: the default model's
 # training recipe (read by `astroembed train --config`).
 NOT_RUN_CONFIGS = {"default-model.toml"}

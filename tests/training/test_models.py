@@ -371,7 +371,7 @@ def test_onnxruntime_minimum_matches_the_install_extras():
 
     from astroembed.runtime.modelfile import MIN_ONNXRUNTIME
 
-    pyproject = Path(__file__).parents[1] / "pyproject.toml"
+    pyproject = Path(__file__).parents[2] / "pyproject.toml"
     extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
     declared = {req.split(">=")[0]: req.split(">=")[1] for name in ("cpu", "gpu")
                 for req in extras[name] if req.startswith("onnxruntime")}

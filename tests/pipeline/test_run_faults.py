@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import coadds
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXE = [sys.executable, "-m", "astroembed.cli"]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 STATE_FILE = "astroembed_state.json"
