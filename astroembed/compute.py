@@ -25,11 +25,8 @@ DEFAULT_WORKERS = 2
 
 
 class InProcess:
-    """Runs tasks one after another in this process: no cluster to start for small jobs."""
-
-    def run(self, fn, items, **kwargs):
-        for item in items:
-            yield fn(item, **kwargs)
+    """Stands for a client where tasks run one after another in this process (:func:`completed`
+    runs them): no cluster to start for small jobs."""
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from astroembed.errors import InputError
 from astroembed.catalog.layout import INCOMPLETE, is_embedding_field, tile_path
 from astroembed.catalog.reader import CatalogInfo, read_footers, read_catalog_info
+from astroembed.catalog.outputs import disk_bytes
 
 __all__ = [
     "catalog_state",
@@ -160,20 +161,6 @@ def catalog_state(info: CatalogInfo, columns: dict[str, dict]) -> tuple[str, str
     return STATE_COMPLETE, None
 
 
-def _bytes_under(path: Path) -> int:
-    """Bytes of the files under ``path`` (a file: its size); 0 for what cannot be read."""
-    if path.is_file():
-        return path.stat().st_size
-    total = 0
-    for root, _, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                pass
-    return total
-
-
 def leftover_work_files(path: str | os.PathLike) -> list[dict]:
     """The hidden work directories beside the catalog (:data:`WORK_SIBLINGS`), with their
     sizes: in use while a run is under way, else left by an interrupted one and safe to
@@ -188,7 +175,7 @@ def leftover_work_files(path: str | os.PathLike) -> list[dict]:
         for suffix, more, what in WORK_SIBLINGS:
             stem = f".{path.name}{suffix}"
             if sibling.name == stem or (more and sibling.name.startswith(stem)):
-                found.append({"path": str(sibling), "bytes": _bytes_under(sibling), "what": what})
+                found.append({"path": str(sibling), "bytes": disk_bytes(sibling), "what": what})
                 break
     return found
 

@@ -216,7 +216,7 @@ def disk_bytes(path: str | os.PathLike) -> int:
     total = 0
     for dirpath, _, filenames in os.walk(path):
         for name in filenames:
-            with contextlib.suppress(FileNotFoundError):  # a writer may still be finishing
+            with contextlib.suppress(OSError):  # gone (a writer still finishing) or unreadable
                 total += (Path(dirpath) / name).lstat().st_size
     return total
 

@@ -10,7 +10,7 @@ import typer
 from astroembed.cli.app import app, user_errors
 from astroembed.cli.options import json_flag
 from astroembed.cli.progress import progress_bars
-from astroembed.cli.render import print_json
+from astroembed.cli.render import show
 
 AsJson = json_flag("Print the summary as JSON on stdout.")
 
@@ -56,10 +56,7 @@ def crossmatch(
                 suffixes=tuple(s.strip() for s in suffixes.split(",")), id_column=id_column,
                 max_bytes=max_bytes, max_rows=max_rows, scheduler=scheduler, workers=workers,
                 processes=processes, overwrite=overwrite)
-        if as_json:
-            print_json(summary)
-        else:
-            render(summary, out)
+        show(summary, as_json, render, out)
 
 
 def render(summary: dict, out: Path) -> None:

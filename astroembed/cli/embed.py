@@ -10,7 +10,7 @@ import typer
 from astroembed.cli.app import app, user_errors
 from astroembed.cli.options import json_flag
 from astroembed.cli.progress import progress_bars
-from astroembed.cli.render import print_json
+from astroembed.cli.render import show
 from astroembed.errors import AstroembedError
 
 AsJson = json_flag("Print the summary as JSON on stdout.")
@@ -52,17 +52,9 @@ def embed(
                     scheduler=scheduler, workers=workers, force=force)
         except AstroembedError as err:
             if getattr(err, "summary", None):  # the tiles that were done, before the error line
-                show(err.summary, as_json)
+                show(err.summary, as_json, render)
             raise
-    show(summary, as_json)
-
-
-def show(summary: dict, as_json: bool) -> None:
-    """The summary as JSON or as text."""
-    if as_json:
-        print_json(summary)
-    else:
-        render(summary)
+    show(summary, as_json, render)
 
 
 def render(s: dict) -> None:

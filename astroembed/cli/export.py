@@ -9,7 +9,7 @@ import typer
 
 from astroembed.cli.app import app, user_errors
 from astroembed.cli.options import json_flag
-from astroembed.cli.render import print_json
+from astroembed.cli.render import show
 
 AsJson = json_flag("Print what was written as JSON on stdout.")
 
@@ -32,10 +32,7 @@ def export(
 
     with user_errors():
         result = astroembed.export(model_dir, out, overwrite=overwrite)
-        if as_json:
-            print_json(result)
-        else:
-            render(result, out)
+        show(result, as_json, render, out)
 
 
 def render(result: dict, out: Path) -> None:

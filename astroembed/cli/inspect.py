@@ -9,7 +9,7 @@ import typer
 
 from astroembed.cli.app import app, user_errors
 from astroembed.cli.options import json_flag
-from astroembed.cli.render import print_json
+from astroembed.cli.render import show
 
 AsJson = json_flag("Print the full report as JSON.")
 LABELS = {"desi_spectra": "DESI spectra", "desi_redshifts": "DESI redshifts",
@@ -34,10 +34,7 @@ def inspect(
 
     with user_errors():
         report = astroembed.inspect(paths)
-    if as_json:
-        print_json(report)
-    else:
-        render(report, files)
+    show(report, as_json, render, files)
     for err in report["errors"]:
         typer.echo(f"error: {err['error']}", err=True)
     if report["errors"]:

@@ -10,7 +10,7 @@ import typer
 from astroembed.cli.app import app, user_errors
 from astroembed.cli.options import json_flag
 from astroembed.cli.progress import progress_bars
-from astroembed.cli.render import print_json
+from astroembed.cli.render import show
 
 AsJson = json_flag("Print the summary as JSON on stdout.")
 
@@ -37,10 +37,7 @@ def predict(
         with progress_bars() as progress:
             summary = astroembed.predict(catalog, probe_path, column=column, overwrite=overwrite,
                                          progress=progress)
-        if as_json:
-            print_json(summary)
-        else:
-            render(summary)
+        show(summary, as_json, render)
 
 
 def render(summary: dict) -> None:

@@ -11,7 +11,7 @@ import typer
 from astroembed.cli.app import app, user_errors
 from astroembed.cli.options import IdColumn, ModelName, json_flag, split_choices
 from astroembed.cli.progress import progress_bars
-from astroembed.cli.render import number, print_json, quiet, stderr
+from astroembed.cli.render import number, quiet, stderr, show
 
 AsJson = json_flag("Print the results as one JSON document on stdout.")
 
@@ -57,10 +57,7 @@ def probe(
                 seed=seed, index=index, name=name, id_column=id_column, baselines=baselines,
                 out=str(out) if out else None, save=str(save) if save else None,
                 overwrite=overwrite)
-        if as_json:
-            print_json(doc)
-        else:
-            render(doc)
+        show(doc, as_json, render)
 
 
 def render(doc: dict) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 import typer
@@ -46,6 +47,14 @@ def to_json(doc: Any) -> str:
 def print_json(doc: Any) -> None:
     """``--json``: exactly what the API returned, on stdout."""
     typer.echo(to_json(doc))
+
+
+def show(result: Any, as_json: bool, render: Callable[..., None], *args: Any) -> None:
+    """What a command prints: ``--json`` the result exactly, else ``render(result, *args)``."""
+    if as_json:
+        print_json(result)
+    else:
+        render(result, *args)
 
 
 def number(value: float | None, spec: str = ".4f", std: float | None = None) -> str:

@@ -12,7 +12,7 @@ import typer
 
 from astroembed.cli.app import app, user_errors
 from astroembed.cli.options import json_flag
-from astroembed.cli.render import print_json, quiet
+from astroembed.cli.render import quiet, show
 from astroembed.errors import ConfigError
 
 AsJson = json_flag("Print the run report as JSON on stdout.")
@@ -79,17 +79,9 @@ def run_command(
         try:
             report = astroembed.run(config, dry_run=dry_run, on_error=on_error)
         except PartialSuccess as err:  # done without some inputs: the report, then exit 4
-            show(err.report, as_json)
+            show(err.report, as_json, render)
             raise
-        show(report, as_json)
-
-
-def show(report: dict, as_json: bool) -> None:
-    """The report as JSON or as text."""
-    if as_json:
-        print_json(report)
-    else:
-        render(report)
+        show(report, as_json, render)
 
 
 def render(report: dict) -> None:

@@ -10,7 +10,7 @@ import typer
 from astroembed.cli.app import app, user_errors
 from astroembed.cli.options import json_flag
 from astroembed.cli.progress import status
-from astroembed.cli.render import print_json
+from astroembed.cli.render import show
 
 AsJson = json_flag("Print the summary as JSON on stdout.")
 
@@ -38,10 +38,7 @@ def simulate(
             summary = astroembed.simulate(out, n_galaxies=n_galaxies, seed=seed,
                                           cutout_size=cutout_size, overwrite=overwrite,
                                           progress=progress)
-        if as_json:
-            print_json(summary)
-        else:
-            render(summary, out)
+        show(summary, as_json, render, out)
 
 
 def render(summary: dict, out: Path) -> None:

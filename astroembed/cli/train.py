@@ -10,7 +10,7 @@ import typer
 from astroembed.cli.app import app, user_errors
 from astroembed.cli.options import json_flag
 from astroembed.cli.progress import progress_bars
-from astroembed.cli.render import print_json
+from astroembed.cli.render import show
 
 AsJson = json_flag("Print the training summary as JSON on stdout.")
 
@@ -44,10 +44,7 @@ def train(
                 catalog, out, config=config, resume=resume, progress=progress, seed=seed,
                 pretrain_epochs=pretrain_epochs, align_epochs=align_epochs, batch_size=batch_size,
                 max_rows=max_rows, threads=threads)
-        if as_json:
-            print_json(summary)
-        else:
-            render(summary, out)
+        show(summary, as_json, render, out)
 
 
 def render(summary: dict, out: Path) -> None:

@@ -98,8 +98,9 @@ def crossmatch(cfg: CrossmatchConfig, progress: Progress | None = None,
             shutil.rmtree(staging, ignore_errors=True)
             writer.begin()
         try:
-            plan, per_input, tile_results = _match_tiles(cfg, inputs, staging, writer, plan,
-                                                         layout, run_id, progress)
+            plan, per_input, tile_results = _match_tiles(
+                cfg, inputs, staging, writer, plan, layout, run_id,
+                (left_margin, right_margin), progress)
             summary = _summary(inputs, per_input, tile_results, plan, time.time() - start)
             provenance = {"command": "crossmatch", "config": resolved, "run_id": run_id,
                           "inputs": _input_records(inputs),
@@ -126,14 +127,15 @@ def crossmatch(cfg: CrossmatchConfig, progress: Progress | None = None,
 
 
 def _match_tiles(cfg: CrossmatchConfig, inputs, staging: Path, writer, plan, layout,
-                 run_id: str, progress: Progress | None) -> tuple:
+                 run_id: str, margins: tuple[float, float],
+                 progress: Progress | None) -> tuple:
     """Read, partition and match on the cluster; (plan, per-input results, tile results).
 
     A bad input is found while reading, before any tile exists: then nothing is left behind.
     """
     from astroembed.matching.partition import IMAGE_JOIN_ARCSEC, Plan, make_tiles
 
-    left_margin, right_margin = _margins(cfg)
+    left_margin, right_margin = margins
     opts = _tile_options(cfg)
     try:
         input_bytes = sum(f.size for f in inputs)
