@@ -195,32 +195,19 @@ def _xyz(table: pa.Table) -> np.ndarray:
                         table.column(dec).to_numpy(zero_copy_only=False))
 
 
-def _id_keys(left: pa.Table, right: pa.Table):
-    """(RELEASE, BRICKID, OBJID) on the left and the same IDs DESI carries on the right."""
-    needed_l, needed_r = ("RELEASE", "BRICKID", "OBJID"), ("RELEASE", "BRICKID", "BRICK_OBJID")
-    if not all(c in left.column_names for c in needed_l) or \
-            not all(c in right.column_names for c in needed_r):
-        return None
-
-    def pack(t, cols):
-        a = [pc.fill_null(t.column(c), -1).to_numpy(zero_copy_only=False).astype(np.int64) for c in cols]
-        return (a[0] << 42) | (a[1] << 22) | a[2]
-
-    return pack(left, needed_l), pack(right, needed_r)
-
-
 def match_ids(left: pa.Table, right: pa.Table, own: np.ndarray):
-    """Pairs (li, ri) with equal Legacy Survey IDs, own left rows only."""
-    keys = _id_keys(left, right)
-    if keys is None:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    lk, rk = keys
-    order = np.argsort(rk, kind="stable")
-    pos = np.searchsorted(rk[order], lk)
-    pos = np.minimum(pos, max(len(rk) - 1, 0))
-    found = (len(rk) > 0) & (rk[order][pos] == lk) & own & (lk >= 0)
-    li = np.flatnonzero(found)
-    return li, order[pos[found]]
+    """Pairs (li, ri) with equal Legacy Survey IDs, own left rows only: the catalog's
+    (RELEASE, BRICKID, OBJID) against the (RELEASE, BRICKID, BRICK_OBJID) DESI carries."""
+    from astroembed.readers.legacysurvey import first_match, id_keys
+
+    empty = np.empty(0, np.int64), np.empty(0, np.int64)
+    lkeys = id_keys(left, (("RELEASE",), ("BRICKID",), ("OBJID",)))
+    rkeys = id_keys(right, (("RELEASE",), ("BRICKID",), ("BRICK_OBJID",)))
+    if lkeys is None or rkeys is None:
+        return empty
+    ri = first_match(lkeys[0], lkeys[1] & own, *rkeys)
+    li = np.flatnonzero(ri >= 0)
+    return li, ri[li]
 
 
 def build_tile(tile: tuple[int, int], staging: str, catalog: str, plan: Plan,

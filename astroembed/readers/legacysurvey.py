@@ -471,26 +471,55 @@ def read_cutout_stack(path: str | os.PathLike) -> pa.Table:
 
 # ----------------------------------------------------------------------------- joining
 
-_ID_COLUMNS = (("RELEASE",), ("BRICKID",), ("OBJID", "BRICK_OBJID"))
+# A Legacy Survey object is (RELEASE, BRICKID, OBJID); DESI spells OBJID as BRICK_OBJID.
+ID_COLUMNS = (("RELEASE",), ("BRICKID",), ("OBJID", "BRICK_OBJID"))
+# Packed into one int64 (RELEASE < 2^21, BRICKID < 2^20 (662,174 bricks), OBJID < 2^22) so a
+# join is one sort and one searchsorted, not a row-wise np.unique over (n, 3) keys.
+_BRICKID_SHIFT, _RELEASE_SHIFT = 22, 42
 
 
-def _id_keys(table: pa.Table) -> tuple[np.ndarray, np.ndarray] | None:
-    """(n, 3) int64 keys and a row-is-complete mask, or None if the IDs are unusable."""
+def id_keys(table: pa.Table, columns=ID_COLUMNS) -> tuple[np.ndarray, np.ndarray] | None:
+    """One packed int64 key per row and a mask of rows whose three IDs are all present.
+
+    ``columns``: candidate names for RELEASE, BRICKID and OBJID, the first present wins.
+    None when a column is missing or entirely null: the IDs cannot be used to join.
+    """
     names = []
-    for candidates in _ID_COLUMNS:
+    for candidates in columns:
         name = find_column(table.column_names, *candidates)
         if name is None:
             return None
         names.append(name)
     cols = [table.column(n) for n in names]
-    if any(c.null_count == len(c) for c in cols) or table.num_rows == 0:
+    if table.num_rows == 0 or any(c.null_count == len(c) for c in cols):
         return None
     valid = np.ones(table.num_rows, dtype=bool)
-    keys = np.empty((table.num_rows, 3), dtype=np.int64)
-    for j, c in enumerate(cols):
+    parts = []
+    for c in cols:
         valid &= ~np.asarray(c.is_null().to_numpy(zero_copy_only=False))
-        keys[:, j] = pc.fill_null(c.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
-    return keys, valid
+        parts.append(pc.fill_null(c.cast(pa.int64()), 0).to_numpy(zero_copy_only=False))
+    release, brickid, objid = (np.asarray(a, dtype=np.int64) for a in parts)
+    valid &= ((release >= 0) & (release < 1 << 21) & (brickid >= 0) & (brickid < 1 << 20)
+              & (objid >= 0) & (objid < 1 << _BRICKID_SHIFT))
+    return (release << _RELEASE_SHIFT) | (brickid << _BRICKID_SHIFT) | objid, valid
+
+
+def first_match(keys: np.ndarray, valid: np.ndarray, ref_keys: np.ndarray,
+                ref_valid: np.ndarray) -> np.ndarray:
+    """For each row, the first row of the reference with the same key, or -1.
+
+    Rows and reference rows outside their ``valid`` masks never match.
+    """
+    rows = np.flatnonzero(ref_valid)
+    out = np.full(keys.shape[0], -1, dtype=np.int64)
+    if rows.size == 0 or keys.size == 0:
+        return out
+    order = rows[np.argsort(ref_keys[rows], kind="stable")]  # equal keys keep file order
+    sorted_keys = ref_keys[order]
+    pos = np.minimum(np.searchsorted(sorted_keys, keys), sorted_keys.size - 1)
+    hit = valid & (sorted_keys[pos] == keys)
+    out[hit] = order[pos[hit]]
+    return out
 
 
 def _positions(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
@@ -547,18 +576,10 @@ def attach_cutouts(catalog: pa.Table, cutouts: pa.Table | Sequence[pa.Table],
     n, m = catalog.num_rows, cut.num_rows
     index = np.full(n, -1, dtype=np.int64)
     positional = np.ones(m, dtype=bool)  # cutouts still to place by position
-    cat_keys, cut_keys = _id_keys(catalog), _id_keys(cut)
+    cat_keys, cut_keys = id_keys(catalog), id_keys(cut)
     if cat_keys is not None and cut_keys is not None:
-        (ck, cvalid), (uk, uvalid) = cat_keys, cut_keys
-        _, codes = np.unique(np.concatenate([uk, ck]), axis=0, return_inverse=True)
-        codes = codes.reshape(-1)
-        cut_codes, cat_codes = codes[:m], codes[m:]
-        valid_rows = np.flatnonzero(uvalid)
-        uniq, first = np.unique(cut_codes[valid_rows], return_index=True)
-        first_cut = np.full(codes.max() + 1, -1, dtype=np.int64)
-        first_cut[uniq] = valid_rows[first]
-        index = np.where(cvalid, first_cut[cat_codes], -1)
-        positional = ~uvalid
+        index = first_match(*cat_keys, *cut_keys)
+        positional = ~cut_keys[1]
     if positional.any() and n:
         _match_positions(catalog, cut, index, np.flatnonzero(positional), max_sep_arcsec)
 
