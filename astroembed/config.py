@@ -32,11 +32,22 @@ def from_mapping(cls: type[T], data: dict[str, Any], source: str = "config",
             raise ConfigError(f"{source}: unknown key '{key}'."
                               + did_you_mean(key, names, list_all=True))
     hints = typing.get_type_hints(cls)
+    data = dict(data)
     for key, value in data.items():
-        if not _type_ok(value, hints.get(key, Any)):
+        hint = hints.get(key, Any)
+        if dataclasses.is_dataclass(hint):  # a table of its own: loaded the same way
+            if isinstance(value, hint):
+                continue
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: '{key}' must be a table ([{key}]) (got {value!r}).")
+            data[key] = from_mapping(hint, value, f"{source} [{key}]")
+        elif not _type_ok(value, hint):
             raise ConfigError(f"{source}: '{key}' must be {_type_name(hints[key])} "
                               f"(got {value!r}).")
-    obj = cls(**data)
+    try:
+        obj = cls(**data)
+    except ValueError as err:  # a dataclass that checks itself on construction
+        raise ConfigError(f"{source}: {err}") from None
     validate = getattr(obj, "validate", None)
     if validate is not None:
         try:
@@ -339,6 +350,14 @@ class ComputeConfig:
 
 
 @dataclass
+class PredictConfig:
+    """The ``[predict]`` table of a pipeline: a saved probe applied to every tile."""
+
+    probe: str  # a directory written by `astroembed probe --save`
+    column: str | None = None  # the new column's name (default: the probe's own)
+
+
+@dataclass
 class RunConfig:
     """One ``astroembed run`` pipeline (a TOML file; see ``pipelines/``).
 
@@ -356,7 +375,7 @@ class RunConfig:
     embed: EmbedConfig
     probe: ProbeConfig | None
     probe_targets: tuple[str, ...]
-    predict: dict | None
+    predict: PredictConfig | None
     compute: ComputeConfig
     source: str = "config"
 
@@ -369,7 +388,8 @@ class RunConfig:
         return {"images": self.images, "spectra": self.spectra, "catalog": self.catalog,
                 "crossmatch": plain(self.crossmatch), "embed": plain(self.embed),
                 "probe": plain(self.probe), "probe_targets": list(self.probe_targets),
-                "predict": self.predict, "compute": plain(self.compute), "source": self.source}
+                "predict": plain(self.predict), "compute": plain(self.compute),
+                "source": self.source}
 
 
 def _unknown(keys, allowed, where: str) -> None:
@@ -462,15 +482,12 @@ def load_run_config(path) -> RunConfig:
         targets = tuple(targets)
     predict = None
     if "predict" in data:
-        pd_ = dict(data["predict"])
-        _unknown(pd_, ("probe", "column"), f"{where} [predict]")
+        pd_ = section("predict", PredictConfig)
         if "probe" not in pd_:
             raise ConfigError(f"{where} [predict]: 'probe' (a directory saved by `astroembed "
                               "probe --save`) is required.")
-        if not isinstance(pd_.get("column", ""), str):
-            raise ConfigError(f"{where} [predict]: 'column' must be a string.")
-        predict = {"probe": _paths(pd_["probe"], "probe", base, f"{where} [predict]")[0],
-                   "column": pd_.get("column")}
+        pd_["probe"] = _paths(pd_["probe"], "probe", base, f"{where} [predict]")[0]
+        predict = from_mapping(PredictConfig, pd_, f"{where} [predict]")
     return RunConfig(images=images, spectra=spectra, catalog=catalog, crossmatch=crossmatch,
                      embed=embed, probe=probe, probe_targets=targets, predict=predict,
                      compute=compute, source=str(path.resolve()))

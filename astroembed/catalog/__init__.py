@@ -16,5 +16,5 @@ imports ``layout`` and ``reader`` (and ``lock`` to name who holds a catalog bein
 May import: NumPy, pyarrow, the standard library, :mod:`astroembed.errors` and
 :mod:`astroembed.stamps`. Not Dask, torch or onnxruntime, and nothing from the other
 astroembed packages (``describe_catalog`` reads the last run's state through
-:mod:`astroembed.pipeline.run`, imported when called).
+:mod:`astroembed.pipeline.state`, imported when called).
 """

@@ -195,7 +195,7 @@ def describe_catalog(path: str | os.PathLike) -> dict:
     with rows, columns, embedding columns with their tile counts (from the tiles' footers),
     the state and what it means, leftover work files beside it, the last ``astroembed run``,
     properties and provenance."""
-    from astroembed.pipeline.run import read_state  # the run's state file lives in the catalog
+    from astroembed.pipeline.state import read_state  # the run's state file lives in the catalog
 
     info = read_catalog_info(path)
     footers = tile_footers(info)

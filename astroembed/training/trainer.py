@@ -37,10 +37,11 @@ from typing import Callable
 
 import numpy as np
 
-from astroembed.errors import ConfigError, InputError, InterruptedRun, OutputError, did_you_mean
+from astroembed.errors import ConfigError, InputError, InterruptedRun, OutputError
 from astroembed.catalog.atomic import atomic_path
 from astroembed.training.recipe import (EMBED_DIM, SPECTRUM_BIN, ImageEncoderConfig,
-                                        recipe_sections)
+                                        ImageEncoderShape, SpectrumEncoderConfig,
+                                        SpectrumEncoderShape)
 from astroembed.runtime.preprocess import (default_image_preprocessing, default_spectrum_preprocessing,
                                    image_inputs, spectrum_inputs, spectrum_length)
 
@@ -54,36 +55,50 @@ Progress = Callable[[str, int, int, dict], None]  # (stage, step, total, metrics
 
 @dataclass
 class TrainConfig:
-    """What ``astroembed train`` does (defaults are the default model's recipe)."""
+    """What ``astroembed train`` does; the defaults are the shipped model's recipe
+    (``pipelines/default-model.toml`` writes them out, and a test keeps the two equal)."""
 
-    catalog: str = ""
-    out: str = ""
+    catalog: str = ""  # the cross-matched catalog to learn from
+    out: str = ""  # the training directory (checkpoints, model.pt, training.json)
     seed: int = 0
     max_rows: int = 0  # 0 = all rows of the catalog
-    val_fraction: float = 0.1
+    val_fraction: float = 0.1  # rows held out (by a hash of the ID) for validation
     batch_size: int = 256
-    pretrain_epochs: int = 50  # 1.1.0: 20 (R^2 0.932); 1.2.0: 40 (0.952); 1.4.0's steps are cheaper
+    # Stage 1, the spectrum encoder alone: masked reconstruction + two-view InfoNCE. The view
+    # loss was still falling at 20 epochs; see docs/MODEL_CARD.md for each step to 50.
+    pretrain_epochs: int = 50
     pretrain_lr: float = 1e-3
-    mask_fraction: float = 0.3
+    mask_fraction: float = 0.3  # fraction of the tokens hidden per spectrum
     mask_span: int = 2  # tokens (40 bins) per masked span: longer than the continuum interpolates
     view_weight: float = 0.2  # weight of the two-view InfoNCE against masked reconstruction
     view_jitter: float = 0.25  # relative jitter of trust and flux level between the two views
+    # Stage 2, the image encoder aligned to the locked spectrum encoder (symmetric InfoNCE).
     align_epochs: int = 16
     align_lr: float = 1e-3
     weight_decay: float = 0.05
-    warmup_fraction: float = 0.05
-    logit_scale: float = 15.5
-    image_noise: float = 0.02
+    warmup_fraction: float = 0.05  # of each stage's steps, linear warm-up before cosine decay
+    logit_scale: float = 15.5  # InfoNCE logit scale (1 / temperature), not learnt
+    image_noise: float = 0.02  # largest sigma of the noise added to stretched images
     threads: int = 0  # 0 = torch's default (all cores)
     model_name: str = "astroembed-sim"
     model_version: str = "1.4.0"
-    crop: int = ImageEncoderConfig.crop
-    spectrum_bin: int = SPECTRUM_BIN
-    # The encoders' shapes: astroembed/training/recipe.py holds the default model's, with the
-    # reasons; a config file's [spectrum] and [image] tables override single keys of them.
-    spectrum: dict = field(default_factory=lambda: recipe_sections()["spectrum"])
-    image: dict = field(default_factory=lambda: recipe_sections()["image"])
-    embed_dim: int = EMBED_DIM
+    crop: int = ImageEncoderConfig.crop  # image pixels square the encoder sees
+    spectrum_bin: int = SPECTRUM_BIN  # DESI pixels per spectrum bin
+    embed_dim: int = EMBED_DIM  # width of the shared embedding space
+    # The encoders' shapes (the [spectrum] and [image] tables of a config file; a table
+    # overrides single keys): training/recipe.py holds the defaults with their reasons.
+    spectrum: SpectrumEncoderShape = field(default_factory=SpectrumEncoderShape)
+    image: ImageEncoderShape = field(default_factory=ImageEncoderShape)
+
+    def __post_init__(self):
+        from astroembed.config import from_mapping
+
+        # Tables given as plain dicts (Python callers, stored checkpoints) are read as a
+        # config file's tables are: unknown keys refused, defaults for the keys left out.
+        if isinstance(self.spectrum, dict):
+            self.spectrum = from_mapping(SpectrumEncoderShape, self.spectrum, "[spectrum]")
+        if isinstance(self.image, dict):
+            self.image = from_mapping(ImageEncoderShape, self.image, "[image]")
 
     def validate(self) -> None:
         if not self.catalog:
@@ -98,15 +113,7 @@ class TrainConfig:
             raise ConfigError("pretrain_epochs must be >= 0 and align_epochs >= 1.")
         if not 0 < self.mask_fraction < 1:
             raise ConfigError(f"mask_fraction must be in (0, 1) (got {self.mask_fraction}).")
-        from astroembed.training.recipe import ImageEncoderConfig, SpectrumEncoderConfig
-
-        for section, cls, fixed in (("spectrum", SpectrumEncoderConfig, {"length", "embed_dim"}),
-                                    ("image", ImageEncoderConfig, {"crop", "embed_dim"})):
-            names = [f.name for f in dataclasses.fields(cls) if f.name not in fixed]
-            for key in getattr(self, section):
-                if key not in names:
-                    raise ConfigError(f"[{section}] has unknown key '{key}'."
-                                      + did_you_mean(key, names, list_all=True))
+        for section in ("spectrum", "image"):
             try:
                 self.encoder_config(section)
             except (TypeError, ValueError) as err:
@@ -119,15 +126,10 @@ class TrainConfig:
 
     def encoder_config(self, modality: str):
         """The ImageEncoderConfig or SpectrumEncoderConfig built from this config."""
-        from astroembed.training.recipe import ImageEncoderConfig, SpectrumEncoderConfig
-
         if modality == "image":
-            return ImageEncoderConfig(crop=self.crop, embed_dim=self.embed_dim,
-                                      **{k: tuple(v) if k == "widths" else v
-                                         for k, v in self.image.items()})
-        spectrum_prep = default_spectrum_preprocessing(self.spectrum_bin)
-        return SpectrumEncoderConfig(length=spectrum_length(spectrum_prep),
-                                     embed_dim=self.embed_dim, **self.spectrum)
+            return ImageEncoderConfig.from_shape(self.image, self.crop, self.embed_dim)
+        length = spectrum_length(default_spectrum_preprocessing(self.spectrum_bin))
+        return SpectrumEncoderConfig.from_shape(self.spectrum, length, self.embed_dim)
 
     def encoder_configs(self):
         """(ImageEncoderConfig, SpectrumEncoderConfig) built from this config."""
@@ -349,8 +351,11 @@ def build_models(cfg: TrainConfig):
 
 def config_from_checkpoint(payload: dict) -> TrainConfig:
     """The TrainConfig stored in a checkpoint."""
+    from astroembed.config import from_mapping
+
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in payload["config"].items() if k in names})
+    return from_mapping(TrainConfig, {k: v for k, v in payload["config"].items() if k in names},
+                        source="the checkpoint's config")
 
 
 # ----------------------------------------------------------------------------- training

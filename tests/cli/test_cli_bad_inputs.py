@@ -299,12 +299,12 @@ def test_bad_input_is_one_error_line(case_id, template, fx, first_id):
 def test_unforeseen_error_in_output_is_one_line_and_a_hint(fx, monkeypatch):
     """A failure after the main work (here: reading info's last-run state) is still one error
     line and one hint, not a traceback."""
-    import astroembed.pipeline.run
+    import astroembed.pipeline.state
 
     def broken(catalog):
         raise RuntimeError("disk went away")
 
-    monkeypatch.setattr(astroembed.pipeline.run, "read_state", broken)
+    monkeypatch.setattr(astroembed.pipeline.state, "read_state", broken)
     result = runner.invoke(app, ["info", str(fx["embedded"])])
     assert result.exit_code == 1 and "Traceback" not in result.stdout + result.stderr
     lines = result.stderr.splitlines()

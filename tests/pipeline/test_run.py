@@ -111,7 +111,7 @@ def test_new_inputs_redo_only_the_tiles_they_reach_and_equal_a_full_rebuild(tmp_
     from astroembed.config import load_run_config
     from astroembed.catalog.reader import read_catalog_info
     from astroembed.matching.orchestrate import crossmatch
-    from astroembed.pipeline.run import read_state
+    from astroembed.pipeline.state import read_state
 
     config = setup_pipeline(tmp_path, survey, hold=2)
     first = cli("-q", "run", config, "--json")
