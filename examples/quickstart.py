@@ -79,7 +79,7 @@ def main(out: Path) -> None:
 
     # 6. Search across modalities: the spectra whose embeddings are nearest to one galaxy's
     # image embedding. Its own spectrum (its `partner`) should rank near the top.
-    tile = next((catalog / "dataset").rglob("Npix=*.parquet"))
+    tile = next((catalog / "main" / "dataset").rglob("Npix=*.parquet"))
     table = pq.read_table(tile, columns=["TARGETID", "embedding_image", "embedding_spectrum"])
     both = np.asarray(table["embedding_image"].is_valid()) & np.asarray(
         table["embedding_spectrum"].is_valid())

@@ -30,3 +30,24 @@ def offset(ra, dec, dist_arcsec, pa_deg):
     v = np.cos(delta) * p + np.sin(delta) * (np.cos(pa) * north + np.sin(pa) * east)
     ra2 = np.degrees(np.arctan2(v[1], v[0])) % 360.0
     return ra2, np.degrees(np.arctan2(v[2], np.hypot(v[0], v[1])))
+
+
+def tile_with_pixels(catalog, order: int, pixel: int):
+    """One tile as pyarrow reads its two files: the main catalog's columns, then the pixel
+    extension's, checked to be the same rows by ``ROW_ID`` (paths written out here, not
+    taken from the package)."""
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    name = f"Norder={order}/Dir={pixel // 10000 * 10000}/Npix={pixel}.parquet"
+    main = pq.read_table(Path(catalog) / "main" / "dataset" / name)
+    pixels_file = Path(catalog) / "pixels" / "dataset" / name
+    if not pixels_file.is_file():
+        return main
+    pixels = pq.read_table(pixels_file)
+    assert pixels.column("ROW_ID").equals(main.column("ROW_ID"))
+    for fld in pixels.schema:
+        if fld.name not in main.column_names:
+            main = main.append_column(fld, pixels.column(fld.name))
+    return main

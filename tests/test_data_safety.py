@@ -182,7 +182,7 @@ def test_predict_overwrite_replaces_only_columns_a_probe_made(embedded, tmp_path
     shutil.copytree(embedded, cat)
     probe = tmp_path / "probe"
     assert invoke("-q", "probe", "-c", cat, "--no-baselines", "--save", probe).exit_code == 0
-    schema = pq.read_schema(next((cat / "dataset").rglob("Npix=*.parquet")))
+    schema = pq.read_schema(next((cat / "main" / "dataset").rglob("Npix=*.parquet")))
     theirs = next(f.name for f in schema if f.name.endswith("_left")
                   and f.type in ("double", "float"))
     before = tree(cat)
@@ -198,7 +198,7 @@ def test_predict_overwrite_replaces_only_columns_a_probe_made(embedded, tmp_path
 def test_a_png_output_refuses_a_directory_before_any_work(embedded, tmp_path):
     plot = tmp_path / "plots"
     plot.mkdir()
-    like = pq.read_table(next((embedded / "dataset").rglob("Npix=*.parquet")),
+    like = pq.read_table(next((embedded / "main" / "dataset").rglob("Npix=*.parquet")),
                          columns=["TARGETID"]).column(0)[0].as_py()
     result = invoke("search", "-c", embedded, "--like", like, "--plot", plot)
     assert result.exit_code in (1, 2) and "directory" in one_error(result.stderr)
@@ -272,7 +272,7 @@ def test_two_embed_tile_jobs_run_side_by_side(matched, models, tmp_path):
     assert [c for c, _ in codes] == [0, 0], codes
     for t in tiles[:2]:
         order, pixel = map(int, t.split("/"))
-        file = cat / "dataset" / f"Norder={order}" / f"Dir={pixel // 10000 * 10000}" / f"Npix={pixel}.parquet"
+        file = cat / "main" / "dataset" / f"Norder={order}" / f"Dir={pixel // 10000 * 10000}" / f"Npix={pixel}.parquet"
         assert "embedding_image" in pq.read_schema(file).names
 
 
@@ -387,7 +387,7 @@ def test_an_interrupted_embed_keeps_the_tiles_it_finished(run_survey, sig, tmp_p
     out = tmp_path / "cat"
     astroembed.crossmatch(run_survey / "legacysurvey", run_survey / "desi", out,
                                   max_rows=60)
-    tiles = list((out / "dataset").rglob("Npix=*.parquet"))
+    tiles = list((out / "main" / "dataset").rglob("Npix=*.parquet"))
 
     def embedded() -> list[Path]:
         done = []

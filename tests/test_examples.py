@@ -22,4 +22,4 @@ def test_quickstart_runs_the_whole_chain(tmp_path):
     for words in ("cross-match:", "embed: embedding_image", "probe of redshift",
                   "search: spectra nearest"):
         assert words in result.stdout, result.stdout
-    assert (out / "matched" / "hats.properties").is_file()
+    assert (out / "matched" / "collection.properties").is_file()

@@ -187,7 +187,26 @@ def _all_columns(info: CatalogInfo,
     for footer in footers.values():
         for fld in footer.schema.to_arrow_schema():
             fields.setdefault(fld.name, fld)
-    return [{"name": f.name, "type": str(f.type)} for f in fields.values()]
+    return [{"name": f.name, "type": str(f.type),
+             "part": "pixels" if f.name in info.pixel_columns else "main"}
+            for f in fields.values()]
+
+
+def catalog_parts(info: CatalogInfo) -> dict[str, dict]:
+    """Bytes on disk of the main catalog and of the pixel extension, and per row: what a
+    reader of each part pays (``embed`` rewrites only the main one)."""
+    from astroembed.catalog.layout import PIXELS_DIR
+    from astroembed.catalog.outputs import disk_bytes
+
+    parts = {"main": info.main}
+    if info.pixel_columns:
+        parts["pixels"] = info.path / PIXELS_DIR
+    out = {}
+    for name, root in parts.items():
+        size = disk_bytes(root)
+        out[name] = {"path": str(root), "bytes": size,
+                     "bytes_per_row": round(size / info.total_rows, 1) if info.total_rows else None}
+    return out
 
 
 def describe_catalog(path: str | os.PathLike) -> dict:
@@ -207,6 +226,7 @@ def describe_catalog(path: str | os.PathLike) -> dict:
         "tiles": [{"order": o, "pixel": p, "rows": info.rows.get((o, p), 0)}
                   for o, p in info.tiles],
         "columns": _all_columns(info, footers), "embeddings": columns,
+        "parts": catalog_parts(info),
         "leftover_work_files": leftover_work_files(info.path),
         "last_run": (read_state(info.path) or {}).get("last_run"),
         "properties": info.properties, "provenance": info.provenance,

@@ -1,7 +1,8 @@
-"""Where a catalog's files lie and what they are named: the ``Norder=k/Dir=D/Npix=n`` tile
-paths, parsing and checking ``ORDER/PIXEL``, the ``hats.properties`` file (Java escaping,
-so hats reads it back) and the names every other catalog module shares. The whole layout
-is described in :mod:`astroembed.catalog.writer` and docs/architecture.md.
+"""Where a catalog's files lie and what they are named: the collection's parts (the main
+catalog, the pixel extension), the ``Norder=k/Dir=D/Npix=n`` tile paths, parsing and
+checking ``ORDER/PIXEL``, the ``.properties`` files (Java escaping, so hats reads them back)
+and the names every other catalog module shares. The whole layout is described in
+:mod:`astroembed.catalog.writer` and docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ from astroembed.catalog.atomic import atomic_path, publish_mode
 
 __all__ = [
     "DATASET_DIR",
+    "MAIN_DIR",
+    "PIXEL_COLUMNS",
+    "PIXELS_DIR",
+    "ROW_ID_COLUMN",
+    "main_dir",
+    "pixel_tile_path",
     "PROPERTIES_FILE",
     "PROVENANCE_FILE",
     "SPATIAL_INDEX_COLUMN",
@@ -32,6 +39,17 @@ __all__ = [
 
 SPATIAL_INDEX_COLUMN = "_healpix_29"
 SPATIAL_INDEX_ORDER = 29
+#: A catalog is a HATS collection: the main catalog (every scalar column, the embeddings and
+#: predictions) in ``MAIN_DIR``, the per-pixel arrays in the extension ``PIXELS_DIR`` (same
+#: tiles, same row order), joined on ``ROW_ID_COLUMN``; ``embed`` and ``predict`` rewrite
+#: main tiles only (a row's pixels are ~99% of its bytes).
+COLLECTION_FILE = "collection.properties"
+MAIN_DIR = "main"
+PIXELS_DIR = "pixels"
+PIXELS_PROPERTIES = "pixels.properties"
+ROW_ID_COLUMN = "ROW_ID"
+#: Columns that go to the pixel extension: the cutout and the spectrum's flux and ivar.
+PIXEL_COLUMNS = ("image", "flux", "ivar")
 PROPERTIES_FILE = "hats.properties"
 PROVENANCE_FILE = "astroembed_provenance.json"
 PARTITION_INFO_FILE = "partition_info.csv"
@@ -66,12 +84,38 @@ def healpix_dir(pixel: int) -> int:
     return (int(pixel) // 10000) * 10000
 
 
-def tile_path(catalog: str | os.PathLike, order: int, pixel: int) -> Path:
-    """``CAT/dataset/Norder=k/Dir=D/Npix=n.parquet``, where hats and lsdb look for the tile."""
+def dataset_tile(root: str | os.PathLike, order: int, pixel: int) -> Path:
+    """``ROOT/dataset/Norder=k/Dir=D/Npix=n.parquet``: a tile of the HATS catalog at ``ROOT``."""
     order, pixel = int(order), int(pixel)
     check_tile(order, pixel)
-    return (Path(catalog) / DATASET_DIR / f"Norder={order}" / f"Dir={healpix_dir(pixel)}"
+    return (Path(root) / DATASET_DIR / f"Norder={order}" / f"Dir={healpix_dir(pixel)}"
             / f"Npix={pixel}.parquet")
+
+
+def main_dir(catalog: str | os.PathLike) -> Path:
+    """``CAT/main``: the collection's main catalog."""
+    return Path(catalog) / MAIN_DIR
+
+
+def tile_path(catalog: str | os.PathLike, order: int, pixel: int) -> Path:
+    """The main catalog's tile ``CAT/main/dataset/Norder=k/Dir=D/Npix=n.parquet``."""
+    return dataset_tile(main_dir(catalog), order, pixel)
+
+
+def pixel_tile_path(catalog: str | os.PathLike, order: int, pixel: int) -> Path:
+    """The pixel extension's tile ``CAT/pixels/dataset/Norder=k/Dir=D/Npix=n.parquet``."""
+    return dataset_tile(Path(catalog) / PIXELS_DIR, order, pixel)
+
+
+def row_ids(order: int, pixel: int, n: int) -> np.ndarray:
+    """The ``ROW_ID`` of a tile's ``n`` rows: the tile's first order-29 pixel plus the row's
+    place. Unique across the catalog (tiles are disjoint and hold fewer rows than order-29
+    pixels) and in the rows' order; a tile written again numbers its rows again."""
+    span = 1 << (2 * (SPATIAL_INDEX_ORDER - int(order)))
+    if n > span:
+        raise ValueError(f"tile {order}/{pixel}: {n} rows cannot be numbered within its "
+                         f"{span} order-29 pixels")
+    return (int(pixel) * span) + np.arange(n, dtype=np.int64)
 
 
 def tile_of(healpix29: np.ndarray, order: int) -> np.ndarray:

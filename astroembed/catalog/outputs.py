@@ -2,7 +2,7 @@
 
 One rule for every command that writes a directory. A target that does not exist, or is an
 empty directory, is simply written. An existing target is replaced only when astroembed made
-it, recognised by its own marker (:data:`CATALOG`: a ``hats.properties`` written by
+it, recognised by its own marker (:data:`CATALOG`: a ``collection.properties`` written by
 astroembed; :data:`SURVEY`: ``simulation.json``; :data:`SAVED_PROBE` and
 :data:`PROBE_REPORT`: ``probe.json``; :data:`MODEL`: ``model.json``), only with the
 command's ``--overwrite``, and only when every file in it is one astroembed writes there: a
@@ -69,20 +69,30 @@ _TMP = re.compile(r"(^|/)\.[^/]+\.tmp$")  # atomic_path temporaries left by a ki
 
 
 def _is_astroembed_catalog(root: Path) -> bool:
-    try:
-        text = (root / "hats.properties").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return bool(re.search(r"^(astroembed_version\s*=|hats_builder\s*=\s*astroembed)", text,
-                          re.MULTILINE))
+    """A collection astroembed wrote, or one it began (a run killed before the collection's
+    file was written leaves only ``main/hats.properties``), or a catalog in the single-table
+    layout of earlier versions (``hats.properties`` at the top), which a rebuild replaces."""
+    for marker in ("collection.properties", "main/hats.properties", "hats.properties"):
+        try:
+            text = (root / marker).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        if re.search(r"^(astroembed_version\s*=|hats_builder\s*=\s*astroembed)", text,
+                     re.MULTILINE):
+            return True
+    return False
 
 
 _CATALOG_FILES = re.compile(
-    r"^(hats\.properties|partition_info\.csv|astroembed_provenance\.json|astroembed_state\.json"
-    r"|\.astroembed\.lock"
+    r"^(collection\.properties|pixels\.properties|astroembed_state\.json|\.astroembed\.lock"
+    r"|(main|pixels)/(hats\.properties|partition_info\.csv|astroembed_provenance\.json)"
+    r"|(main|pixels)/dataset/(_metadata|_common_metadata|Norder=\d+/Dir=\d+/Npix=\d+\.parquet)"
+    r"|(main|pixels)/(dataset/(Norder=\d+/(Dir=\d+/)?)?)?"  # directories a re-tiling emptied
+    r"|astroembed_index/[^/]+\.(faiss|rows\.npy|json)|astroembed_index/"
+    # the single-table layout of earlier versions, so a rebuild can replace it
+    r"|hats\.properties|partition_info\.csv|astroembed_provenance\.json"
     r"|dataset/(_metadata|_common_metadata|Norder=\d+/Dir=\d+/Npix=\d+\.parquet)"
-    r"|dataset/(Norder=\d+/(Dir=\d+/)?)?"  # directories emptied by a re-tiling
-    r"|astroembed_index/[^/]+\.(faiss|rows\.npy|json)|astroembed_index/)$")
+    r"|dataset/(Norder=\d+/(Dir=\d+/)?)?)$")
 
 
 def _catalog_owns(root: Path, rel: str) -> bool:
@@ -122,7 +132,7 @@ def _model_owns(root: Path, rel: str) -> bool:
         _TMP.search(rel))
 
 
-CATALOG = Product("catalog", "hats.properties", _is_astroembed_catalog, _catalog_owns)
+CATALOG = Product("catalog", "collection.properties", _is_astroembed_catalog, _catalog_owns)
 SURVEY = Product("simulated survey", "simulation.json",
                  lambda root: _json(root / "simulation.json") is not None, _survey_owns)
 SAVED_PROBE = Product("saved probe", "probe.json", _is_saved_probe, _saved_probe_owns)

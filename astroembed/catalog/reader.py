@@ -1,11 +1,13 @@
 """Reading a catalog: what it holds from its metadata files alone (:class:`CatalogInfo`),
-one tile's rows, ``--tile`` checked against its tiles, and image columns as arrays.
+one tile's rows (the main catalog's columns with the pixel extension's joined on), ``--tile``
+checked against its tiles, and image columns as arrays.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,18 +16,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from astroembed.errors import InputError, OutputError, where
-from astroembed.catalog.layout import (COMMON_METADATA_FILE, COMPLETE, DATASET_DIR, METADATA_FILE,
-                                       PARTIAL, PARTITION_INFO_FILE, PROPERTIES_FILE,
-                                       PROVENANCE_FILE, STATUS_KEY, TILE_RE, breadth_first,
-                                       check_tile, format_tiles, tiles_overlap, scan_tiles,
-                                       read_properties, tile_path)
+from astroembed.catalog.layout import (COLLECTION_FILE, COMMON_METADATA_FILE, COMPLETE,
+                                       DATASET_DIR, METADATA_FILE, PARTIAL, PARTITION_INFO_FILE,
+                                       PIXELS_DIR, PROPERTIES_FILE, PROVENANCE_FILE,
+                                       ROW_ID_COLUMN, STATUS_KEY, TILE_RE, breadth_first,
+                                       check_tile, dataset_tile, format_tiles, main_dir,
+                                       pixel_tile_path, read_properties, scan_tiles,
+                                       tile_path, tiles_overlap)
 
 __all__ = [
     "CatalogInfo",
     "find_tile",
     "image_array",
     "read_catalog_info",
+    "read_pixels",
     "read_tile",
+    "tile_batches",
 ]
 
 @dataclass
@@ -40,6 +46,14 @@ class CatalogInfo:
     properties: dict[str, str]
     provenance: dict = field(default_factory=dict)
     complete: bool = True
+    #: The columns the pixel extension adds (``image``, ``flux``, ``ivar``); ``schema``
+    #: lists them after the main catalog's.
+    pixel_columns: list[str] = field(default_factory=list)
+
+    @property
+    def main(self) -> Path:
+        """The main catalog's directory (``CAT/main``)."""
+        return main_dir(self.path)
 
     @property
     def status(self) -> str:
@@ -58,20 +72,27 @@ class CatalogInfo:
 
 
 def properties_file(path: Path) -> Path:
-    """``CAT/hats.properties``, or InputError saying why ``path`` is not a catalog."""
+    """``CAT/main/hats.properties``, or InputError saying why ``path`` is not a catalog."""
     if not path.exists():
         raise InputError(f"{path}: no such catalog (the directory does not exist).")
     if not path.is_dir():
         raise InputError(f"{path}: is a file, not a catalog directory (expected a HATS "
-                         f"directory with {PROPERTIES_FILE} and {DATASET_DIR}/).")
-    file = path / PROPERTIES_FILE
-    if not file.is_file():
-        file = path / "properties"  # older HATS catalogs
-    if not file.is_file():
-        raise InputError(f"{path}: not a catalog: no {PROPERTIES_FILE}. A catalog is a HATS "
-                         f"directory ({PROPERTIES_FILE}, {DATASET_DIR}/Norder=*/...), as "
-                         "`astroembed crossmatch` writes.")
-    return file
+                         f"collection with {COLLECTION_FILE} and {PROPERTIES_FILE}).")
+    file = main_dir(path) / PROPERTIES_FILE
+    if file.is_file():
+        return file
+    if (path / PROPERTIES_FILE).is_file() or (path / "properties").is_file():
+        raise InputError(f"{path}: a catalog in the single-table layout of earlier astroembed "
+                         "versions (pixels in every row); this version reads and updates the "
+                         "collection layout only (docs/architecture.md). Rebuild it with "
+                         f"`astroembed crossmatch IMAGES SPECTRA --out {path} --overwrite`, then "
+                         "`astroembed embed`.")
+    raise InputError(f"{path}: not a catalog: no {MAIN_LABEL}. A catalog is a HATS collection "
+                     f"({COLLECTION_FILE}, main/{PROPERTIES_FILE}, main/{DATASET_DIR}/...), as "
+                     "`astroembed crossmatch` writes.")
+
+
+MAIN_LABEL = f"main/{PROPERTIES_FILE}"
 
 
 def read_provenance(path: Path, props: dict[str, str]) -> dict:
@@ -123,10 +144,11 @@ def _metadata_rows(file: Path) -> dict[tuple[int, int], int]:
 
 
 def _read_schema(path: Path, tiles: list[tuple[int, int]]) -> pa.Schema:
-    """Schema from ``_common_metadata``, else ``_metadata``, else a tile, else empty."""
+    """Schema of the HATS catalog at ``path`` from ``_common_metadata``, else ``_metadata``,
+    else a tile, else empty."""
     dataset = path / DATASET_DIR
     candidates = [dataset / COMMON_METADATA_FILE, dataset / METADATA_FILE,
-                  *(tile_path(path, *t) for t in tiles)]
+                  *(dataset_tile(path, *t) for t in tiles)]
     for file in candidates:
         if file.is_file():
             try:
@@ -145,14 +167,15 @@ def read_catalog_info(path: str | os.PathLike) -> CatalogInfo:
     """
     path = Path(path)
     props = read_properties(properties_file(path))
+    main = main_dir(path)
     status = props.get(STATUS_KEY, COMPLETE)
     finished = status in (COMPLETE, PARTIAL)
-    partition_info = path / PARTITION_INFO_FILE
+    partition_info = main / PARTITION_INFO_FILE
     if finished and partition_info.is_file():
         tiles = breadth_first(_read_partition_info(partition_info))
     else:
-        tiles = list(scan_tiles(path))
-    metadata = path / DATASET_DIR / METADATA_FILE
+        tiles = list(scan_tiles(main))
+    metadata = main / DATASET_DIR / METADATA_FILE
     rows = _metadata_rows(metadata) if finished and metadata.is_file() else {}
     for tile in tiles:
         if tile not in rows:
@@ -160,10 +183,18 @@ def read_catalog_info(path: str | os.PathLike) -> CatalogInfo:
             rows[tile] = (read_footers({tile: file}, InputError)[tile].num_rows
                           if file.is_file() else 0)
     rows = {t: rows[t] for t in tiles}
+    schema = _read_schema(main, tiles)
+    pixels = path / PIXELS_DIR
+    extra: list[pa.Field] = []
+    if pixels.is_dir():
+        extra = [f for f in _read_schema(pixels, tiles if finished else list(scan_tiles(pixels)))
+                 if f.name not in schema.names]
+    for fld in extra:
+        schema = schema.append(fld)
     return CatalogInfo(path=path, tiles=tiles, rows=rows, total_rows=sum(rows.values()),
-                       schema=_read_schema(path, tiles), properties=props,
-                       provenance=read_provenance(path, props),
-                       complete=status == COMPLETE)
+                       schema=schema, properties=props,
+                       provenance=read_provenance(main, props),
+                       complete=status == COMPLETE, pixel_columns=[f.name for f in extra])
 
 
 def read_footers(tiles: dict[tuple[int, int], Path], error: type[Exception] = OutputError
@@ -205,14 +236,7 @@ def find_tile(info: CatalogInfo, order: int, pixel: int) -> tuple[int, int]:
                      + f"; `astroembed info {info.path} --tiles` lists them.")
 
 
-def read_tile(path: str | os.PathLike, order: int, pixel: int,
-              columns: list[str] | None = None) -> pa.Table:
-    """One tile's rows (all columns, or ``columns``); InputError if it or a column is absent."""
-    file = tile_path(path, order, pixel)
-    if not file.is_file():
-        properties_file(Path(path))
-        raise InputError(f"{path}: no tile {order}/{pixel} ({file} does not exist); "
-                         f"`astroembed info {path} --tiles` lists the tiles.")
+def _read_file(file: Path, columns: list[str] | None) -> pa.Table:
     try:
         pfile = pq.ParquetFile(file)
         if columns is not None:
@@ -223,6 +247,73 @@ def read_tile(path: str | os.PathLike, order: int, pixel: int,
         return pfile.read(columns=columns)
     except (OSError, pa.ArrowException) as err:
         raise InputError(f"{file}: unreadable tile ({err}).") from err
+
+
+def read_tile(path: str | os.PathLike, order: int, pixel: int,
+              columns: list[str] | None = None) -> pa.Table:
+    """One tile's rows: all the main catalog's columns, or ``columns``, which may name the
+    pixel extension's (joined on ``ROW_ID``); InputError if the tile or a column is absent."""
+    file = tile_path(path, order, pixel)
+    if not file.is_file():
+        properties_file(Path(path))
+        raise InputError(f"{path}: no tile {order}/{pixel} ({file} does not exist); "
+                         f"`astroembed info {path} --tiles` lists the tiles.")
+    if columns is None:
+        return _read_file(file, None)
+    pixel_file = pixel_tile_path(path, order, pixel)
+    main_names = pq.read_schema(file).names if pixel_file.is_file() else None
+    wanted_pixels = ([c for c in columns if c not in main_names]
+                     if main_names is not None else [])
+    if not wanted_pixels:
+        return _read_file(file, columns)
+    table = _read_file(file, [c for c in columns if c in main_names] + (
+        [ROW_ID_COLUMN] if ROW_ID_COLUMN not in columns else []))
+    pixels = read_pixels(path, order, pixel, wanted_pixels, table.column(ROW_ID_COLUMN))
+    for name in wanted_pixels:
+        table = table.append_column(pixels.schema.field(name), pixels.column(name))
+    table = table.select(columns)
+    return table
+
+
+def tile_batches(path: str | os.PathLike, order: int, pixel: int, columns: list[str],
+                 batch_size: int = 2048) -> Iterator[pa.RecordBatch]:
+    """One tile's ``columns`` (the main catalog's and the pixel extension's) in batches, one
+    row group at a time, so a tile of any size is read in bounded memory."""
+    from astroembed.catalog.rewrite import joined_batches, open_tile, read_batches
+
+    file = tile_path(path, order, pixel)
+    if not file.is_file():
+        properties_file(Path(path))
+        raise InputError(f"{path}: no tile {order}/{pixel} ({file} does not exist).")
+    with open_tile(file) as source:
+        names = source.schema_arrow.names
+        pixels = [c for c in columns if c not in names]
+        if not pixels:
+            yield from read_batches(source, file, batch_size, columns)
+            return
+        main = [c for c in columns if c in names]
+        for batch in joined_batches(source, file, pixel_tile_path(path, order, pixel), pixels,
+                                    batch_size, main + ([ROW_ID_COLUMN]
+                                                        if ROW_ID_COLUMN not in main else [])):
+            yield batch.select(columns)
+
+
+def read_pixels(path: str | os.PathLike, order: int, pixel: int, columns: list[str],
+                row_ids: pa.ChunkedArray | pa.Array | None = None) -> pa.Table:
+    """The pixel extension's ``columns`` for one tile (with ``ROW_ID``), in the main tile's
+    row order; with ``row_ids``, checked to be those rows (the two files are written
+    together, so a mismatch means a damaged catalog)."""
+    file = pixel_tile_path(path, order, pixel)
+    if not file.is_file():
+        raise InputError(f"{path}: tile {order}/{pixel} has no pixels ({file} does not exist); "
+                         "the catalog has no pixel columns or was damaged.")
+    table = _read_file(file, [ROW_ID_COLUMN] + [c for c in columns if c != ROW_ID_COLUMN])
+    if row_ids is not None and not table.column(ROW_ID_COLUMN).equals(
+            pa.chunked_array([row_ids]) if isinstance(row_ids, pa.Array) else row_ids):
+        raise InputError(f"{file}: its {ROW_ID_COLUMN} values differ from the main tile's; the "
+                         "catalog is damaged. Rebuild it with `astroembed crossmatch "
+                         "--overwrite`.")
+    return table
 
 
 def image_shape(fld: pa.Field, location: str) -> tuple[int, int, int]:

@@ -1,7 +1,8 @@
-"""Writing one tile: its rows checked to lie in the tile, sorted by ``_healpix_29``, tensor
-types stripped of the permutation lsdb cannot read (see :mod:`astroembed.catalog.writer`),
-and the Parquet options every tile writer uses. Needs only the catalog path, so a Dask
-worker can write a tile.
+"""Writing one tile: its rows checked to lie in the tile, sorted by ``_healpix_29``, numbered
+(``ROW_ID``), split into the main catalog's tile and the pixel extension's, tensor types
+stripped of the permutation lsdb cannot read (see :mod:`astroembed.catalog.writer`), and the
+Parquet options every tile writer uses. Needs only the catalog path, so a Dask worker can
+write a tile.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import pyarrow.parquet as pq
 
 from astroembed.errors import OutputError, where
 from astroembed.catalog.atomic import atomic_path, publish_mode
-from astroembed.catalog.layout import SPATIAL_INDEX_COLUMN, is_embedding_field, tile_of, tile_path
+from astroembed.catalog.layout import (MAIN_DIR, PIXEL_COLUMNS, PROPERTIES_FILE, ROW_ID_COLUMN,
+                                       SPATIAL_INDEX_COLUMN, is_embedding_field, pixel_tile_path,
+                                       read_properties, row_ids, tile_of, tile_path)
 
-__all__ = ["write_tile"]
+__all__ = ["split_pixels", "write_tile"]
 
 #: Target bytes per Parquet row group, so ``embed`` can stream a tile in bounded memory.
 ROW_GROUP_BYTES = 64 * 2**20
@@ -146,14 +149,19 @@ def parquet_options(schema: pa.Schema) -> dict:
             "write_statistics": statistics}
 
 
-def write_tile(catalog: str | os.PathLike, order: int, pixel: int, table: pa.Table) -> Path:
-    """Write one tile atomically; needs only the path, so a Dask worker can call it.
+def split_pixels(table: pa.Table, ra_column: str, dec_column: str
+                 ) -> tuple[pa.Table, pa.Table | None]:
+    """The main catalog's columns and the pixel extension's (``_healpix_29``, ``ROW_ID``, the
+    coordinates and the pixel columns; None when the rows have no pixel columns)."""
+    pixels = [c for c in PIXEL_COLUMNS if c in table.column_names]
+    if not pixels:
+        return table, None
+    keys = [c for c in (SPATIAL_INDEX_COLUMN, ROW_ID_COLUMN, ra_column, dec_column)
+            if c in table.column_names]
+    return table.drop_columns(pixels), table.select(keys + pixels)
 
-    Sorts by ``_healpix_29`` and raises ValueError when a row lies outside the tile. Writes
-    into ``catalog`` as given: during an overwrite pass :attr:`CatalogWriter.write_path`.
-    """
-    final = tile_path(catalog, order, pixel)
-    table = _prepare_tile(table, int(order), int(pixel), final)
+
+def _write_parquet(final: Path, table: pa.Table) -> None:
     try:
         with atomic_path(final) as tmp:
             pq.write_table(table, tmp, row_group_size=_row_group_rows(table),
@@ -161,4 +169,30 @@ def write_tile(catalog: str | os.PathLike, order: int, pixel: int, table: pa.Tab
             publish_mode(tmp)
     except OSError as err:
         raise OutputError(f"{final}: cannot write tile: {err.strerror or err}") from err
+
+
+def write_tile(catalog: str | os.PathLike, order: int, pixel: int, table: pa.Table) -> Path:
+    """Write one tile of the collection at ``catalog`` atomically: the pixel extension's part
+    first, then the main catalog's, whose presence marks the tile written. Needs only the
+    path, so a Dask worker can call it.
+
+    Sorts by ``_healpix_29``, numbers the rows (``ROW_ID``) and raises ValueError when a row
+    lies outside the tile. Writes into ``catalog`` as given: during an overwrite pass
+    :attr:`CatalogWriter.write_path`.
+    """
+    final = tile_path(catalog, order, pixel)
+    table = _prepare_tile(table, int(order), int(pixel), final)
+    ids = pa.array(row_ids(order, pixel, table.num_rows), pa.int64())
+    if ROW_ID_COLUMN in table.column_names:
+        table = table.set_column(table.schema.get_field_index(ROW_ID_COLUMN), ROW_ID_COLUMN, ids)
+    else:
+        table = table.add_column(table.schema.get_field_index(SPATIAL_INDEX_COLUMN) + 1,
+                                 ROW_ID_COLUMN, ids)
+    props_file = Path(catalog) / MAIN_DIR / PROPERTIES_FILE
+    props = read_properties(props_file) if props_file.is_file() else {}
+    main, pixels = split_pixels(table, props.get("hats_col_ra", "RA"),
+                                props.get("hats_col_dec", "DEC"))
+    if pixels is not None:
+        _write_parquet(pixel_tile_path(catalog, order, pixel), pixels)
+    _write_parquet(final, main)
     return final

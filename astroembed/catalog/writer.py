@@ -1,25 +1,31 @@
-"""Writing the matched catalog: a HATS directory that ``lsdb.open_catalog`` and ``hats`` read.
+"""Writing the matched catalog: a HATS collection that ``lsdb.open_catalog`` and ``hats`` read.
 
 Why HATS: users of LSDB/hats can open astroembed output directly, and the same per-tile
-files let ``embed`` and ``run`` redo one tile at a time. Layout (docs/architecture.md)::
+files let ``embed`` and ``run`` redo one tile at a time. Why a collection: a row's pixels are
+~99% of its bytes, so they live in an extension that ``embed`` and ``predict`` never rewrite.
+Layout (docs/architecture.md)::
 
-    CAT/hats.properties               HATS keys + astroembed_version/_status/_provenance
-    CAT/astroembed_provenance.json    full provenance (config, inputs, models)
-    CAT/partition_info.csv            Norder,Npix, breadth-first order
-    CAT/dataset/_common_metadata      schema only (+ compact provenance under b"astroembed")
-    CAT/dataset/_metadata             schema + every tile's row groups (paths relative to dataset/;
-                                      absent while the catalog is partly embedded)
-    CAT/dataset/Norder=k/Dir=D/Npix=n.parquet    D = (n // 10000) * 10000
+    CAT/collection.properties         the collection (main catalog, extensions)
+    CAT/pixels.properties             the pixel extension, joined on ROW_ID
+    CAT/main/hats.properties          HATS keys + astroembed_version/_status/_provenance
+    CAT/main/astroembed_provenance.json    full provenance (config, inputs, models)
+    CAT/main/partition_info.csv       Norder,Npix, breadth-first order
+    CAT/main/dataset/_common_metadata schema only (+ compact provenance under b"astroembed")
+    CAT/main/dataset/_metadata        schema + every tile's row groups (paths relative to
+                                      dataset/; absent while the catalog is partly embedded)
+    CAT/main/dataset/Norder=k/Dir=D/Npix=n.parquet    D = (n // 10000) * 10000
+    CAT/pixels/...                    the same files for the pixel columns, same tiles and rows
 
 Every row has ``_healpix_29`` (int64, nested order 29); a tile's rows are sorted by it and
 all lie in the tile (``_healpix_29 >> 2*(29-k) == n``), which
 :func:`~astroembed.catalog.tiles.write_tile` checks.
 
 Writes are atomic (temporary name, then rename) so many processes can each write their own
-tile. While a run is under way ``hats.properties`` says ``astroembed_status=incomplete`` and
-the catalog has no ``_common_metadata`` yet (so lsdb refuses it instead of reading half of
-it); :meth:`CatalogWriter.finish` writes the metadata files and then ``hats.properties``
-last. ``astroembed_status`` is ``complete``, ``partial`` (finished, but some tiles lack
+tile. While a run is under way ``main/hats.properties`` says ``astroembed_status=incomplete``
+and the catalog has no ``_common_metadata`` yet (so lsdb refuses it instead of reading half
+of it); :meth:`CatalogWriter.finish` writes the pixel extension's metadata, the collection's
+files, and the main catalog's metadata with ``main/hats.properties`` last.
+``astroembed_status`` is ``complete``, ``partial`` (finished, but some tiles lack
 embedding columns others have, or hold another model's: ``embed --tile`` leaves it so) or
 ``incomplete`` (a writer at work, or an interrupted run);
 :func:`~astroembed.catalog.describe.describe_catalog` tells
@@ -70,13 +76,15 @@ import pyarrow.parquet as pq
 
 from astroembed.errors import OutputError
 from astroembed.catalog.atomic import atomic_path, publish_mode
-from astroembed.catalog.layout import (DATASET_DIR, COMMON_METADATA_FILE, COMPLETE, HATS_VERSION,
-                                       INCOMPLETE, METADATA_FILE, METADATA_KEY, PARTIAL,
-                                       PARTITION_INFO_FILE, PROPERTIES_FILE, PROVENANCE_FILE,
+from astroembed.catalog.layout import (COLLECTION_FILE, COMMON_METADATA_FILE, COMPLETE,
+                                       DATASET_DIR, HATS_VERSION, INCOMPLETE, MAIN_DIR,
+                                       METADATA_FILE, METADATA_KEY, PARTIAL, PARTITION_INFO_FILE,
+                                       PIXEL_COLUMNS, PIXELS_DIR, PIXELS_PROPERTIES,
+                                       PROPERTIES_FILE, PROVENANCE_FILE, ROW_ID_COLUMN,
                                        SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, STATUS_KEY,
-                                       format_tiles, tiles_overlap, scan_tiles, write_text_file,
-                                       is_embedding_field, read_properties, tile_path,
-                                       write_properties)
+                                       dataset_tile, format_tiles, is_embedding_field, main_dir,
+                                       read_properties, scan_tiles, tiles_overlap,
+                                       write_properties, write_text_file)
 from astroembed.catalog.reader import (CatalogInfo, properties_file, read_footers,
                                        read_provenance, read_catalog_info)
 from astroembed.catalog.tiles import plain_tensor_type, write_tile
@@ -86,6 +94,7 @@ __all__ = [
     "CatalogWriter",
     "mark_incomplete",
     "refresh_catalog",
+    "refresh_pixels",
     "write_empty_catalog",
 ]
 
@@ -126,19 +135,19 @@ def _ordered(props: dict) -> dict:
 
 def mark_incomplete(path: str | os.PathLike) -> None:
     """Set ``astroembed_status=incomplete`` on an existing catalog before changing it in place."""
-    path = Path(path)
-    props = read_properties(properties_file(path))
+    file = properties_file(Path(path))
+    props = read_properties(file)
     props[STATUS_KEY] = INCOMPLETE
-    write_properties(path / PROPERTIES_FILE, props)
+    write_properties(file, props)
 
 
 def update_provenance(path: str | os.PathLike, change: Callable[[dict], dict]) -> None:
     """Rewrite the provenance sidecar of a catalog being changed in place (atomically); the
     compact copies in ``hats.properties`` and the Parquet footers follow when it is finished
     (:func:`refresh_catalog`)."""
-    path = Path(path)
-    props = read_properties(properties_file(path))
-    _write_provenance(path, change(read_provenance(path, props)))
+    main = main_dir(path)
+    props = read_properties(properties_file(Path(path)))
+    _write_provenance(main, change(read_provenance(main, props)))
 
 
 # ----------------------------------------------------------------------------- finishing
@@ -292,7 +301,7 @@ def _write_parquet_metadata(root: Path, schema: pa.Schema,
         return
     collected = []
     for (order, pixel), footer in footers.items():
-        footer.set_file_path(tile_path(root, order, pixel).relative_to(dataset).as_posix())
+        footer.set_file_path(dataset_tile(root, order, pixel).relative_to(dataset).as_posix())
         collected.append(footer)
     try:
         with atomic_path(dataset / COMMON_METADATA_FILE) as tmp:
@@ -322,8 +331,88 @@ def _dir_kib(root: Path) -> int:
     return sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) // 1024
 
 
-def _finalize(root: Path, props: dict, provenance: dict, extra: dict | None,
+def _finalize(catalog: Path, props: dict, provenance: dict, extra: dict | None,
               schema: pa.Schema | None, partial: bool = False) -> None:
+    """Write every metadata file of the collection at ``catalog``: the pixel extension's, the
+    collection's, then the main catalog's with its ``hats.properties`` last (its status says
+    the catalog is complete)."""
+    if schema is not None:  # an empty catalog: the main catalog's columns, numbered rows
+        schema = pa.schema([f for f in schema if f.name not in PIXEL_COLUMNS])
+        if ROW_ID_COLUMN not in schema.names:
+            i = schema.get_field_index(SPATIAL_INDEX_COLUMN)
+            schema = schema.insert(i + 1, pa.field(ROW_ID_COLUMN, pa.int64()))
+    has_pixels = _finalize_pixels(catalog, props, extra)
+    _write_collection(catalog, props.get("obs_collection", catalog.name), has_pixels)
+    _finalize_main(main_dir(catalog), props, provenance, extra, schema, partial)
+
+
+def _finalize_pixels(catalog: Path, props: dict, extra: dict | None) -> bool:
+    """The pixel extension's metadata; False (and no extension) when no tile has pixels.
+    An empty catalog has no extension either: LSDB cannot join one without tiles."""
+    root = catalog / PIXELS_DIR
+    _remove_stale_temps(root / DATASET_DIR)
+    tiles = scan_tiles(root)
+    if not tiles:
+        if root.is_dir():
+            shutil.rmtree(root)  # an extension emptied by a re-tiling
+        return False
+    footers = read_footers(tiles)
+    found, _ = _tile_schema(footers, root)
+    schema = _plain_schema(found)
+    _write_parquet_metadata(root, schema, footers)
+    _write_partition_info(root, list(tiles))
+    named = dict(props) | {k: v for k, v in (extra or {}).items() if v is not None}
+    rows = [f.num_rows for f in footers.values()]
+    pixel_props = {
+        "obs_collection": f"{props.get('obs_collection', catalog.name)}_{PIXELS_DIR}",
+        "dataproduct_type": "object",
+        "hats_nrows": sum(rows),
+        "hats_col_ra": named.get("hats_col_ra"),
+        "hats_col_dec": named.get("hats_col_dec"),
+        "hats_col_healpix": SPATIAL_INDEX_COLUMN,
+        "hats_col_healpix_order": SPATIAL_INDEX_ORDER,
+        "hats_npix_suffix": ".parquet",
+        "hats_max_rows": max(rows, default=0),
+        "hats_order": max((o for o, _ in tiles), default=0),
+        "moc_sky_fraction": f"{sum(1 / (12 * 4**o) for o, _ in tiles):0.5f}",
+        "hats_builder": props.get("hats_builder"),
+        "hats_creation_date": props.get("hats_creation_date"),
+        "hats_estsize": _dir_kib(root),
+        "hats_version": HATS_VERSION,
+        "hats_cols_default": " ".join([ROW_ID_COLUMN] + [c for c in PIXEL_COLUMNS
+                                                         if c in schema.names]),
+    }
+    write_properties(root / PROPERTIES_FILE, _ordered(pixel_props))
+    return True
+
+
+def _write_collection(catalog: Path, name: str, has_pixels: bool) -> None:
+    """``collection.properties`` and, with pixels, the extension's ``pixels.properties``: what
+    ``lsdb.open_catalog(CAT)`` and ``Catalog.load_extension("pixels")`` read."""
+    collection = {"obs_collection": name, "hats_primary_table_url": MAIN_DIR,
+                  "astroembed_version": astroembed_version()}
+    if has_pixels:
+        schema = pq.read_schema(catalog / PIXELS_DIR / DATASET_DIR / COMMON_METADATA_FILE)
+        write_properties(catalog / PIXELS_PROPERTIES, {
+            "obs_collection": PIXELS_DIR,
+            "dataproduct_type": "extension",
+            "hats_primary_table_url": name,
+            "hats_col_assn_primary": ROW_ID_COLUMN,
+            "hats_assn_join_table_url": PIXELS_DIR,
+            "hats_col_assn_join": ROW_ID_COLUMN,
+            "hats_ext_cols": " ".join(c for c in PIXEL_COLUMNS if c in schema.names),
+            "hats_ext_join_style": "left",
+            "hats_ext_shares_primary_coords": "true",
+            "hats_product_type_served": "pixels",
+        })
+        collection["all_extensions"] = f"{PIXELS_DIR} {PIXELS_PROPERTIES}"
+    else:
+        (catalog / PIXELS_PROPERTIES).unlink(missing_ok=True)
+    write_properties(catalog / COLLECTION_FILE, collection)
+
+
+def _finalize_main(root: Path, props: dict, provenance: dict, extra: dict | None,
+                   schema: pa.Schema | None, partial: bool = False) -> None:
     """Write every metadata file for the tiles under ``root``, ``hats.properties`` last.
 
     ``partial``: some tiles lack embedding columns others have, or hold another model's; the
@@ -373,9 +462,18 @@ def refresh_catalog(path: str | os.PathLike, provenance: dict | None = None,
     path = Path(path)
     props = read_properties(properties_file(path))
     if provenance is None:
-        provenance = read_provenance(path, props)
-    _finalize(path, props, provenance, extra_properties, None, partial)
+        provenance = read_provenance(main_dir(path), props)
+    _finalize_main(main_dir(path), props, provenance, extra_properties, None, partial)
     return read_catalog_info(path)
+
+
+def refresh_pixels(path: str | os.PathLike) -> None:
+    """Rewrite the pixel extension's metadata (and the collection's) after tiles were
+    written again in place (``run``'s update of the tiles that changed inputs reach)."""
+    path = Path(path)
+    props = read_properties(properties_file(path))
+    _write_collection(path, props.get("obs_collection", path.name),
+                      _finalize_pixels(path, props, None))
 
 
 # ----------------------------------------------------------------------------- the writer
@@ -430,16 +528,16 @@ class CatalogWriter:
         self._state = self.check()
         if self._state == "catalog":
             self.write_path = self.staging_path
-            if self.write_path.is_dir() and (self.write_path / PROPERTIES_FILE).is_file():
+            if self.write_path.is_dir() and (main_dir(self.write_path) / PROPERTIES_FILE).is_file():
                 shutil.rmtree(self.write_path)  # an interrupted run's, not resumable
         try:
-            (self.write_path / DATASET_DIR).mkdir(parents=True, exist_ok=True)
+            (main_dir(self.write_path) / DATASET_DIR).mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise OutputError(f"{self.write_path}: cannot create the catalog directory: "
                               f"{err.strerror or err}") from err
         self._props = _base_properties(self.catalog_name, self.ra_column, self.dec_column,
                                        "incomplete")
-        write_properties(self.write_path / PROPERTIES_FILE, self._props)
+        write_properties(main_dir(self.write_path) / PROPERTIES_FILE, self._props)
 
     def adopt(self, write_path: str | os.PathLike) -> None:
         """Continue an interrupted run in the incomplete catalog it was writing at ``write_path``.
@@ -447,13 +545,13 @@ class CatalogWriter:
         Used instead of :meth:`begin` when a run is resumed: the tiles already there are kept.
         """
         self.write_path = Path(write_path)
-        if not (self.write_path / PROPERTIES_FILE).is_file():
+        if not (main_dir(self.write_path) / PROPERTIES_FILE).is_file():
             raise OutputError(f"{self.write_path}: the interrupted run's catalog is gone; start "
                               "again with --overwrite.")
         self._state = "resumed"
         self._props = _base_properties(self.catalog_name, self.ra_column, self.dec_column,
                                        "incomplete")
-        (self.write_path / DATASET_DIR).mkdir(parents=True, exist_ok=True)
+        (main_dir(self.write_path) / DATASET_DIR).mkdir(parents=True, exist_ok=True)
 
     def write_tile(self, order: int, pixel: int, table: pa.Table) -> Path:
         """:func:`write_tile` into :attr:`write_path`."""

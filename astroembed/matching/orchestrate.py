@@ -222,8 +222,8 @@ def crossmatch_update(cfg: CrossmatchConfig, layout: list[tuple[int, int]],
     nothing in the catalog changes. The catalog is left marked incomplete (the embed stage
     finishes it).
     """
-    from astroembed.catalog.layout import tile_path
-    from astroembed.catalog.writer import mark_incomplete, update_provenance
+    from astroembed.catalog.layout import pixel_tile_path, tile_path
+    from astroembed.catalog.writer import mark_incomplete, refresh_pixels, update_provenance
     from astroembed.matching.partition import IMAGE_JOIN_ARCSEC, Plan, classify_inputs, rows_outside
 
     start = time.time()
@@ -275,11 +275,13 @@ def crossmatch_update(cfg: CrossmatchConfig, layout: list[tuple[int, int]],
         for r in results:
             if r.output_rows == 0:  # every row of this tile went away
                 tile_path(out, *r.tile).unlink(missing_ok=True)
+                pixel_tile_path(out, *r.tile).unlink(missing_ok=True)
         all_files = new + others
         summary = _summary(all_files, per_new + per_other, results, plan, time.time() - start)
         report.update({k: v for k, v in summary.items() if k != "tiles"})
         report["input_tiles"] = input_tiles(staging, all_files)
         if touched:
+            refresh_pixels(out)
             update_provenance(out, lambda prov: _updated_provenance(prov, inputs, report))
         return report
     finally:
@@ -321,7 +323,9 @@ def _output_radec(catalog: Path, ra: str, dec: str, left_suffix: str) -> tuple[s
     """The left position columns as written: suffixed when the right side had them too."""
     import pyarrow.parquet as pq
 
-    tile = next((catalog / "dataset").rglob("Npix=*.parquet"), None)
+    from astroembed.catalog.layout import DATASET_DIR, main_dir
+
+    tile = next((main_dir(catalog) / DATASET_DIR).rglob("Npix=*.parquet"), None)
     if tile is None:
         return ra, dec
     names = pq.read_schema(tile).names

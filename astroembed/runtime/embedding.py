@@ -39,12 +39,13 @@ import pyarrow.parquet as pq
 from astroembed.errors import AstroembedError, InputError, ModelError, OutputError, where
 from astroembed.catalog.atomic import atomic_path, publish_mode
 from astroembed.catalog.describe import tile_embeddings, tile_footers
-from astroembed.catalog.layout import COMMON_METADATA_FILE, DATASET_DIR, parse_tile, tile_path
+from astroembed.catalog.layout import (COMMON_METADATA_FILE, DATASET_DIR, parse_tile,
+                                       pixel_tile_path, tile_path)
 from astroembed.catalog.reader import CatalogInfo, find_tile, image_shape, read_catalog_info
 from astroembed.catalog.tiles import parquet_options
 from astroembed.catalog.writer import schema_problem
-from astroembed.catalog.rewrite import (RowGroupWriter, assemble, open_tile, read_batches,
-                                      with_column)
+from astroembed.catalog.rewrite import (RowGroupWriter, assemble, joined_batches, open_tile,
+                                        read_batches, with_column)
 from astroembed.runtime.modelfile import MODALITIES, Encoder, find_encoders, open_encoder
 from astroembed.runtime.preprocess import image_inputs, spectrum_inputs
 from astroembed.simulation import simulated_inputs
@@ -280,7 +281,13 @@ def _pipelined(source: pq.ParquetFile, file: Path, job: TileJob,
     """Prepared batches, read and preprocessed by ``reader`` (one thread, so in order) up to
     :data:`READ_AHEAD` batches ahead of the caller, which runs the model (memory stays
     bounded)."""
-    batches = read_batches(source, file, job.batch_size)
+    pixel_file = pixel_tile_path(job.catalog, job.order, job.pixel)
+    needed = sorted({c for s in job.encoders for c in INPUT_COLUMNS[s.modality]})
+    main_names = set(source.schema_arrow.names)
+    if pixel_file.is_file() and not set(needed) <= main_names:
+        batches = joined_batches(source, file, pixel_file, needed, job.batch_size)
+    else:
+        batches = read_batches(source, file, job.batch_size)
 
     def next_prepared() -> _Prepared | None:
         batch = next(batches, None)
@@ -398,6 +405,21 @@ def embed_tile(job: TileJob, on_rows: Callable[[int], None] | None = None) -> Ti
                       missing=counts["missing"], unusable=counts["unusable"],
                       providers={s.modality: list(encoders[s.column].providers)
                                  for s in job.encoders})
+
+
+def tile_done(job: TileJob) -> bool:
+    """Whether the tile on disk holds every column of ``job`` with this model's hash (what an
+    interrupted run kept: a tile is published by a rename, whoever was counting)."""
+    file = tile_path(job.catalog, job.order, job.pixel)
+    try:
+        schema = pq.read_schema(file)
+    except (OSError, pa.ArrowException):
+        return False
+    for spec in job.encoders:
+        meta = _field_meta(schema.field(spec.column)) if spec.column in schema.names else {}
+        if meta.get("model_hash") != spec.hash:
+            return False
+    return True
 
 
 def run_tile(job: TileJob, on_rows: Callable[[int], None] | None = None) -> TileResult:
@@ -599,7 +621,7 @@ def plan_embed(catalog: str | os.PathLike, *, tiles: tuple[str, ...] = (),
     check_device = check_device or device
     info = read_catalog_info(catalog)
     path = info.path
-    if not info.complete and not (path / DATASET_DIR / COMMON_METADATA_FILE).is_file():
+    if not info.complete and not (info.main / DATASET_DIR / COMMON_METADATA_FILE).is_file():
         raise InputError(f"{path}: incomplete: `astroembed crossmatch` is writing it or was "
                          "interrupted. Finish that run (run it again) before embedding.")
     selected = _select_tiles(info, tiles)

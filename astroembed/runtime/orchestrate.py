@@ -38,11 +38,14 @@ def _embed_one(job, on_rows=None):
     return run_tile(job, on_rows)
 
 
-def _embed_interrupted(err: KeyboardInterrupt, catalog: Path, results: list,
-                       attempted: int) -> InterruptedRun:
-    """What an interrupted embed kept: the tiles it finished (each rewritten atomically)."""
+def _embed_interrupted(err: KeyboardInterrupt, catalog: Path, jobs: list) -> InterruptedRun:
+    """What an interrupted embed kept: the tiles it finished (each rewritten atomically),
+    counted on disk, since a tile can be published just before its result is recorded."""
+    from astroembed.runtime.embedding import tile_done
+
     signal_name = getattr(err, "signal_name", "SIGINT")
-    done = sum(1 for r in results if r is not None and not r.error)
+    done = sum(1 for job in jobs if tile_done(job))
+    attempted = len(jobs)
     return InterruptedRun(
         f"{signal_name}: {done} of {attempted} tiles were embedded and are kept in {catalog}, "
         "which reads as incomplete until they all are; no work files were left. Run the same "
@@ -142,7 +145,7 @@ def embed(cfg: EmbedConfig, progress: Progress | None = None) -> dict:
                 try:
                     _embed_tiles(cfg, plan.jobs, plan.info.rows, progress, results)
                 except KeyboardInterrupt as err:
-                    raise _embed_interrupted(err, catalog, results, len(plan.jobs)) from None
+                    raise _embed_interrupted(err, catalog, plan.jobs) from None
         state, reason, _ = _finish_embed(catalog, lock)
         if state == "partly embedded":  # --tile runs (a job array), or failed tiles
             log.log(logging.INFO if cfg.tiles else logging.WARNING,

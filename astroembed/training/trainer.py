@@ -166,10 +166,7 @@ def load_training_data(catalog: str | Path, cfg: TrainConfig,
                        id_column: str = "TARGETID") -> TrainingData:
     """Read image, flux, ivar (and Z, IDs) tile by tile, preprocess with the model's declared
     preprocessing, keep rows usable in both modalities."""
-    import pyarrow.parquet as pq
-
-    from astroembed.catalog.layout import tile_path
-    from astroembed.catalog.reader import image_array, read_catalog_info
+    from astroembed.catalog.reader import image_array, read_catalog_info, tile_batches
 
     info = read_catalog_info(catalog)
     needed = ["image", "flux", "ivar", id_column]
@@ -187,8 +184,7 @@ def load_training_data(catalog: str | Path, cfg: TrainConfig,
     columns = needed + (["Z"] if "Z" in info.schema.names else [])
     total = 0
     for tile in info.tiles:
-        pfile = pq.ParquetFile(tile_path(catalog, *tile))
-        for batch in pfile.iter_batches(batch_size=2048, columns=columns):
+        for batch in tile_batches(catalog, *tile, columns, batch_size=2048):
             import pyarrow as pa
 
             table = pa.Table.from_batches([batch])

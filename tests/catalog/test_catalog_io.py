@@ -14,7 +14,7 @@ import pytest
 
 from astroembed.errors import InputError, OutputError
 from astroembed.catalog.layout import (healpix_dir, parse_tile, read_properties, tile_of,
-                                       tile_path, write_properties)
+                                       pixel_tile_path, tile_path, write_properties)
 from astroembed.catalog.reader import find_tile, image_array, read_catalog_info, read_tile
 from astroembed.catalog.tiles import write_tile
 from astroembed.catalog.writer import (CatalogWriter, mark_incomplete, refresh_catalog,
@@ -74,6 +74,13 @@ def _files(path: Path) -> dict[str, bytes]:
     return {p.relative_to(path).as_posix(): p.read_bytes() for p in path.rglob("*") if p.is_file()}
 
 
+def _main_names(table: pa.Table | pa.Schema) -> list[str]:
+    """The main catalog's columns for rows written as ``table``: ``ROW_ID`` after
+    ``_healpix_29``, the pixel columns gone to the extension."""
+    names = [n for n in getattr(table, "schema", table).names if n != "image"]
+    return names[:1] + ["ROW_ID"] + names[1:]
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> tuple[Path, pa.Table]:
     path = tmp_path_factory.mktemp("cat") / "matched"
@@ -85,7 +92,7 @@ def built(tmp_path_factory) -> tuple[Path, pa.Table]:
 def test_layout_and_no_temporary_files(built):
     path, _ = built
     for order, pixel in TILES:
-        file = path / "dataset" / f"Norder={order}" / f"Dir={(pixel // 10000) * 10000}" \
+        file = path / "main" / "dataset" / f"Norder={order}" / f"Dir={(pixel // 10000) * 10000}" \
             / f"Npix={pixel}.parquet"
         assert file.is_file() and tile_path(path, order, pixel) == file
     assert tile_path(path, 7, 123456).parent.name == "Dir=120000"
@@ -100,7 +107,7 @@ def test_layout_and_no_temporary_files(built):
 
 def test_partition_info_lists_tiles_breadth_first(built):
     path, _ = built
-    lines = (path / "partition_info.csv").read_text().splitlines()
+    lines = (path / "main" / "partition_info.csv").read_text().splitlines()
     assert lines[0] == "Norder,Npix"
     listed = [tuple(map(int, ln.split(","))) for ln in lines[1:]]
     assert sorted(listed) == sorted(TILES)
@@ -110,7 +117,7 @@ def test_partition_info_lists_tiles_breadth_first(built):
 
 def test_properties_have_required_keys(built):
     path, table = built
-    props = read_properties(path / "hats.properties")
+    props = read_properties(path / "main" / "hats.properties")
     required = {"obs_collection", "dataproduct_type", "hats_nrows", "hats_col_ra",
                 "hats_col_dec", "hats_col_healpix", "hats_col_healpix_order",
                 "hats_max_rows", "hats_order", "hats_npix_suffix", "hats_builder",
@@ -123,29 +130,41 @@ def test_properties_have_required_keys(built):
     assert int(props["hats_order"]) == 7
     assert props["hats_max_bytes"] == str(512 * 2**20)
     assert props["astroembed_status"] == "complete"
-    assert json.loads((path / props["astroembed_provenance"]).read_text()) == PROVENANCE
+    assert json.loads((path / "main" / props["astroembed_provenance"]).read_text()) == PROVENANCE
     hats = pytest.importorskip("hats")
+    from hats.catalog.dataset.collection_properties import CollectionProperties
+    from hats.catalog.dataset.extension_properties import ExtensionProperties
     from hats.catalog.dataset.table_properties import TableProperties
 
-    parsed = TableProperties.read_from_dir(path)  # hats' own validation and parser
+    # hats' own validation and parsers: a collection, its main catalog and its extension
+    parsed = TableProperties.read_from_dir(path / "main")
     assert parsed.total_rows == table.num_rows and parsed.ra_column == "ra"
-    assert hats.read_hats(path).catalog_info.total_rows == table.num_rows
+    collection = CollectionProperties.read_from_dir(path)
+    assert collection.hats_primary_table_url == "main"
+    assert collection.all_extensions == {"pixels": "pixels.properties"}
+    ext = ExtensionProperties.read_from_file(path / "pixels.properties")
+    assert (ext.primary_column, ext.join_column) == ("ROW_ID", "ROW_ID")
+    assert ext.extension_columns == ["image"]
+    pixels = TableProperties.read_from_dir(path / "pixels")
+    assert pixels.total_rows == table.num_rows
+    read = hats.read_hats(path)
+    assert read.main_catalog.catalog_info.total_rows == table.num_rows
 
 
 def test_metadata_row_counts_and_provenance_key(built):
     path, table = built
-    meta = pq.read_metadata(path / "dataset" / "_metadata")
+    meta = pq.read_metadata(path / "main" / "dataset" / "_metadata")
     per_file: dict[str, int] = {}
     for i in range(meta.num_row_groups):
         group = meta.row_group(i)
         per_file[group.column(0).file_path] = per_file.get(group.column(0).file_path, 0) \
             + group.num_rows
-    expected = {tile_path(path, o, p).relative_to(path / "dataset").as_posix():
+    expected = {tile_path(path, o, p).relative_to(path / "main" / "dataset").as_posix():
                 pq.read_metadata(tile_path(path, o, p)).num_rows for o, p in TILES}
     assert per_file == expected
     assert meta.num_rows == table.num_rows
-    common = pq.read_schema(path / "dataset" / "_common_metadata")
-    assert common.names == table.column_names
+    common = pq.read_schema(path / "main" / "dataset" / "_common_metadata")
+    assert common.names == _main_names(table)
     compact = json.loads(common.metadata[b"astroembed"])
     assert compact["models"] == PROVENANCE["models"]
     assert compact["provenance_file"] == "astroembed_provenance.json"
@@ -166,7 +185,8 @@ def test_read_catalog_info(built):
     assert info.complete and sorted(info.tiles) == sorted(TILES)
     assert info.total_rows == table.num_rows == sum(info.rows.values())
     assert info.provenance == PROVENANCE
-    assert info.schema.names == table.column_names
+    assert info.schema.names == _main_names(table) + ["image"]
+    assert info.pixel_columns == ["image"]
     assert isinstance(info.schema.field("image").type, pa.FixedShapeTensorType)
     assert (info.ra_column, info.dec_column) == ("ra", "dec")
 
@@ -175,7 +195,9 @@ def test_read_catalog_info(built):
 def test_lsdb_opens_and_computes_every_value(built):
     lsdb = pytest.importorskip("lsdb")
     path, table = built
-    frame = lsdb.open_catalog(path).compute()
+    catalog = lsdb.open_catalog(path)
+    assert "image" not in catalog.columns  # pixels stay out of the main catalog
+    frame = catalog.load_extension("pixels").compute()
     assert len(frame) == table.num_rows
     frame = frame.sort_values("TARGETID")
     want = table.sort_by("TARGETID")
@@ -262,7 +284,7 @@ def test_incomplete_while_running_then_complete(tmp_path):
     stale.write_bytes(b"partial")
     info = read_catalog_info(path)
     assert not info.complete and info.tiles == [(2, 1)] and info.rows == {(2, 1): 6}
-    assert not (path / "dataset" / "_common_metadata").exists()  # so lsdb refuses it
+    assert not (path / "main" / "dataset" / "_common_metadata").exists()  # so lsdb refuses it
     assert writer.finish({}).complete
     assert not stale.exists()
 
@@ -305,9 +327,9 @@ def test_tiles_lacking_an_embedding_column_make_a_partial_catalog(tmp_path):
         refresh_catalog(path)
     info = refresh_catalog(path, partial=True)
     assert info.status == "partial" and not info.complete
-    common = pq.read_schema(path / "dataset" / "_common_metadata")
-    assert common.names == table.column_names + ["embedding_image_x"]
-    assert not (path / "dataset" / "_metadata").exists()
+    common = pq.read_schema(path / "main" / "dataset" / "_common_metadata")
+    assert common.names == _main_names(table) + ["embedding_image_x"]
+    assert not (path / "main" / "dataset" / "_metadata").exists()
     assert info.rows == {t: pq.read_metadata(tile_path(path, *t)).num_rows
                          for t in info.tiles}
     assert info.total_rows == table.num_rows
@@ -331,11 +353,11 @@ def test_empty_catalog_is_valid(tmp_path):
     info = write_empty_catalog(tmp_path / "empty", schema, ra_column="ra", dec_column="dec",
                                    provenance={"note": "no overlap"})
     assert info.complete and info.tiles == [] and info.total_rows == 0
-    assert info.schema.names == schema.names
-    assert info.properties["hats_nrows"] == "0"
+    assert info.schema.names == _main_names(schema)  # no pixels: LSDB cannot join an
+    assert info.properties["hats_nrows"] == "0"       # extension without tiles
     lsdb = pytest.importorskip("lsdb")
     frame = lsdb.open_catalog(tmp_path / "empty").compute()
-    assert len(frame) == 0 and "image" in frame.columns
+    assert len(frame) == 0 and "TARGETID" in frame.columns
 
 
 def test_empty_catalog_without_schema(tmp_path):
@@ -379,7 +401,7 @@ def test_find_tile_names_tiles_under_or_over(built):
 def test_read_errors_name_the_problem(tmp_path, built):
     with pytest.raises(InputError, match="does not exist"):
         read_catalog_info(tmp_path / "nope")
-    with pytest.raises(InputError, match="not a catalog: no hats.properties"):
+    with pytest.raises(InputError, match="not a catalog: no main/hats.properties"):
         read_catalog_info(tmp_path)
     (tmp_path / "f.parquet").write_bytes(b"PAR1")
     with pytest.raises(InputError, match="is a file"):
@@ -390,8 +412,8 @@ def test_read_errors_name_the_problem(tmp_path, built):
     with pytest.raises(InputError, match="no column 'flux'"):
         read_tile(path, 1, 3, columns=["ra", "flux"])
     bad = tmp_path / "badcat"
-    bad.mkdir()
-    (bad / "hats.properties").write_bytes(b"\xff\xfe\x00binary")
+    (bad / "main").mkdir(parents=True)
+    (bad / "main" / "hats.properties").write_bytes(b"\xff\xfe\x00binary")
     with pytest.raises(InputError, match="not UTF-8"):
         read_catalog_info(bad)
 
@@ -441,8 +463,11 @@ def test_statistics_on_scalars_and_embeddings_not_on_pixel_arrays(tmp_path):
     flux = pa.array([[1.0, 2.0, 3.0]] * 20, pa.list_(pa.float32()))
     table = table.append_column(marked, emb).append_column("flux", flux)
     path = write_tile(tmp_path / "cat", 2, 0, table)
-    group = pq.read_metadata(path).row_group(0)
-    stats = {group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)}
+    stats = {}
+    for file in (path, pixel_tile_path(tmp_path / "cat", 2, 0)):
+        group = pq.read_metadata(file).row_group(0)
+        stats |= {group.column(i).path_in_schema: group.column(i)
+                  for i in range(group.num_columns)}
     assert {p for p, c in stats.items() if not c.is_stats_set} == {
         "image.list.element", "flux.list.element", "embedding_image.list.element"}
     assert stats["embedding_spectrum.list.element"].statistics.null_count == 5

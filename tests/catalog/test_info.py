@@ -35,7 +35,7 @@ def cli(*args) -> object:
 
 def tile_files(catalog: Path) -> list[Path]:
     """The tiles on disk, as a HATS reader finds them."""
-    return sorted((catalog / "dataset").glob("Norder=*/Dir=*/Npix=*.parquet"))
+    return sorted((catalog / "main" / "dataset").glob("Norder=*/Dir=*/Npix=*.parquet"))
 
 
 def tiles_with(catalog: Path, column: str) -> int:
@@ -108,8 +108,8 @@ def test_info_after_one_tile_embed_says_partly_embedded(catalog, model):
     assert doc["state"] == "complete" and doc["complete"] and doc["state_detail"] is None
     assert doc["embeddings"]["embedding_image_x"]["tiles"] == tiles_with(
         catalog, "embedding_image_x") == len(files)
-    assert read_properties(catalog / "hats.properties")["astroembed_status"] == "complete"
-    assert (catalog / "dataset" / "_metadata").is_file()
+    assert read_properties(catalog / "main" / "hats.properties")["astroembed_status"] == "complete"
+    assert (catalog / "main" / "dataset" / "_metadata").is_file()
     assert len(lsdb.open_catalog(catalog).compute()) == sum(rows.values())
 
 
@@ -126,8 +126,8 @@ def test_info_lists_leftover_work_files_with_their_sizes(catalog):
     (staging / "inputs" / "a.arrow").write_bytes(b"x" * 3000)
     (staging / "plan.json").write_bytes(b"{}")
     old = catalog.with_name(f".{catalog.name}.old-4242")
-    old.mkdir()
-    (old / "hats.properties").write_bytes(b"y" * 10)
+    (old / "main").mkdir(parents=True)
+    (old / "main" / "hats.properties").write_bytes(b"y" * 10)
     other = catalog.with_name(f".{catalog.name}2.partial")  # another catalog's, not this one's
     other.mkdir()
     doc = json.loads(cli("info", catalog, "--json").stdout)
@@ -193,7 +193,7 @@ def test_older_provenance_without_the_record(matched, small_survey, tmp_path, ca
     that it does not know rather than that the data are not simulated."""
     old = tmp_path / "old"
     shutil.copytree(matched, old)
-    file = old / "astroembed_provenance.json"
+    file = old / "main" / "astroembed_provenance.json"
     prov = json.loads(file.read_text())
     for record in prov["inputs"]:
         del record["simulated"]

@@ -27,8 +27,12 @@ def run_cli(*args):
 
 
 def _catalog_rows(path: Path) -> pa.Table:
-    files = sorted((path / "dataset").rglob("Npix=*.parquet"))
-    return pa.concat_tables([pq.read_table(f) for f in files]) if files else None
+    """Every row with the pixel extension's columns (main and pixel tiles read by pyarrow)."""
+    from oracles import tile_with_pixels
+
+    files = sorted((path / "main" / "dataset").rglob("Npix=*.parquet"))
+    tiles = [(int(f.parent.parent.name.split("=")[1]), int(f.stem.split("=")[1])) for f in files]
+    return pa.concat_tables([tile_with_pixels(path, *t) for t in tiles]) if files else None
 
 
 def _usable_truth_pairs(survey: Path) -> set[tuple[float, float]]:
@@ -149,7 +153,7 @@ def test_catalog_layout_and_lsdb(matched):
     assert (np.diff(h29) != 0).any()
     cat = lsdb.open_catalog(out)
     df = cat.compute()
-    assert len(df) == rows.num_rows
+    assert len(df) == rows.num_rows and "image" not in df.columns
     assert sorted(df["TARGETID"]) == sorted(rows["TARGETID"].to_pylist())
     assert not staging_dir(out).exists()
     for col in ("_dist_arcsec", "flux", "ivar", "Z", "image", "FLUX_R_left", "FLUX_R_right"):

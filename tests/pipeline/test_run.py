@@ -65,7 +65,7 @@ def restore_held(tmp_path: Path) -> list[Path]:
 
 def tile_files(catalog: Path) -> dict[str, tuple[float, int]]:
     return {str(p.relative_to(catalog)): (p.stat().st_mtime_ns, p.stat().st_size)
-            for p in (catalog / "dataset").rglob("Npix=*.parquet")}
+            for p in (catalog / "main" / "dataset").rglob("Npix=*.parquet")}
 
 
 def tile_of(path: str) -> tuple[int, int]:
@@ -74,7 +74,7 @@ def tile_of(path: str) -> tuple[int, int]:
 
 
 def read_rows(catalog: Path) -> dict[int, dict]:
-    table = pq.ParquetDataset(catalog / "dataset").read()
+    table = pq.ParquetDataset(catalog / "main" / "dataset").read()
     cols = [c for c in table.column_names if not c.startswith("embedding_")]
     rows = {}
     for i, tid in enumerate(table.column("TARGETID").to_pylist()):

@@ -103,7 +103,7 @@ def run_in_process(config: Path) -> None:
 
 
 def read_rows(catalog: Path) -> dict[int, dict]:
-    table = pq.ParquetDataset(catalog / "dataset").read()
+    table = pq.ParquetDataset(catalog / "main" / "dataset").read()
     rows: dict[int, dict] = {}
     cols = table.column_names
     for i, tid in enumerate(table.column("TARGETID").to_pylist()):

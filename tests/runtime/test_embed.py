@@ -28,6 +28,7 @@ from typer.testing import CliRunner
 
 import astroembed
 import tiny_models
+from oracles import tile_with_pixels
 from astroembed.cli import app
 from astroembed.config import EmbedConfig
 from astroembed.runtime.embedding import FIELD_KEYS
@@ -35,7 +36,7 @@ from astroembed.errors import AstroembedError, ConfigError, InputError, ModelErr
 from astroembed.catalog.layout import tile_path
 from astroembed.catalog.reader import image_array, read_catalog_info
 from astroembed.catalog.tiles import write_tile
-from astroembed.catalog.writer import CatalogWriter, refresh_catalog
+from astroembed.catalog.writer import CatalogWriter, refresh_catalog, refresh_pixels
 from astroembed.catalog.lock import CatalogLock
 from astroembed.runtime.orchestrate import embed
 from astroembed.runtime.preprocess import default_image_preprocessing, default_spectrum_preprocessing
@@ -91,7 +92,7 @@ def base_catalog(small_survey, tmp_path_factory) -> Path:
                                   how="left", max_rows=40)
     info = read_catalog_info(out)
     big = max(info.tiles, key=lambda t: info.rows[t])
-    table = pq.read_table(tile_path(out, *big))
+    table = tile_with_pixels(out, *big)
     images = image_array(table.column("image")).copy()
     images[0] = np.nan
     images[1] = 0.0
@@ -102,6 +103,7 @@ def base_catalog(small_survey, tmp_path_factory) -> Path:
     ivar[has_spec[0]] = 0.0
     table = _set_rows(table, "ivar", ivar)
     write_tile(out, *big, table)
+    refresh_pixels(out)
     refresh_catalog(out)
     return out
 
@@ -120,7 +122,7 @@ def cfg(catalog: Path, model: Path | None, **kw) -> EmbedConfig:
 def read_all(catalog: Path) -> pa.Table:
     """Every tile's rows, in tile order (pyarrow only)."""
     info = read_catalog_info(catalog)
-    return pa.concat_tables([pq.read_table(tile_path(catalog, *t)) for t in info.tiles])
+    return pa.concat_tables([tile_with_pixels(catalog, *t) for t in info.tiles])
 
 
 def snapshot(path: Path) -> dict[str, tuple[int, bytes]]:
@@ -235,7 +237,7 @@ def test_output_schema_metadata_and_readers(catalog, models):
     assert info.complete and info.properties["astroembed_status"] == "complete"
     image_hash = ort.InferenceSession(str(models["tiny"] / "image.onnx")).get_modelmeta(
     ).custom_metadata_map["model_hash"]
-    common = pq.read_schema(catalog / "dataset" / "_common_metadata")
+    common = pq.read_schema(catalog / "main" / "dataset" / "_common_metadata")
     for schema in (common, pq.read_schema(tile_path(catalog, *info.tiles[0]))):
         fld = schema.field("embedding_image")
         assert fld.type == pa.list_(pa.float32(), DIM)
@@ -250,7 +252,7 @@ def test_output_schema_metadata_and_readers(catalog, models):
     assert prov["rows_embedded"] == table.num_rows - 2 and prov["rows_null"] == 2
     assert info.provenance["embeddings"]["embedding_spectrum"]["rows_null"] == \
         table.column("embedding_spectrum").null_count
-    assert pq.read_metadata(catalog / "dataset" / "_metadata").num_rows == table.num_rows
+    assert pq.read_metadata(catalog / "main" / "dataset" / "_metadata").num_rows == table.num_rows
     frame = lsdb.open_catalog(catalog).compute()
     assert len(frame) == table.num_rows
     keys = zip(table.column("RA").to_pylist(), table.column("DEC").to_pylist())
@@ -284,18 +286,18 @@ def test_batches_never_exceed_batch_size(catalog, models, monkeypatch):
 def test_tile_selection_embeds_only_those_tiles(catalog, models):
     info = read_catalog_info(catalog)
     chosen = info.tiles[:2]
-    before = snapshot(catalog / "dataset")
+    before = snapshot(catalog / "main" / "dataset")
     summary = embed(cfg(catalog, models["tiny"], tiles=tuple(f"{o}/{p}" for o, p in chosen)))
     assert summary["tiles"] == 2 and summary["tiles_embedded"] == 2
-    after = snapshot(catalog / "dataset")
+    after = snapshot(catalog / "main" / "dataset")
     for tile in info.tiles:
-        key = str(tile_path(catalog, *tile).relative_to(catalog / "dataset"))
+        key = str(tile_path(catalog, *tile).relative_to(catalog / "main" / "dataset"))
         assert (after[key] != before[key]) == (tile in chosen), tile
     assert not summary["complete"] and not read_catalog_info(catalog).complete
     chosen_files = {k: after[k] for k in after if any(f"Npix={p}." in k for _, p in chosen)}
     summary = embed(cfg(catalog, models["tiny"]))
     assert summary["tiles_skipped"] == 2 and summary["complete"]
-    final = snapshot(catalog / "dataset")
+    final = snapshot(catalog / "main" / "dataset")
     assert all(final[k] == v for k, v in chosen_files.items())
 
 
@@ -316,8 +318,8 @@ def test_skip_force_and_another_model(catalog, models):
     summary = embed(cfg(catalog, models["tiny"], force=True))
     assert summary["tiles_embedded"] == summary["tiles"]
     forced = read_all(catalog)
-    after = snapshot(catalog / "dataset")
-    assert all(after[k][0] != before[f"dataset/{k}"][0] for k in after if "Npix=" in k)
+    after = snapshot(catalog / "main" / "dataset")
+    assert all(after[k][0] != before[f"main/dataset/{k}"][0] for k in after if "Npix=" in k)
     for col in ("embedding_image", "embedding_spectrum"):
         assert forced.column(col).equals(first.column(col))
 
@@ -613,7 +615,7 @@ def test_catalog_without_image_or_flux_columns(tmp_path, models):
 def test_existing_foreign_column_is_not_overwritten(catalog, models):
     info = read_catalog_info(catalog)
     for tile in info.tiles:
-        table = pq.read_table(tile_path(catalog, *tile))
+        table = tile_with_pixels(catalog, *tile)
         write_tile(catalog, *tile, table.append_column("embedding_image",
                                                        pa.array([1.0] * table.num_rows)))
     refresh_catalog(catalog)
@@ -666,11 +668,12 @@ def test_images_stored_as_plain_lists_give_the_same_embeddings(catalog, models, 
     shutil.copytree(base_catalog, tensor)
     embed(cfg(tensor, models["tiny"], modality="image"))
     for tile in read_catalog_info(catalog).tiles:
-        table = pq.read_table(tile_path(catalog, *tile))
+        table = tile_with_pixels(catalog, *tile)
         i = table.schema.get_field_index("image")
         column = table.column(i).combine_chunks().storage
         fld = pa.field("image", column.type, metadata={"shape": "3,32,32"})
         write_tile(catalog, *tile, table.set_column(i, fld, column))
+    refresh_pixels(catalog)
     refresh_catalog(catalog)
     embed(cfg(catalog, models["tiny"], modality="image"))
     assert same_values(read_all(catalog).column("embedding_image"),
@@ -732,6 +735,8 @@ def test_tile_of_many_row_groups_through_reader_and_writer_threads(catalog, mode
     file = tile_path(catalog, *tile)
     table = pq.read_table(file)
     pq.write_table(table, file, row_group_size=4)
+    pixels = catalog / "pixels" / file.relative_to(catalog / "main")  # other row groups
+    pq.write_table(pq.read_table(pixels), pixels, row_group_size=5)
     groups = pq.ParquetFile(file).metadata
     assert table.num_rows >= 12 and groups.num_row_groups >= 3
     monkeypatch.setattr(embedding_module, "RowGroupWriter",
@@ -753,7 +758,7 @@ def test_tile_of_many_row_groups_through_reader_and_writer_threads(catalog, mode
 
     monkeypatch.setattr(pq.ParquetWriter, "write_table", original)
     embed(cfg(catalog, models["tiny"], tiles=(f"{tile[0]}/{tile[1]}",), batch_size=3))
-    out = pq.read_table(file)
+    out = tile_with_pixels(catalog, *tile)
     batches = sum(-(-groups.row_group(i).num_rows // 3) for i in range(groups.num_row_groups))
     assert pq.ParquetFile(file).num_row_groups == batches  # one written for every batch
     assert out.column("_healpix_29").equals(table.column("_healpix_29"))
