@@ -99,6 +99,27 @@ def info(catalog: PathLike, tiles: bool = False) -> dict:
     return describe_catalog(catalog)
 
 
+def convert(catalog: PathLike) -> dict:
+    """Convert a catalog written in the single-table layout of earlier versions (pixels in
+    every row) to the collection layout, in place: every column kept, embeddings and
+    predictions included; the old catalog stays intact until the new one is complete.
+    Returns what was converted (tiles, rows, columns, pixel columns, state)."""
+    from astroembed.catalog.convert import convert_catalog
+
+    return convert_catalog(catalog)
+
+
+def pixels(catalog: PathLike, row_ids: Any, columns: list[str] | None = None) -> Any:
+    """The pixel columns (``image``, ``flux``, ``ivar``; default all) of the rows ``row_ids``
+    (values of the catalog's ``ROW_ID`` column), as a pyarrow Table in that order with
+    ``ROW_ID`` first. Only the pixel files of the rows' tiles are read. In LSDB the same
+    columns come with ``lsdb.open_catalog(catalog).load_extension("pixels")``.
+    """
+    from astroembed.catalog.reader import pixels_of_rows
+
+    return pixels_of_rows(catalog, row_ids, columns)
+
+
 def embed(catalog: PathLike, progress: Progress = None, **options: Any) -> dict:
     """Add embedding columns to the tiles of ``catalog`` with the ONNX encoders; ``options``
     are the fields of :class:`astroembed.config.EmbedConfig` (tiles, model, name, modality,
@@ -242,8 +263,10 @@ catalog_info = _deprecated("catalog_info", info)
 describe_inputs = _deprecated("describe_inputs", inspect)
 
 __all__ = ["AstroembedError", "ConfigError", "CrossmatchConfig", "InputError", "ModelError",
-           "OutputError", "SimulationConfig", "__version__", "crossmatch", "embed", "export",
-           "info", "inspect", "predict", "probe", "run", "search", "simulate", "train",
+           "OutputError", "SimulationConfig", "__version__", "convert", "crossmatch", "embed",
+           "export",
+           "info", "inspect", "pixels", "predict", "probe", "run", "search", "simulate",
+           "train",
            # deprecated aliases, removed in the next release
            "catalog_info", "crossmatch_surveys", "describe_inputs", "embed_catalog",
            "probe_catalog", "run_pipeline", "search_catalog", "simulate_survey"]

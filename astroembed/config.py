@@ -166,6 +166,9 @@ class CrossmatchConfig:
     mode: str = "best"
     how: str = "inner"
     margin: float | None = None  # arcsec; None = the smallest the mode needs
+    # arcsec: width of the margin catalog LSDB crossmatches against this one use (0: none);
+    # hats-import's and LSDB's default
+    margin_catalog: float = 5.0
     match_on: str = "position"
     compare_ids: bool = False
     keep_all_spectra: bool = False
@@ -186,6 +189,8 @@ class CrossmatchConfig:
         _choices("match-on", (self.match_on,), ("position", "ids"))
         if self.margin is not None and not self.margin >= 0:
             raise ConfigError(f"--margin must be >= 0 arcsec (got {self.margin}).")
+        if not self.margin_catalog >= 0:
+            raise ConfigError(f"--margin-catalog must be >= 0 arcsec (got {self.margin_catalog}).")
         if len(self.suffixes) != 2 or self.suffixes[0] == self.suffixes[1]:
             raise ConfigError(f"--suffixes needs two different suffixes, e.g. _left,_right "
                               f"(got {','.join(self.suffixes)}).")

@@ -3,13 +3,14 @@
 
 Usage (from the repository root):
 
-    python bench/embed_bench.py --sizes 2000,20000 [--model ONNXDIR]
+    python bench/embed_bench.py --sizes 2000,20000 [--model ONNXDIR] [--repeat 3]
         [--batch-size 256] [--threads N] [--work DIR]
         [--out bench/results/embed.json]
 
 For each size N it builds (once, cached in ``--work``) a catalog of ONE tile of N rows with
-random 3x64x64 g,r,z cutouts and 7781-pixel spectra (flux, ivar), written through
-``astroembed.catalog.writer.CatalogWriter``, then runs, each in its own process:
+random 3x64x64 g,r,z cutouts and 7781-pixel spectra (flux, ivar) in the pixel extension,
+written through ``astroembed.catalog.writer.CatalogWriter``, then runs, ``--repeat`` times
+each, alternating, each in its own process:
 
 - ``embed``: ``astroembed.runtime.orchestrate.embed`` with ``--force`` on that tile (in-process, both
   encoders): open the catalog and model, read every row group, preprocess, run, write the
@@ -52,7 +53,7 @@ CUTOUT = 64
 N_WAVE = 7781
 ORDER, PIXEL = 3, 100  # the one tile
 SEED = 20240605
-DATA_VERSION = 1  # bump when the generator changes, so cached catalogs are rebuilt
+DATA_VERSION = 2  # bump when the generator changes, so cached catalogs are rebuilt
 
 
 # =============================================================================================
@@ -99,17 +100,21 @@ def _chunk(rng, h29, schema):
 
 
 def ensure_catalog(work: Path, n: int) -> Path:
-    """A one-tile catalog of ``n`` random rows, built once (streamed, ~64 MB row groups)."""
+    """A one-tile catalog of ``n`` random rows, built once (streamed, ~64 MB row groups): the
+    main tile (positions, ROW_ID) and the pixel extension's tile, as ``crossmatch`` lays a
+    catalog out."""
     import numpy as np
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from astroembed.catalog.atomic import atomic_path
-    from astroembed.catalog.layout import tile_path
+    from astroembed.catalog.layout import pixel_tile_path, row_ids, tile_path
     from astroembed.catalog.reader import read_catalog_info
+    from astroembed.catalog.tiles import parquet_options, split_pixels
     from astroembed.catalog.writer import CatalogWriter
 
     path = work / f"n{n}-v{DATA_VERSION}"
-    if (path / "hats.properties").is_file():
+    if (path / "collection.properties").is_file():
         try:
             if read_catalog_info(path).total_rows == n:
                 return path
@@ -119,15 +124,25 @@ def ensure_catalog(work: Path, n: int) -> Path:
     rng = np.random.default_rng(SEED + n)
     shift = 2 * (29 - ORDER)
     h29 = np.sort(rng.integers(PIXEL << shift, (PIXEL + 1) << shift, n))
+    ids = row_ids(ORDER, PIXEL, n)
     schema = _schema()
+    full = schema.insert(1, pa.field("ROW_ID", pa.int64()))
+    main_schema, pixel_schema = (t.schema for t in split_pixels(full.empty_table(), "ra", "dec"))
     per_group = max(1, (64 << 20) // (4 * (3 * CUTOUT * CUTOUT + 2 * N_WAVE)))
     writer = CatalogWriter(path, ra_column="ra", dec_column="dec", overwrite=True)
     with writer:
         # Streamed instead of writer.write_tile(table): a 20,000-row tile is 2.2 GB in memory.
-        with atomic_path(tile_path(writer.write_path, ORDER, PIXEL)) as tmp:
-            with pq.ParquetWriter(tmp, schema) as out:
+        with atomic_path(tile_path(writer.write_path, ORDER, PIXEL)) as main_tmp, \
+                atomic_path(pixel_tile_path(writer.write_path, ORDER, PIXEL)) as pixel_tmp:
+            with pq.ParquetWriter(main_tmp, main_schema, **parquet_options(main_schema)) as main, \
+                    pq.ParquetWriter(pixel_tmp, pixel_schema,
+                                     **parquet_options(pixel_schema)) as pixels:
                 for start in range(0, n, per_group):
-                    out.write_table(_chunk(rng, h29[start:start + per_group], schema))
+                    chunk = _chunk(rng, h29[start:start + per_group], schema)
+                    chunk = chunk.add_column(1, "ROW_ID", pa.array(ids[start:start + per_group]))
+                    main_part, pixel_part = split_pixels(chunk, "ra", "dec")
+                    main.write_table(main_part)
+                    pixels.write_table(pixel_part)
         writer.finish({"command": "embed_bench", "rows": n, "seed": SEED + n}, schema=schema)
     return path
 
@@ -154,11 +169,20 @@ def child_embed(args) -> dict:
 
     cfg = EmbedConfig(catalog=args.catalog, model=args.model, batch_size=args.batch_size,
                       threads=args.threads, device=args.device, force=True)
+    from astroembed.catalog.layout import pixel_tile_path, tile_path
+
     cpu0, start = _cpu_seconds(), time.perf_counter()
     summary = embed(cfg)
     seconds = time.perf_counter() - start
+    main_bytes = tile_path(args.catalog, ORDER, PIXEL).stat().st_size
+    pixel_bytes = pixel_tile_path(args.catalog, ORDER, PIXEL).stat().st_size
+    rows = summary["rows_embedded"]
+    # embed writes the main tile (and the small metadata files); pixel files are only read
     return {"seconds": seconds, "cpu_seconds": _cpu_seconds() - cpu0,
-            "rows": summary["rows_embedded"], "providers": summary["providers"]}
+            "rows": rows, "providers": summary["providers"],
+            "written_bytes_per_row": round(main_bytes / rows, 1),
+            "main_bytes_per_row": round(main_bytes / rows, 1),
+            "pixel_bytes_per_row": round(pixel_bytes / rows, 1)}
 
 
 def _cpu_seconds() -> float:
@@ -172,7 +196,7 @@ def child_bare(args) -> dict:
     import onnxruntime as ort
     import pyarrow.parquet as pq
 
-    from astroembed.catalog.layout import tile_path
+    from astroembed.catalog.layout import pixel_tile_path
     from astroembed.catalog.reader import image_array
     from astroembed.runtime.modelfile import find_encoders, open_encoder
     from astroembed.runtime.preprocess import image_inputs, spectrum_inputs
@@ -201,7 +225,7 @@ def child_bare(args) -> dict:
         providers[modality] = sessions[modality][0].get_providers()
     timings = {"read": 0.0, "preprocess": 0.0, "model": 0.0, "model_cpu": 0.0}
     rows = 0
-    source = pq.ParquetFile(tile_path(args.catalog, ORDER, PIXEL))
+    source = pq.ParquetFile(pixel_tile_path(args.catalog, ORDER, PIXEL))
     for group in range(source.num_row_groups):
         t = time.perf_counter()
         for batch in source.iter_batches(batch_size=args.batch_size, row_groups=[group]):
@@ -277,6 +301,27 @@ def _busy_cpu() -> float:
 # =============================================================================================
 # Harness
 # =============================================================================================
+def summarise(n: int, runs: dict[str, list[dict]]) -> dict:
+    """The median run of each kind, and the overheads of every embed/bare pair with their
+    median and range: ``overhead`` = embed s / bare model s - 1; ``floor`` = what any
+    pipeline must spend (the bare run's read + preprocess + model), and ``over_floor`` =
+    embed s / floor s - 1, what the pipeline adds beyond that."""
+    import statistics
+
+    def median_run(items: list[dict]) -> dict:
+        return sorted(items, key=lambda r: r["seconds"])[len(items) // 2]
+
+    over = [e["seconds"] / b["seconds"] - 1 for e, b in zip(runs["embed"], runs["bare"])]
+    floor = [b["floor_seconds"] / b["seconds"] - 1 for b in runs["bare"]]
+    over_floor = [e["seconds"] / b["floor_seconds"] - 1
+                  for e, b in zip(runs["embed"], runs["bare"])]
+    return {"rows": n, "repeats": len(over), "embed": median_run(runs["embed"]),
+            "bare": median_run(runs["bare"]), "runs": runs,
+            "overhead": statistics.median(over), "overhead_range": [min(over), max(over)],
+            "floor_overhead": statistics.median(floor),
+            "over_floor": statistics.median(over_floor)}
+
+
 def model_id(model: Path) -> dict:
     from astroembed.runtime.modelfile import encoder_info, find_encoders
 
@@ -308,15 +353,26 @@ def markdown(report: dict) -> str:
         "`idle` = the share of the cores' time `embed` left unused (1 - CPU s / (wall s x "
         "cores)): CPU s above the bare run's is extra work, idle is waiting.", "",
         *([report["note"], ""] if report.get("note") else []),
-        "| rows | embed s | embed rows/s | bare s | bare rows/s | overhead | read s | prep s "
+        "Each row: the median of the runs (`runs`), embed and bare alternated; `overhead` is "
+        "the median over the embed/bare pairs with its range; `floor` = read + preprocess + "
+        "bare model (what any pipeline spends) and `floor ovh` its excess over the bare model; "
+        "`written B/row` = bytes of the main tile `embed` rewrites, per row (the pixel tile, "
+        "`pixel B/row`, is only read).", "",
+        "| rows | runs | embed s | embed rows/s | bare s | bare rows/s | overhead (range) "
+        "| floor s | floor ovh | read s | prep s | written B/row | pixel B/row "
         "| embed CPU s | bare CPU s | embed idle | embed peak MB | bare peak MB | other CPU |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "---:|---:|---:|"]
     for r in report["results"]:
         e, b = r["embed"], r["bare"]
+        lo, hi = r.get("overhead_range", [r["overhead"]] * 2)
         lines.append(
-            f"| {r['rows']:,} | {e['seconds']:.2f} | {e['rows_per_second']:,.0f} | "
-            f"{b['seconds']:.2f} | {b['rows_per_second']:,.0f} | {r['overhead']:.2f} | "
+            f"| {r['rows']:,} | {r.get('repeats', 1)} | {e['seconds']:.2f} | "
+            f"{e['rows_per_second']:,.0f} | "
+            f"{b['seconds']:.2f} | {b['rows_per_second']:,.0f} | {r['overhead']:.2f} "
+            f"({lo:.2f}-{hi:.2f}) | {b['floor_seconds']:.2f} | {r['floor_overhead']:.2f} | "
             f"{b['read_seconds']:.2f} | {b['preprocess_seconds']:.2f} | "
+            f"{e['written_bytes_per_row']:,.0f} | {e['pixel_bytes_per_row']:,.0f} | "
             f"{e['cpu_seconds']:.2f} | {b['cpu_seconds']:.2f} | "
             f"{1 - e['cpu_seconds'] / (e['seconds'] * report['cores']):.2f} | "
             f"{e['peak_rss_mb']:.0f} ({e['maxrss_mb']:.0f}) | "
@@ -340,15 +396,18 @@ def harness(opts) -> None:
     results = []
     for n in sizes:
         catalog = ensure_catalog(work, n)
-        row = {"rows": n}
-        for kind in ("embed", "bare"):
-            print(f"{n} rows: {kind} ...", file=sys.stderr, flush=True)
-            r = run_child(kind, catalog, model, opts)
-            r["rows_per_second"] = r["rows"] / r["seconds"] if r["seconds"] > 0 else None
-            row[kind] = r
-        row["overhead"] = row["embed"]["seconds"] / row["bare"]["seconds"] - 1
-        results.append(row)
-        print(json.dumps(row), file=sys.stderr, flush=True)
+        runs: dict[str, list[dict]] = {"embed": [], "bare": []}
+        for rep in range(opts.repeat):
+            for kind in ("embed", "bare"):  # alternated, so drifts hit both alike
+                print(f"{n} rows: {kind} {rep + 1}/{opts.repeat} ...", file=sys.stderr,
+                      flush=True)
+                r = run_child(kind, catalog, model, opts)
+                r["rows_per_second"] = r["rows"] / r["seconds"] if r["seconds"] > 0 else None
+                r["floor_seconds"] = (r["seconds"] + r.get("read_seconds", 0.0)
+                                      + r.get("preprocess_seconds", 0.0))
+                runs[kind].append(r)
+        results.append(summarise(n, runs))
+        print(json.dumps(results[-1]["overhead"]), file=sys.stderr, flush=True)
     cpu = platform.processor() or platform.machine()
     report = {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -388,6 +447,7 @@ def main() -> None:
     p.add_argument("--model", default=None, help="ONNX model dir (default: the default "
                    "model if it ships, else the tiny test model)")
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--repeat", type=int, default=3, help="runs of each kind per size")
     p.add_argument("--threads", type=int, default=cores, help="onnxruntime threads (both runs)")
     p.add_argument("--device", default="cpu", choices=["cpu", "auto", "cuda"])
     p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "astroembed-embed-bench"))

@@ -47,6 +47,9 @@ COLLECTION_FILE = "collection.properties"
 MAIN_DIR = "main"
 PIXELS_DIR = "pixels"
 PIXELS_PROPERTIES = "pixels.properties"
+#: The margin catalog (rows near each tile, from the tiles around it), for LSDB crossmatches.
+MARGIN_DIR = "margin"
+MARGIN_KEY = "astroembed_margin_arcsec"
 ROW_ID_COLUMN = "ROW_ID"
 #: Columns that go to the pixel extension: the cutout and the spectrum's flux and ivar.
 PIXEL_COLUMNS = ("image", "flux", "ivar")

@@ -65,7 +65,8 @@ class Product:
 
 # ---------------------------------------------------------------------------- the products
 
-_TMP = re.compile(r"(^|/)\.[^/]+\.tmp$")  # atomic_path temporaries left by a killed writer
+# atomic_path and atomic_directory temporaries left by a killed writer
+_TMP = re.compile(r"(^|/)\.[^/]+\.tmp(/|$)")
 
 
 def _is_astroembed_catalog(root: Path) -> bool:
@@ -85,9 +86,10 @@ def _is_astroembed_catalog(root: Path) -> bool:
 
 _CATALOG_FILES = re.compile(
     r"^(collection\.properties|pixels\.properties|astroembed_state\.json|\.astroembed\.lock"
-    r"|(main|pixels)/(hats\.properties|partition_info\.csv|astroembed_provenance\.json)"
-    r"|(main|pixels)/dataset/(_metadata|_common_metadata|Norder=\d+/Dir=\d+/Npix=\d+\.parquet)"
-    r"|(main|pixels)/(dataset/(Norder=\d+/(Dir=\d+/)?)?)?"  # directories a re-tiling emptied
+    r"|(main|pixels|margin)/(hats\.properties|partition_info\.csv|astroembed_provenance\.json)"
+    r"|(main|pixels|margin)/dataset/(_metadata|_common_metadata"
+    r"|Norder=\d+/Dir=\d+/Npix=\d+\.parquet)"
+    r"|(main|pixels|margin)/(dataset/(Norder=\d+/(Dir=\d+/)?)?)?"  # emptied by a re-tiling
     r"|astroembed_index/[^/]+\.(faiss|rows\.npy|json)|astroembed_index/"
     # the single-table layout of earlier versions, so a rebuild can replace it
     r"|hats\.properties|partition_info\.csv|astroembed_provenance\.json"

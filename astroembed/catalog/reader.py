@@ -26,9 +26,11 @@ from astroembed.catalog.layout import (COLLECTION_FILE, COMMON_METADATA_FILE, CO
 
 __all__ = [
     "CatalogInfo",
+    "check_layout",
     "find_tile",
     "image_array",
     "read_catalog_info",
+    "pixels_of_rows",
     "read_pixels",
     "read_tile",
     "tile_batches",
@@ -84,15 +86,23 @@ def properties_file(path: Path) -> Path:
     if (path / PROPERTIES_FILE).is_file() or (path / "properties").is_file():
         raise InputError(f"{path}: a catalog in the single-table layout of earlier astroembed "
                          "versions (pixels in every row); this version reads and updates the "
-                         "collection layout only (docs/architecture.md). Rebuild it with "
-                         f"`astroembed crossmatch IMAGES SPECTRA --out {path} --overwrite`, then "
-                         "`astroembed embed`.")
+                         "collection layout only (docs/architecture.md). Convert it in place "
+                         f"with `astroembed convert {path}` (every column is kept).")
     raise InputError(f"{path}: not a catalog: no {MAIN_LABEL}. A catalog is a HATS collection "
                      f"({COLLECTION_FILE}, main/{PROPERTIES_FILE}, main/{DATASET_DIR}/...), as "
                      "`astroembed crossmatch` writes.")
 
 
 MAIN_LABEL = f"main/{PROPERTIES_FILE}"
+
+
+def check_layout(path: str | os.PathLike) -> None:
+    """InputError when ``path`` holds a catalog in the single-table layout of earlier
+    versions, which a writer must not update in place (it would mix the two layouts)."""
+    path = Path(path)
+    if path.is_dir() and not (main_dir(path) / PROPERTIES_FILE).is_file() and (
+            (path / PROPERTIES_FILE).is_file() or (path / "properties").is_file()):
+        properties_file(path)  # raises, saying what to do
 
 
 def read_provenance(path: Path, props: dict[str, str]) -> dict:
@@ -362,3 +372,51 @@ def image_array(column: pa.Array | pa.ChunkedArray,
     if int(np.prod(shape)) != column.type.list_size:
         raise ValueError(f"shape {tuple(shape)} does not match list size {column.type.list_size}")
     return column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), *shape)
+
+
+def pixels_of_rows(path: str | os.PathLike, row_ids, columns: list[str] | None = None
+                   ) -> pa.Table:
+    """The pixel columns (default: all of them) of the rows ``row_ids``, in that order, with
+    ``ROW_ID``. A row id names its tile (the tile's first order-29 pixel plus the row's place),
+    so only those tiles' pixel files are opened, and only the row groups holding the rows
+    are read. InputError names ids that are not rows of the catalog."""
+    import pyarrow.compute as pc
+
+    from astroembed.catalog.layout import SPATIAL_INDEX_ORDER
+
+    info = read_catalog_info(path)
+    if not info.pixel_columns:
+        raise InputError(f"{info.path}: has no pixel columns (a catalog of tables only).")
+    columns = list(info.pixel_columns if columns is None else columns)
+    unknown = [c for c in columns if c not in info.pixel_columns]
+    if unknown:
+        raise InputError(f"{info.path}: no pixel column {', '.join(map(repr, unknown))}; it "
+                         f"has {', '.join(info.pixel_columns)}.")
+    ids = np.asarray(row_ids, dtype=np.int64).reshape(-1)
+    parts, unmatched = [], np.ones(ids.size, dtype=bool)
+    for order, pixel in info.tiles:
+        shift = 2 * (SPATIAL_INDEX_ORDER - order)
+        first, rows = pixel << shift, info.rows[(order, pixel)]
+        mine = np.flatnonzero((ids >= first) & (ids < first + rows))
+        if not mine.size:
+            continue
+        file = pixel_tile_path(info.path, order, pixel)
+        wanted = pa.array(np.unique(ids[mine]), pa.int64())
+        try:
+            table = pq.read_table(file, columns=[ROW_ID_COLUMN, *columns],
+                                  filters=pc.field(ROW_ID_COLUMN).isin(wanted))
+        except (OSError, pa.ArrowException) as err:
+            raise InputError(f"{file}: unreadable tile ({err}).") from err
+        parts.append(table)
+        unmatched[mine] = False
+    if unmatched.any():
+        bad = ids[unmatched][:5].tolist()
+        raise InputError(f"{info.path}: no row with {ROW_ID_COLUMN} "
+                         f"{', '.join(map(str, bad))}" + (" ..." if unmatched.sum() > 5 else "")
+                         + ".")
+    found = (pa.concat_tables(parts) if parts else
+             pa.schema([pa.field(ROW_ID_COLUMN, pa.int64())]).empty_table())
+    order = pc.index_in(pa.array(ids), found.column(ROW_ID_COLUMN)).to_numpy(
+        zero_copy_only=False)
+    return found.take(pa.array(order))
+

@@ -78,6 +78,7 @@ from astroembed.errors import OutputError
 from astroembed.catalog.atomic import atomic_path, publish_mode
 from astroembed.catalog.layout import (COLLECTION_FILE, COMMON_METADATA_FILE, COMPLETE,
                                        DATASET_DIR, HATS_VERSION, INCOMPLETE, MAIN_DIR,
+                                       MARGIN_DIR, MARGIN_KEY,
                                        METADATA_FILE, METADATA_KEY, PARTIAL, PARTITION_INFO_FILE,
                                        PIXEL_COLUMNS, PIXELS_DIR, PIXELS_PROPERTIES,
                                        PROPERTIES_FILE, PROVENANCE_FILE, ROW_ID_COLUMN,
@@ -104,8 +105,10 @@ COMPACT_LIMIT = 2048
 
 # ----------------------------------------------------------------------------- properties
 
-def _base_properties(name: str, ra_column: str, dec_column: str, status: str) -> dict:
-    """The keys a catalog has from the moment a run begins."""
+def _base_properties(name: str, ra_column: str, dec_column: str, status: str,
+                     margin_arcsec: float | None = None) -> dict:
+    """The keys a catalog has from the moment a run begins (``astroembed_margin_arcsec``:
+    the margin catalog's width, when not the default)."""
     return {
         "obs_collection": name,
         "dataproduct_type": "object",
@@ -120,6 +123,7 @@ def _base_properties(name: str, ra_column: str, dec_column: str, status: str) ->
         "astroembed_version": astroembed_version(),
         STATUS_KEY: status,
         "astroembed_provenance": PROVENANCE_FILE,
+        MARGIN_KEY: None if margin_arcsec is None else f"{margin_arcsec:g}",
     }
 
 
@@ -342,8 +346,21 @@ def _finalize(catalog: Path, props: dict, provenance: dict, extra: dict | None,
             i = schema.get_field_index(SPATIAL_INDEX_COLUMN)
             schema = schema.insert(i + 1, pa.field(ROW_ID_COLUMN, pa.int64()))
     has_pixels = _finalize_pixels(catalog, props, extra)
-    _write_collection(catalog, props.get("obs_collection", catalog.name), has_pixels)
-    _finalize_main(main_dir(catalog), props, provenance, extra, schema, partial)
+    _finalize_main(main_dir(catalog), props, provenance, extra, schema, partial,
+                   then=lambda named: _finish_collection(catalog, named, has_pixels))
+
+
+def _finish_collection(catalog: Path, props: dict, has_pixels: bool) -> None:
+    """The margin catalog and the collection's files, once the main catalog's metadata is
+    written (the margin copies its columns) and before its ``hats.properties`` says it is
+    complete."""
+    from astroembed.catalog.margin import DEFAULT_MARGIN_ARCSEC, build_margin
+
+    name = props.get("obs_collection", catalog.name)
+    threshold = float(props.get(MARGIN_KEY) or DEFAULT_MARGIN_ARCSEC)
+    has_margin = build_margin(catalog, threshold, name, props.get("hats_col_ra", "ra"),
+                              props.get("hats_col_dec", "dec"))
+    _write_collection(catalog, name, has_pixels, has_margin)
 
 
 def _finalize_pixels(catalog: Path, props: dict, extra: dict | None) -> bool:
@@ -386,11 +403,15 @@ def _finalize_pixels(catalog: Path, props: dict, extra: dict | None) -> bool:
     return True
 
 
-def _write_collection(catalog: Path, name: str, has_pixels: bool) -> None:
+def _write_collection(catalog: Path, name: str, has_pixels: bool,
+                      has_margin: bool = False) -> None:
     """``collection.properties`` and, with pixels, the extension's ``pixels.properties``: what
-    ``lsdb.open_catalog(CAT)`` and ``Catalog.load_extension("pixels")`` read."""
+    ``lsdb.open_catalog(CAT)`` (main catalog and default margin) and
+    ``Catalog.load_extension("pixels")`` read."""
     collection = {"obs_collection": name, "hats_primary_table_url": MAIN_DIR,
                   "astroembed_version": astroembed_version()}
+    if has_margin:
+        collection |= {"all_margins": MARGIN_DIR, "default_margin": MARGIN_DIR}
     if has_pixels:
         schema = pq.read_schema(catalog / PIXELS_DIR / DATASET_DIR / COMMON_METADATA_FILE)
         write_properties(catalog / PIXELS_PROPERTIES, {
@@ -412,7 +433,8 @@ def _write_collection(catalog: Path, name: str, has_pixels: bool) -> None:
 
 
 def _finalize_main(root: Path, props: dict, provenance: dict, extra: dict | None,
-                   schema: pa.Schema | None, partial: bool = False) -> None:
+                   schema: pa.Schema | None, partial: bool = False,
+                   then: Callable[[dict], None] | None = None) -> None:
     """Write every metadata file for the tiles under ``root``, ``hats.properties`` last.
 
     ``partial``: some tiles lack embedding columns others have, or hold another model's; the
@@ -447,6 +469,8 @@ def _finalize_main(root: Path, props: dict, provenance: dict, extra: dict | None
         "astroembed_provenance": PROVENANCE_FILE,
     }
     props |= {k: v for k, v in (extra or {}).items() if v is not None}
+    if then is not None:
+        then(props)
     write_properties(root / PROPERTIES_FILE, _ordered(props))
 
 
@@ -463,7 +487,9 @@ def refresh_catalog(path: str | os.PathLike, provenance: dict | None = None,
     props = read_properties(properties_file(path))
     if provenance is None:
         provenance = read_provenance(main_dir(path), props)
-    _finalize_main(main_dir(path), props, provenance, extra_properties, None, partial)
+    has_pixels = (path / PIXELS_DIR / PROPERTIES_FILE).is_file()
+    _finalize_main(main_dir(path), props, provenance, extra_properties, None, partial,
+                   then=lambda named: _finish_collection(path, named, has_pixels))
     return read_catalog_info(path)
 
 
@@ -473,7 +499,8 @@ def refresh_pixels(path: str | os.PathLike) -> None:
     path = Path(path)
     props = read_properties(properties_file(path))
     _write_collection(path, props.get("obs_collection", path.name),
-                      _finalize_pixels(path, props, None))
+                      _finalize_pixels(path, props, None),
+                      (path / MARGIN_DIR / PROPERTIES_FILE).is_file())
 
 
 # ----------------------------------------------------------------------------- the writer
@@ -489,8 +516,10 @@ class CatalogWriter:
     """
 
     def __init__(self, path: str | os.PathLike, *, ra_column: str, dec_column: str,
-                 overwrite: bool = False, catalog_name: str | None = None) -> None:
+                 overwrite: bool = False, catalog_name: str | None = None,
+                 margin_arcsec: float | None = None) -> None:
         self.path = Path(path)
+        self.margin_arcsec = margin_arcsec
         self.ra_column = ra_column
         self.dec_column = dec_column
         self.overwrite = overwrite
@@ -536,7 +565,7 @@ class CatalogWriter:
             raise OutputError(f"{self.write_path}: cannot create the catalog directory: "
                               f"{err.strerror or err}") from err
         self._props = _base_properties(self.catalog_name, self.ra_column, self.dec_column,
-                                       "incomplete")
+                                       "incomplete", self.margin_arcsec)
         write_properties(main_dir(self.write_path) / PROPERTIES_FILE, self._props)
 
     def adopt(self, write_path: str | os.PathLike) -> None:
@@ -550,7 +579,7 @@ class CatalogWriter:
                               "again with --overwrite.")
         self._state = "resumed"
         self._props = _base_properties(self.catalog_name, self.ra_column, self.dec_column,
-                                       "incomplete")
+                                       "incomplete", self.margin_arcsec)
         (main_dir(self.write_path) / DATASET_DIR).mkdir(parents=True, exist_ok=True)
 
     def write_tile(self, order: int, pixel: int, table: pa.Table) -> Path:
@@ -558,17 +587,18 @@ class CatalogWriter:
         return write_tile(self.write_path, order, pixel, table)
 
     def finish(self, provenance: dict, extra_properties: dict | None = None, *,
-               schema: pa.Schema | None = None) -> CatalogInfo:
+               schema: pa.Schema | None = None, partial: bool = False) -> CatalogInfo:
         """Write metadata for the tiles present, hats.properties last; swap in a replacement.
 
-        ``schema`` is used only when no tile was written (an empty but valid catalog).
+        ``schema`` is used only when no tile was written (an empty but valid catalog);
+        ``partial``: tiles may lack embedding columns others have (see :func:`_finalize`).
         ``extra_properties`` are added to hats.properties (e.g. ``hats_max_bytes``) and
         override computed keys. Call it once every tile writer is done: it removes the
         temporary files that killed writers left.
         """
         if self._state is None:
             raise RuntimeError("CatalogWriter.finish() called before begin()")
-        _finalize(self.write_path, self._props, provenance, extra_properties, schema)
+        _finalize(self.write_path, self._props, provenance, extra_properties, schema, partial)
         if self.write_path != self.path:
             _swap(self.write_path, self.path)
             self.write_path = self.path

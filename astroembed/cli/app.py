@@ -97,8 +97,8 @@ def _reflow_help(typer_app: typer.Typer) -> None:
 
 
 #: One module per command; each registers on `app` when imported, in the order `--help` lists.
-COMMANDS = ("simulate", "inspect", "crossmatch", "info", "embed", "probe", "predict", "search",
-            "train", "export", "run")
+COMMANDS = ("simulate", "inspect", "crossmatch", "info", "convert", "embed", "probe", "predict",
+            "search", "train", "export", "run")
 
 
 def _register_commands() -> None:

@@ -24,6 +24,7 @@ def crossmatch(
     mode: Annotated[str, typer.Option(help="best | best-symmetric | all.")] = "best",
     how: Annotated[str, typer.Option(help="inner | left (keep unmatched left rows).")] = "inner",
     margin: Annotated[Optional[float], typer.Option(help="Tile margin, arcsec (default: what the mode needs).")] = None,
+    margin_catalog: Annotated[float, typer.Option("--margin-catalog", help="Width of the margin catalog written for LSDB crossmatches, arcsec (0: none).")] = 5.0,
     match_on: Annotated[str, typer.Option("--match-on", help="position | ids (RELEASE, BRICKID, OBJID).")] = "position",
     compare_ids: Annotated[bool, typer.Option("--compare-ids", help="Report how positional and ID matches agree.")] = False,
     keep_all_spectra: Annotated[bool, typer.Option("--keep-all-spectra", help="Turn the spectrum quality cuts off.")] = False,
@@ -51,7 +52,8 @@ def crossmatch(
         with progress_bars() as progress:
             summary = astroembed.crossmatch(
                 images, spectra, out, progress=progress, radius=radius, mode=mode, how=how,
-                margin=margin, match_on=match_on, compare_ids=compare_ids,
+                margin=margin, margin_catalog=margin_catalog, match_on=match_on,
+                compare_ids=compare_ids,
                 keep_all_spectra=keep_all_spectra,
                 suffixes=tuple(s.strip() for s in suffixes.split(",")), id_column=id_column,
                 max_bytes=max_bytes, max_rows=max_rows, scheduler=scheduler, workers=workers,

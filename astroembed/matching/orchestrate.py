@@ -86,7 +86,8 @@ def crossmatch(cfg: CrossmatchConfig, progress: Progress | None = None,
     resolved = _resolved(cfg, left_margin, right_margin)
     run_id = config_hash(resolved, inputs)
     ra_col, dec_col = _left_radec(inputs)
-    writer = CatalogWriter(out, ra_column=ra_col, dec_column=dec_col, overwrite=cfg.overwrite)
+    writer = CatalogWriter(out, ra_column=ra_col, dec_column=dec_col, overwrite=cfg.overwrite,
+                           margin_arcsec=cfg.margin_catalog)
     if _resumable_plan(staging, run_id) is None:
         writer.check()  # before the lock file appears beside a path that is refused
     with CatalogLock(out, "crossmatch").exclusive():

@@ -26,6 +26,7 @@ from pathlib import Path
 from astroembed.config import ON_ERROR, RunConfig, load_run_config
 from astroembed.errors import AstroembedError, ConfigError, InputError, InterruptedRun, LockedError
 from astroembed.catalog.paths import check_output_dir
+from astroembed.catalog.reader import check_layout
 from astroembed.pipeline.stages import (check_input_roots, crossmatch_stage, embed_stage, event,
                                        failing_input, known_file_error, predict_stage,
                                        probe_stage, scan_inputs)
@@ -59,6 +60,7 @@ def run(config: str | os.PathLike, *, dry_run: bool = False, on_error: str = "fa
     cfg = load_run_config(config)
     catalog = Path(cfg.catalog)
     check_input_roots(cfg)
+    check_layout(catalog)
     if not dry_run:
         check_output_dir(catalog, f"{cfg.source}: catalog")
         for key in ("out", "save"):

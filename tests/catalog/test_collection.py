@@ -149,7 +149,7 @@ def _single_table_catalog(path: Path) -> None:
 def test_a_single_table_catalog_is_named_and_can_be_rebuilt(small_survey, tmp_path):
     old = tmp_path / "old"
     _single_table_catalog(old)
-    with pytest.raises(astroembed.InputError, match=r"single-table layout.*--overwrite"):
+    with pytest.raises(astroembed.InputError, match=r"single-table layout.*astroembed convert"):
         astroembed.info(old)
     astroembed.crossmatch(small_survey / "legacysurvey", small_survey / "desi", old,
                           overwrite=True)
@@ -165,3 +165,166 @@ def test_a_users_file_in_a_single_table_catalog_is_kept(small_survey, tmp_path):
         astroembed.crossmatch(small_survey / "legacysurvey", small_survey / "desi", old,
                               overwrite=True)
     assert (old / "notes.md").read_text() == "mine" and (old / "hats.properties").is_file()
+
+
+def test_pixels_of_chosen_rows_in_their_order(tiled_catalog):
+    """``astroembed.pixels``: any rows, any order, repeats allowed; equal to the pixel files
+    as pyarrow reads them."""
+    import pyarrow as pa
+    from oracles import tile_with_pixels
+
+    tiles = [(int(f.parent.parent.name.split("=")[1]), int(f.stem.split("=")[1]))
+             for f in sorted((tiled_catalog / "main" / "dataset").rglob("Npix=*.parquet"))]
+    every = pa.concat_tables([tile_with_pixels(tiled_catalog, *t) for t in tiles])
+    assert len(tiles) > 2
+    rng = np.random.default_rng(0)
+    pick = rng.choice(every.num_rows, 25, replace=False).tolist() + [3, 3]
+    ids = every.column("ROW_ID").to_numpy()[pick]
+    got = astroembed.pixels(tiled_catalog, ids, columns=["image", "flux"])
+    assert got.column_names == ["ROW_ID", "image", "flux"]
+    np.testing.assert_array_equal(got.column("ROW_ID").to_numpy(), ids)
+    for name in ("image", "flux"):
+        assert got.column(name).equals(every.column(name).take(pa.array(pick)))
+    with pytest.raises(astroembed.InputError, match="no row with ROW_ID 7"):
+        astroembed.pixels(tiled_catalog, [7])
+    with pytest.raises(astroembed.InputError, match="no pixel column 'Z'"):
+        astroembed.pixels(tiled_catalog, ids[:1], columns=["Z"])
+
+
+def test_run_refuses_to_update_a_single_table_catalog(run_survey, tmp_path):
+    old = tmp_path / "cat"
+    _single_table_catalog(old)
+    before = {p: p.read_bytes() for p in old.rglob("*") if p.is_file()}
+    config = tmp_path / "pipe.toml"
+    config.write_text(f'images = "{run_survey / "legacysurvey"}"\nspectra = "{run_survey / "desi"}"'
+                      f'\ncatalog = "{old}"\n')
+    with pytest.raises(astroembed.InputError, match="single-table layout"):
+        astroembed.run(config)
+    assert {p: p.read_bytes() for p in old.rglob("*") if p.is_file()} == before
+
+
+def _as_single_table(collection: Path, out: Path) -> None:
+    """The collection rewritten as earlier versions laid a catalog out (pyarrow only): one
+    table per tile with every column, pixels included, ``hats.properties`` at the top."""
+    from oracles import tile_with_pixels
+
+    for f in sorted((collection / "main" / "dataset").rglob("Npix=*.parquet")):
+        order, pixel = int(f.parent.parent.name.split("=")[1]), int(f.stem.split("=")[1])
+        table = tile_with_pixels(collection, order, pixel).drop_columns(["ROW_ID"])
+        dest = out / "dataset" / f.relative_to(collection / "main" / "dataset")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, dest)
+    props = (collection / "main" / "hats.properties").read_text()
+    (out / "hats.properties").write_text(props)
+    shutil.copy(collection / "main" / "astroembed_provenance.json", out)
+
+
+def _rows_by_position(table) -> dict:
+    keys = zip(table.column("_healpix_29").to_pylist(), table.column("TARGETID").to_pylist())
+    return {k: i for i, k in enumerate(keys)}
+
+
+def test_convert_keeps_every_row_embedding_and_prediction(embedded, tmp_path):
+    import pyarrow as pa
+    from oracles import tile_with_pixels
+
+    collection, _ = embedded
+    old = tmp_path / "old"
+    _as_single_table(collection, old)
+    # a prediction column as `predict` writes it, in every tile
+    for f in sorted((old / "dataset").rglob("Npix=*.parquet")):
+        t = pq.read_table(f)
+        fld = pa.field("Z_PRED", pa.float32(), metadata={"astroembed_probe": "p1"})
+        pq.write_table(t.append_column(fld, pa.array(np.arange(t.num_rows, dtype=np.float32))), f)
+    before = pa.concat_tables([pq.read_table(f)
+                               for f in sorted((old / "dataset").rglob("Npix=*.parquet"))])
+    summary = astroembed.convert(old)
+    assert summary["rows"] == before.num_rows and set(summary["pixel_columns"]) == PIXELS
+    assert not (old / "hats.properties").exists() and (old / "collection.properties").is_file()
+    tiles = [(int(f.parent.parent.name.split("=")[1]), int(f.stem.split("=")[1]))
+             for f in sorted((old / "main" / "dataset").rglob("Npix=*.parquet"))]
+    after = pa.concat_tables([tile_with_pixels(old, *t) for t in tiles])
+    assert after.num_rows == before.num_rows
+    where = _rows_by_position(after)
+    order = pa.array([where[k] for k in _rows_by_position(before)])
+    for name in before.column_names:
+        assert after.column(name).take(order).equals(before.column(name)), name
+        assert after.schema.field(name).metadata == before.schema.field(name).metadata, name
+    assert astroembed.info(old)["state"] == "complete"
+    with pytest.raises(astroembed.InputError, match="already in the collection layout"):
+        astroembed.convert(old)
+
+
+def test_a_failed_conversion_leaves_the_old_catalog_as_it_was(embedded, tmp_path):
+    collection, _ = embedded
+    old = tmp_path / "old"
+    _as_single_table(collection, old)
+    last = sorted((old / "dataset").rglob("Npix=*.parquet"))[-1]
+    last.write_bytes(b"PAR1 not parquet")
+    before = {p: p.read_bytes() for p in old.rglob("*") if p.is_file()}
+    with pytest.raises(astroembed.InputError, match="unreadable tile"):
+        astroembed.convert(old)
+    assert {p: p.read_bytes() for p in old.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".old.astroembed.lock", "old"]
+
+
+def _edge_catalog(path: Path, order: int = 6) -> "pd.DataFrame":
+    """A catalog whose rows lie within a few arcsec of the edges of order-``order`` tiles
+    (points on HEALPix pixel boundaries from healpy, jittered), written through the writer."""
+    import healpy as hp
+    import pandas as pd
+    import pyarrow as pa
+    from oracles import offset
+
+    from astroembed.catalog.writer import CatalogWriter
+
+    rng = np.random.default_rng(5)
+    nside = 2**order
+    first = hp.ang2pix(nside, 150.0, 2.0, nest=True, lonlat=True)
+    vec = np.concatenate([hp.boundaries(nside, first + k, step=12, nest=True).T
+                          for k in range(4)])
+    ra, dec = hp.vec2ang(vec, lonlat=True)
+    ra, dec = offset(ra, dec, rng.uniform(0, 3, ra.size), rng.uniform(0, 360, ra.size))
+    h29 = hp.ang2pix(2**29, ra, dec, nest=True, lonlat=True).astype(np.int64)
+    rows = pd.DataFrame({"_healpix_29": h29, "RA": ra, "DEC": dec,
+                         "TARGETID": np.arange(ra.size, dtype=np.int64)})
+    with CatalogWriter(path, ra_column="RA", dec_column="DEC") as writer:
+        for pixel, group in rows.groupby(h29 >> 2 * (29 - order)):
+            writer.write_tile(order, int(pixel), pa.Table.from_pandas(group, preserve_index=False))
+        writer.finish({})
+    main = pq.ParquetDataset(path / "main" / "dataset").read().to_pandas()
+    return main
+
+
+@pytest.mark.filterwarnings("ignore:The inplace keyword")
+def test_lsdb_crossmatch_against_the_catalog_is_right_at_tile_edges(tmp_path):
+    """Points 2.5 arcsec from catalog rows that lie along tile edges: LSDB's crossmatch
+    against the catalog (main + its margin) finds exactly the brute-force nearest pairs;
+    without the margin it misses pairs across the edges."""
+    import pandas as pd
+    from oracles import haversine_arcsec, offset
+
+    lsdb = pytest.importorskip("lsdb")
+    main = _edge_catalog(tmp_path / "edges")
+    assert (tmp_path / "edges" / "margin" / "hats.properties").is_file()
+    rng = np.random.default_rng(1)
+    ra, dec = offset(main.RA.to_numpy(), main.DEC.to_numpy(), 2.5,
+                     rng.uniform(0, 360, len(main)))
+    other = pd.DataFrame({"id": np.arange(len(ra)), "ra": ra, "dec": dec})
+    left = lsdb.from_dataframe(other, ra_column="ra", dec_column="dec", margin_threshold=None)
+    right = lsdb.open_catalog(tmp_path / "edges")
+    assert right.margin is not None
+    got = left.crossmatch(right, radius_arcsec=3.0, n_neighbors=1,
+                          suffixes=("_a", "_b")).compute()
+    pairs = set(zip(got["id_a"].tolist(), got["ROW_ID_b"].tolist()))
+    expected = set()
+    for i in range(len(ra)):
+        d = haversine_arcsec(ra[i], dec[i], main.RA.to_numpy(), main.DEC.to_numpy())
+        j = int(np.argmin(d))
+        if d[j] <= 3.0:
+            expected.add((i, int(main.ROW_ID.iloc[j])))
+    assert len(expected) > 100 and pairs == expected
+    without = lsdb.open_catalog(tmp_path / "edges" / "main")
+    missed = left.crossmatch(without, radius_arcsec=3.0, n_neighbors=1,
+                             suffixes=("_a", "_b")).compute()
+    assert len(missed) < len(expected)

@@ -69,10 +69,16 @@ def test_crossmatch(monkeypatch, tmp_path):
                             "--processes", "--compare-ids"])
     assert args == (Path("ls"), Path("desi"), tmp_path / "m")
     assert kwargs == {"progress": None, "radius": 2.0, "mode": "all", "how": "inner",
-                      "margin": None, "match_on": "position", "compare_ids": True,
+                      "margin": None, "margin_catalog": 5.0, "match_on": "position",
+                      "compare_ids": True,
                       "keep_all_spectra": False, "suffixes": ("_a", "_b"),
                       "id_column": "TARGETID", "max_bytes": 512e6, "max_rows": 1_000_000,
                       "scheduler": None, "workers": 3, "processes": True, "overwrite": False}
+
+
+def test_convert(monkeypatch, tmp_path):
+    args, kwargs = _invoke(monkeypatch, "convert", ["convert", str(tmp_path)])
+    assert args == (tmp_path,) and kwargs == {}
 
 
 def test_info(monkeypatch, tmp_path):

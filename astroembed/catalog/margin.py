@@ -1,0 +1,150 @@
+"""The margin catalog: for each tile, the main catalog's rows outside it within ``threshold``
+arcsec, so that LSDB crossmatches of other catalogs against this one are right at tile edges
+(LSDB reads a collection's default margin for the right-hand catalog, as hats-import's
+margin cache provides it).
+
+Margins are made for the empty parts of the sky too (the pixels no tile covers, as coarse as
+possible): another catalog's partition there is aligned with an empty pixel of this one, and
+its rows near our tiles must still meet ours. Membership is
+:func:`astroembed.matching.sky.margin_members`: a superset (rows up to about two
+margin-order pixels farther may be included), never missing a row within the threshold.
+
+The margin copies the main catalog's columns (scalars, embeddings, predictions; never the
+pixels), so it is rebuilt whenever the main catalog's metadata is: at the end of
+``crossmatch``, ``embed``, ``predict``. Building reads ``_healpix_29`` of every row and the
+full rows only of the tiles that have margin rows.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from astroembed.errors import OutputError
+from astroembed.catalog.atomic import atomic_directory, atomic_path, publish_mode
+from astroembed.catalog.layout import (COMMON_METADATA_FILE, DATASET_DIR, MARGIN_DIR,
+                                       PROPERTIES_FILE, SPATIAL_INDEX_COLUMN,
+                                       SPATIAL_INDEX_ORDER, dataset_tile, main_dir,
+                                       write_properties)
+
+__all__ = ["DEFAULT_MARGIN_ARCSEC", "build_margin", "uncovered_pixels"]
+
+#: hats-import's and LSDB's default margin width: wider than any cross-match radius that
+#: makes sense between catalogs of arcsecond precision.
+DEFAULT_MARGIN_ARCSEC = 5.0
+
+
+def uncovered_pixels(tiles: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The pixels of the sky no tile covers, each as coarse as possible (what
+    hats calls the negative tree): with ``tiles`` they partition the sphere."""
+    if not tiles:
+        return [(0, p) for p in range(12)]
+    shift = {o: 2 * (SPATIAL_INDEX_ORDER - o) for o in range(SPATIAL_INDEX_ORDER + 1)}
+    lo = np.array(sorted(p << shift[o] for o, p in tiles), dtype=np.int64)
+    hi = np.array(sorted((p + 1) << shift[o] for o, p in tiles), dtype=np.int64)
+    covered = set(tiles)
+    out: list[tuple[int, int]] = []
+    stack = [(0, p) for p in range(11, -1, -1)]
+    while stack:
+        order, pixel = stack.pop()
+        start, stop = pixel << shift[order], (pixel + 1) << shift[order]
+        if (order, pixel) in covered:
+            continue
+        # tiles lying inside this pixel, and whether one contains it
+        inside = np.searchsorted(lo, stop) - np.searchsorted(lo, start)
+        container = np.searchsorted(lo, start, side="right") - 1
+        if container >= 0 and hi[container] >= stop and lo[container] <= start:
+            continue
+        if inside == 0:
+            out.append((order, pixel))
+            continue
+        stack.extend((order + 1, 4 * pixel + c) for c in range(3, -1, -1))
+    return out
+
+
+def _write_table(final: Path, table: pa.Table) -> None:
+    from astroembed.catalog.tiles import parquet_options
+
+    with atomic_path(final) as tmp:
+        pq.write_table(table, tmp, **parquet_options(table.schema))
+        publish_mode(tmp)
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with ``schema``'s columns in its order, nulls where a tile lacks one (a
+    partly embedded catalog)."""
+    columns = [table.column(f.name) if f.name in table.column_names
+               else pa.nulls(table.num_rows, f.type) for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def build_margin(catalog: str | Path, threshold: float, name: str,
+                 ra_column: str, dec_column: str) -> bool:
+    """(Re)build ``CAT/margin`` for the main catalog's tiles; False (and no margin) when
+    ``threshold`` is 0 or the catalog has no rows. Replaces the old margin atomically."""
+    from astroembed.catalog.layout import scan_tiles
+    from astroembed.catalog.writer import (_ordered, _plain_schema, _write_parquet_metadata,
+                                           _write_partition_info)
+    from astroembed.matching.sky import margin_members
+
+    catalog = Path(catalog)
+    main = main_dir(catalog)
+    final = catalog / MARGIN_DIR
+    tiles = list(scan_tiles(main))
+    if threshold <= 0 or not tiles:
+        shutil.rmtree(final, ignore_errors=True)
+        return False
+    schema = _plain_schema(pq.read_schema(main / DATASET_DIR / COMMON_METADATA_FILE))
+    h29, source = [], []
+    for i, tile in enumerate(tiles):
+        values = pq.read_table(dataset_tile(main, *tile), columns=[SPATIAL_INDEX_COLUMN])
+        h29.append(values.column(0).to_numpy())
+        source.append(np.full(len(h29[-1]), i, dtype=np.int64))
+    h29_all, source_all = np.concatenate(h29), np.concatenate(source)
+    offsets = np.concatenate([[0], np.cumsum([len(a) for a in h29])])
+    partitions = tiles + uncovered_pixels(tiles)
+    rows, part = margin_members(h29_all, partitions, threshold)
+    pieces: dict[int, list[pa.Table]] = {}
+    for i in np.unique(source_all[rows]):
+        mine = source_all[rows] == i
+        table = pq.read_table(dataset_tile(main, *tiles[i]))
+        taken = table.take(pa.array(rows[mine] - offsets[i]))
+        for p in np.unique(part[mine]):
+            pieces.setdefault(int(p), []).append(
+                _conform(taken.filter(pa.array(part[mine] == p)), schema))
+    try:
+        with atomic_directory(final, may_replace=lambda _: None) as tmp:
+            written: dict[tuple[int, int], pq.FileMetaData] = {}
+            for p in sorted(pieces):
+                table = pa.concat_tables(pieces[p])
+                order = np.argsort(table.column(SPATIAL_INDEX_COLUMN).to_numpy(), kind="stable")
+                table = table.take(pa.array(order))
+                file = dataset_tile(tmp, *partitions[p])
+                _write_table(file, table)
+                written[partitions[p]] = pq.read_metadata(file)
+            ordered = sorted(written, key=lambda t: (t[1] << 2 * (SPATIAL_INDEX_ORDER - t[0]),
+                                                     t[0]))
+            _write_parquet_metadata(tmp, schema, {t: written[t] for t in ordered})
+            _write_partition_info(tmp, ordered)
+            n_rows = sum(f.num_rows for f in written.values())
+            write_properties(tmp / PROPERTIES_FILE, _ordered({
+                "obs_collection": f"{name}_{threshold:g}arcs",
+                "dataproduct_type": "margin",
+                "hats_nrows": n_rows,
+                "hats_col_ra": ra_column,
+                "hats_col_dec": dec_column,
+                "hats_col_healpix": SPATIAL_INDEX_COLUMN,
+                "hats_col_healpix_order": SPATIAL_INDEX_ORDER,
+                "hats_npix_suffix": ".parquet",
+                "hats_primary_table_url": name,
+                "hats_margin_threshold": f"{threshold:g}",
+                "hats_order": max((o for o, _ in ordered), default=0),
+            }))
+    except OSError as err:
+        raise OutputError(f"{final}: cannot write the margin catalog: "
+                          f"{err.strerror or err}") from err
+    return True
