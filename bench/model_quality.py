@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from sklearn.decomposition import PCA
 from sklearn.model_selection import KFold
 from sklearn.neighbors import KNeighborsRegressor
@@ -36,8 +35,7 @@ from sklearn.preprocessing import StandardScaler
 
 from benchpaths import portable
 
-from astroembed.catalog.layout import tile_path
-from astroembed.catalog.reader import image_array, read_catalog_info
+from astroembed.catalog.reader import image_array, read_catalog_info, read_tile
 from astroembed.runtime.modelfile import find_encoders, open_encoder
 from astroembed.runtime.preprocess import image_inputs, spectrum_inputs
 from astroembed.probes.estimators import PCA_COMPONENTS
@@ -47,7 +45,7 @@ from astroembed.probes.features import SPECTRUM_BIN, rebin_spectra
 def load(catalog: str, flux_cols: list[str]) -> dict:
     """Images, spectra, Z and photometry of every row with an image, a spectrum and ZWARN 0."""
     info = read_catalog_info(catalog)
-    tables = [pq.read_table(tile_path(catalog, *t)) for t in info.tiles]
+    tables = [read_tile(catalog, *t, columns=info.schema.names) for t in info.tiles]
     table = pa.concat_tables(tables)
     table = table.filter(pc.and_(pc.equal(table["ZWARN"], 0), pc.is_valid(table["flux"])))
     return {"table": table, "image": image_array(table["image"]),

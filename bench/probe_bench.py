@@ -226,7 +226,7 @@ def bench_demo(catalog: Path, work: Path) -> dict:
     import pyarrow.parquet as pq
 
     exe = Path(sys.executable).with_name("astroembed")
-    if "embedding_spectrum" not in pq.read_schema(catalog / "dataset" / "_common_metadata").names:
+    if "embedding_spectrum" not in pq.read_schema(catalog / "main" / "dataset" / "_common_metadata").names:
         copy = work / "demo"
         shutil.rmtree(copy, ignore_errors=True)
         shutil.copytree(catalog, copy)

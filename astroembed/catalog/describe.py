@@ -193,14 +193,17 @@ def _all_columns(info: CatalogInfo,
 
 
 def catalog_parts(info: CatalogInfo) -> dict[str, dict]:
-    """Bytes on disk of the main catalog and of the pixel extension, and per row: what a
-    reader of each part pays (``embed`` rewrites only the main one)."""
-    from astroembed.catalog.layout import PIXELS_DIR
+    """Bytes on disk of the main catalog, the pixel extension and the margin catalog, and per
+    row of the catalog: what a reader of each part pays (``embed`` rewrites the main one and
+    the margin, never the pixels)."""
+    from astroembed.catalog.layout import MARGIN_DIR, PIXELS_DIR
     from astroembed.catalog.outputs import disk_bytes
 
     parts = {"main": info.main}
     if info.pixel_columns:
         parts["pixels"] = info.path / PIXELS_DIR
+    if (info.path / MARGIN_DIR).is_dir():
+        parts["margin"] = info.path / MARGIN_DIR
     out = {}
     for name, root in parts.items():
         size = disk_bytes(root)

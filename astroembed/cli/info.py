@@ -50,7 +50,18 @@ def render(facts: dict) -> None:
     orders = Counter(o for o, _ in tiles)
     typer.echo("tiles per order: " + ", ".join(f"{o}: {n}" for o, n in sorted(orders.items())))
     columns = facts["columns"]
-    typer.echo(f"columns ({len(columns)}): " + ", ".join(c["name"] for c in columns))
+    main = [c["name"] for c in columns if c.get("part", "main") == "main"]
+    pixels = [c["name"] for c in columns if c.get("part") == "pixels"]
+    typer.echo(f"columns ({len(main)}): " + ", ".join(main))
+    if pixels:
+        typer.echo("pixel columns (the extension `pixels`, joined on ROW_ID): "
+                   + ", ".join(pixels))
+    parts = facts.get("parts") or {}
+    if parts:
+        typer.echo("on disk: " + ", ".join(
+            f"{name} {human_bytes(part['bytes'])}"
+            + (f" ({human_bytes(part['bytes_per_row'])} a row)" if part["bytes_per_row"] else "")
+            for name, part in parts.items()))
     prov = facts["provenance"] or {}
     if prov.get("config"):
         c = prov["config"]

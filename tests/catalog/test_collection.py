@@ -97,7 +97,7 @@ def test_info_reports_the_bytes_of_each_part(embedded):
     path, _ = embedded
     doc = astroembed.info(path)
     parts = doc["parts"]
-    assert set(parts) == {"main", "pixels"}
+    assert set(parts) == {"main", "pixels", "margin"}
     for name, part in parts.items():
         size = sum(f.stat().st_size for f in (path / name).rglob("*") if f.is_file())
         assert part["bytes"] == size
