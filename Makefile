@@ -39,6 +39,7 @@ docs: install
 # hats-import, astropy, STILTS, bare cKDTree.
 # STILTS comes from Debian (apt-get install -y stilts); without it that peer is reported as missing.
 # Each part alone: make bench-crossmatch | bench-embed | bench-encoders | bench-probe.
+# bench-embed also measures how the pixel arrays are stored (bench/parquet_encoding.py).
 BENCH_SIZES ?= 1e5,1e6,1e7
 bench: bench-crossmatch bench-encoders bench-embed bench-probe
 
@@ -50,7 +51,8 @@ bench-encoders: install
 	$(PY) bench/encoder_bench.py --batch 256
 
 bench-embed: install
-	$(PY) bench/embed_bench.py --sizes 2000,20000
+	$(PY) bench/embed_bench.py --sizes 2000,20000 --repeat 3
+	$(PY) bench/parquet_encoding.py --rows 2000 --repeat 5
 
 bench-probe: install
 	test -d $(DEMO)/matched || $(MAKE) demo

@@ -53,7 +53,7 @@ CUTOUT = 64
 N_WAVE = 7781
 ORDER, PIXEL = 3, 100  # the one tile
 SEED = 20240605
-DATA_VERSION = 2  # bump when the generator changes, so cached catalogs are rebuilt
+DATA_VERSION = 3  # bump when the generator changes, so cached catalogs are rebuilt
 
 
 # =============================================================================================

@@ -5,7 +5,11 @@ the embedding benchmark builds (random cutouts and spectra with the noise of rea
 Usage (from the repository root, after ``bench/embed_bench.py`` built its catalogs):
 
     python bench/parquet_encoding.py [--rows 2000] [--work DIR] [--repeat 3]
-        [--out bench/results/parquet_encoding.json]
+        [--tile PIXEL_TILE.parquet] [--out bench/results/parquet_encoding.json]
+
+``--tile`` measures a given pixel tile instead (e.g. one of the ``make demo`` catalog's,
+``demo-output/matched/pixels/dataset/Norder=*/Dir=*/Npix=*.parquet``: simulated galaxies
+rather than random arrays).
 
 For each storage it rewrites the pixel tile with pyarrow (the catalog's row groups, the
 encoding on the float arrays ``image``, ``flux``, ``ivar``) and reports the file's bytes per
@@ -31,17 +35,18 @@ LEAVES = [f"{c}.list.element" for c in PIXELS]  # the Parquet columns of the flo
 
 
 def storages() -> dict[str, dict]:
-    """pq.write_table options per storage of the float arrays."""
+    """pq.write_table options per storage of the float arrays. Keyed by the Parquet leaf
+    (``flux.list.element``): pyarrow ignores a nested column's name in ``compression``."""
+    def each(value: str) -> dict[str, str]:
+        return {leaf: value for leaf in LEAVES}
+
     return {
-        "plain": {"compression": {c: "none" for c in PIXELS}, "use_dictionary": False},
-        "zstd": {"compression": {c: "zstd" for c in PIXELS}, "use_dictionary": False},
-        "byte_stream_split": {"compression": {c: "none" for c in PIXELS},
-                              "use_dictionary": False,
-                              "column_encoding": {c: "BYTE_STREAM_SPLIT" for c in LEAVES}},
-        "byte_stream_split+zstd": {"compression": {c: "zstd" for c in PIXELS},
-                                   "use_dictionary": False,
-                                   "column_encoding": {c: "BYTE_STREAM_SPLIT"
-                                                       for c in LEAVES}},
+        "plain": {"compression": each("none"), "use_dictionary": False},
+        "zstd": {"compression": each("zstd"), "use_dictionary": False},
+        "byte_stream_split": {"compression": each("none"), "use_dictionary": False,
+                              "column_encoding": each("BYTE_STREAM_SPLIT")},
+        "byte_stream_split+zstd": {"compression": each("zstd"), "use_dictionary": False,
+                                   "column_encoding": each("BYTE_STREAM_SPLIT")},
     }
 
 
@@ -80,6 +85,7 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=2000)
     p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "astroembed-embed-bench"))
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--tile", default=None, help="a pixel tile to measure instead")
     p.add_argument("--out", default=str(HERE / "results" / "parquet_encoding.json"))
     opts = p.parse_args()
     sys.path.insert(0, str(HERE))
@@ -87,13 +93,19 @@ def main() -> None:
 
     from astroembed.catalog.layout import pixel_tile_path
 
-    catalog = ensure_catalog(Path(opts.work), opts.rows)
-    assert catalog.name == f"n{opts.rows}-v{DATA_VERSION}"
+    if opts.tile:
+        source, data = Path(opts.tile), "the given pixel tile"
+        command = f"python bench/parquet_encoding.py --tile TILE --repeat {opts.repeat}"
+    else:
+        catalog = ensure_catalog(Path(opts.work), opts.rows)
+        assert catalog.name == f"n{opts.rows}-v{DATA_VERSION}"
+        source, data = pixel_tile_path(catalog, ORDER, PIXEL), "random arrays (embed_bench)"
+        command = f"python bench/parquet_encoding.py --rows {opts.rows} --repeat {opts.repeat}"
+    Path(opts.work).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=opts.work) as tmp:
-        report = measure(pixel_tile_path(catalog, ORDER, PIXEL), Path(tmp), opts.repeat)
+        report = measure(source, Path(tmp), opts.repeat)
     report = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-              "command": f"python bench/parquet_encoding.py --rows {opts.rows} "
-                         f"--repeat {opts.repeat}", "repeat": opts.repeat, **report}
+              "command": command, "data": data, "repeat": opts.repeat, **report}
     out = Path(opts.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

@@ -11,8 +11,8 @@ margin-order pixels farther may be included), never missing a row within the thr
 
 The margin copies the main catalog's columns (scalars, embeddings, predictions; never the
 pixels), so it is rebuilt whenever the main catalog's metadata is: at the end of
-``crossmatch``, ``embed``, ``predict``. Building reads ``_healpix_29`` of every row and the
-full rows only of the tiles that have margin rows.
+``crossmatch``, ``embed``, ``predict``. Building reads one main tile at a time (its
+``_healpix_29``, then its rows when some lie in a margin), so memory is bounded by a tile.
 """
 
 from __future__ import annotations
@@ -99,23 +99,19 @@ def build_margin(catalog: str | Path, threshold: float, name: str,
         shutil.rmtree(final, ignore_errors=True)
         return False
     schema = _plain_schema(pq.read_schema(main / DATASET_DIR / COMMON_METADATA_FILE))
-    h29, source = [], []
-    for i, tile in enumerate(tiles):
-        values = pq.read_table(dataset_tile(main, *tile), columns=[SPATIAL_INDEX_COLUMN])
-        h29.append(values.column(0).to_numpy())
-        source.append(np.full(len(h29[-1]), i, dtype=np.int64))
-    h29_all, source_all = np.concatenate(h29), np.concatenate(source)
-    offsets = np.concatenate([[0], np.cumsum([len(a) for a in h29])])
     partitions = tiles + uncovered_pixels(tiles)
-    rows, part = margin_members(h29_all, partitions, threshold)
     pieces: dict[int, list[pa.Table]] = {}
-    for i in np.unique(source_all[rows]):
-        mine = source_all[rows] == i
-        table = pq.read_table(dataset_tile(main, *tiles[i]))
-        taken = table.take(pa.array(rows[mine] - offsets[i]))
-        for p in np.unique(part[mine]):
-            pieces.setdefault(int(p), []).append(
-                _conform(taken.filter(pa.array(part[mine] == p)), schema))
+    # One tile at a time, so memory is bounded by a tile and the margin rows, not the catalog.
+    for tile in tiles:
+        file = dataset_tile(main, *tile)
+        h29 = pq.read_table(file, columns=[SPATIAL_INDEX_COLUMN]).column(0).to_numpy()
+        rows, part = margin_members(h29, partitions, threshold)
+        if not rows.size:
+            continue
+        taken = pq.read_table(file).take(pa.array(rows))
+        for p in np.unique(part):
+            pieces.setdefault(int(p), []).append(_conform(taken.filter(pa.array(part == p)),
+                                                          schema))
     try:
         with atomic_directory(final, may_replace=lambda _: None) as tmp:
             written: dict[tuple[int, int], pq.FileMetaData] = {}

@@ -130,23 +130,27 @@ def _leaf_paths(name: str, t: pa.DataType) -> list[str]:
 
 
 def parquet_options(schema: pa.Schema) -> dict:
-    """``pq.ParquetWriter`` options for a tile: the float arrays (cutouts, spectra,
-    embeddings) are stored plain, because noisy float32 does not compress (snappy: 1.00 on
-    simulated cutouts and spectra) while compressing and dictionary-probing them costs about
-    a third of the time to write and read a tile. Scalar columns keep snappy; only the
-    non-float ones (IDs, bricks, flags, names) try dictionaries: measured floats rarely
-    repeat, so probing them tripled a cross-match tile's write time and grew the file.
-    Pixel arrays get no statistics (min/max over every pixel of a cutout or spectrum prune
-    nothing and cost a third of writing them); embedding columns keep theirs, because
-    ``info`` counts their null rows from them."""
-    plain = {f.name for f in schema if _is_float_array(f.type)}
-    compression = {f.name: ("none" if f.name in plain else "snappy") for f in schema}
+    """``pq.ParquetWriter`` options for a tile. The float arrays (cutouts, spectra,
+    embeddings) are stored uncompressed with BYTE_STREAM_SPLIT: ``embed`` reads every pixel
+    of a tile, and measured on pixel tiles (bench/README.md) that encoding read fastest at the
+    plain size, while zstd, with or without it, saved 10-26% of the bytes but read slower.
+    Scalar columns keep snappy; only the non-float ones (IDs, bricks, flags, names) try
+    dictionaries: measured floats rarely repeat, so probing them tripled a cross-match
+    tile's write time and grew the file. Pixel arrays get no statistics (min/max over every
+    pixel of a cutout or spectrum prune nothing and cost a third of writing them); embedding
+    columns keep theirs, because ``info`` counts their null rows from them. Options are keyed
+    by Parquet leaf (``flux.list.element``): pyarrow ignores a nested column's name there."""
+    arrays = {f.name for f in schema if _is_float_array(f.type)}
+    leaves = {f.name: _leaf_paths(f.name, f.type) for f in schema}
+    compression = {leaf: ("none" if f.name in arrays else "snappy")
+                   for f in schema for leaf in leaves[f.name]}
+    encoding = {leaf: "BYTE_STREAM_SPLIT" for name in arrays for leaf in leaves[name]}
     dictionary = [f.name for f in schema
-                  if f.name not in plain and not pa.types.is_floating(f.type)]
-    statistics = [p for f in schema if f.name not in plain or is_embedding_field(f)
-                  for p in _leaf_paths(f.name, f.type)]
+                  if f.name not in arrays and not pa.types.is_floating(f.type)]
+    statistics = [p for f in schema if f.name not in arrays or is_embedding_field(f)
+                  for p in leaves[f.name]]
     return {"compression": compression, "use_dictionary": dictionary,
-            "write_statistics": statistics}
+            "column_encoding": encoding, "write_statistics": statistics}
 
 
 def split_pixels(table: pa.Table, ra_column: str, dec_column: str

@@ -471,4 +471,9 @@ def test_statistics_on_scalars_and_embeddings_not_on_pixel_arrays(tmp_path):
     assert {p for p, c in stats.items() if not c.is_stats_set} == {
         "image.list.element", "flux.list.element", "embedding_image.list.element"}
     assert stats["embedding_spectrum.list.element"].statistics.null_count == 5
+    # float arrays: uncompressed, BYTE_STREAM_SPLIT (bench/README.md); scalars: snappy
+    for leaf in ("image.list.element", "flux.list.element", "embedding_spectrum.list.element"):
+        assert stats[leaf].compression == "UNCOMPRESSED"
+        assert "BYTE_STREAM_SPLIT" in stats[leaf].encodings
+    assert stats["TARGETID"].compression == "SNAPPY"
     assert stats["Z"].statistics.min >= 0 and stats["TARGETID"].statistics.max == 20

@@ -91,6 +91,27 @@ def test_lsdb_opens_the_collection_and_joins_the_pixels(embedded, small_survey):
         np.testing.assert_array_equal(got, cutouts[key])
         compared += 1
     assert compared == len(frame)
+    # The spectra: where only the blue camera covers the grid (below the red arm's first
+    # wavelength), the flux is the coadd's B_FLUX, bit for bit (astropy reads the FITS), and
+    # 0 where the pixel is unusable (B_MASK set, ivar <= 0 or not finite: read_spectra).
+    from astropy.io import fits
+
+    checked = 0
+    for (survey, program, healpix), rows in joined.groupby(["SURVEY", "PROGRAM", "HEALPIX"]):
+        file = (small_survey / "desi" / "healpix" / survey / program / str(healpix // 100)
+                / str(healpix) / f"coadd-{survey}-{program}-{healpix}.fits")
+        with fits.open(file) as hdus:
+            b_only = int(np.searchsorted(hdus["B_WAVELENGTH"].data, hdus["R_WAVELENGTH"].data[0]))
+            index = {int(t): i for i, t in enumerate(hdus["FIBERMAP"].data["TARGETID"])}
+            blue, ivar, mask = (hdus[f"B_{k}"].data for k in ("FLUX", "IVAR", "MASK"))
+            for _, row in rows.iterrows():
+                i = index[int(row["TARGETID"])]
+                good = (mask[i] == 0) & (ivar[i] > 0) & np.isfinite(ivar[i]) & np.isfinite(blue[i])
+                expected = np.where(good, blue[i], 0).astype(np.float32)[:b_only]
+                flux = np.asarray(row["flux"], dtype=np.float32)
+                np.testing.assert_array_equal(flux[:b_only], expected)
+                checked += 1
+    assert checked == len(frame)
 
 
 def test_info_reports_the_bytes_of_each_part(embedded):
