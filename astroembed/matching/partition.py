@@ -86,11 +86,12 @@ def classify_inputs(images: list, spectra: list) -> list[InputFile]:
     """
     from astroembed.readers.inventory import input_files
     from astroembed.readers import detect_kind
+    from astroembed.simulation import is_answer_key
 
     found: list[InputFile] = []
     for side, paths, label in (("left", images, "IMAGES"), ("right", spectra, "SPECTRA")):
         for path in input_files(paths):
-            if path.name in ("truth.parquet",):
+            if is_answer_key(path):
                 continue  # the simulator's answer key is not an input
             kind = detect_kind(path)
             role = _ROLE_OF_KIND[side].get(kind)

@@ -45,11 +45,12 @@ def scan_inputs(cfg: RunConfig, on_error: str, skipped: dict[str, str],
     ``skip`` are set aside (``skipped``: path -> why) unless an earlier run read them."""
     from astroembed.readers.inventory import input_files
     from astroembed.readers import detect_kind
+    from astroembed.simulation import is_answer_key
 
     good = []
     check_input_roots(cfg)
     for path in input_files([*cfg.images, *cfg.spectra]):
-        if str(path) in skipped or path.name == "truth.parquet":
+        if str(path) in skipped or is_answer_key(path):
             continue
         try:
             detect_kind(path)

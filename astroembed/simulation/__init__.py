@@ -15,16 +15,22 @@ from pathlib import Path
 
 #: Written at the top of every simulated survey (seed, sizes, software versions).
 SIMULATION_FILE = "simulation.json"
+#: The answer key (every object's true properties), named in ``simulation.json``.
+ANSWER_KEY = "truth.parquet"
 
 
-def _is_simulation(directory: Path) -> bool:
-    """``directory`` holds the ``simulation.json`` that ``astroembed simulate`` writes (a JSON
-    object with its seed and config), not just any file of that name."""
+def _simulation(directory: Path) -> dict | None:
+    """The ``simulation.json`` that ``astroembed simulate`` wrote in ``directory`` (a JSON
+    object with its seed and config), None for any other file of that name or none."""
     try:
         data = json.loads((directory / SIMULATION_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and "seed" in data and "config" in data
+        return None
+    return data if isinstance(data, dict) and "seed" in data and "config" in data else None
+
+
+def _is_simulation(directory: Path) -> bool:
+    return _simulation(directory) is not None
 
 
 def simulated_inputs(paths: list[str | os.PathLike]) -> list[bool]:
@@ -39,3 +45,13 @@ def simulated_inputs(paths: list[str | os.PathLike]) -> list[bool]:
         return known[directory]
 
     return [any(simulated(d) for d in Path(os.path.abspath(p)).parents) for p in paths]
+
+
+def is_answer_key(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is the answer key of a survey written by ``astroembed simulate``: the
+    file its ``simulation.json`` names as ``answer_key`` (surveys written before that key
+    existed: ``truth.parquet`` beside it). Kept out of a cross-match's inputs; a file of the
+    same name anywhere else is an input like any other."""
+    path = Path(os.path.abspath(path))
+    data = _simulation(path.parent)
+    return data is not None and path.name == data.get("answer_key", ANSWER_KEY)

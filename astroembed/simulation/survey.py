@@ -27,7 +27,7 @@ import numpy as np
 from astroembed.config import SimulationConfig
 from astroembed.catalog.atomic import atomic_directory, atomic_path
 from astroembed.catalog.outputs import SURVEY, claim_directory, may_replace
-from astroembed.simulation import SIMULATION_FILE
+from astroembed.simulation import ANSWER_KEY, SIMULATION_FILE
 from astroembed.simulation import images as img
 from astroembed.simulation import spectra as spec
 from astroembed.simulation.population import DECAM, Galaxies, Stars, sample_galaxies, sample_stars
@@ -211,14 +211,14 @@ def _simulate(out: Path, config: SimulationConfig, progress=None) -> dict:
     step("truth")
     truth = _truth_table(is_star, gal, stars, z_true, ra, dec, ra_ls, dec_ls, ra_desi, dec_desi,
                          brickid, objid, tid, targeted, desi, mags, ebv, fibre_frac)
-    _write_parquet(out / "truth.parquet", truth)
+    _write_parquet(out / ANSWER_KEY, truth)
     summary = {
         "seed": config.seed, "n_galaxies": len(gal), "n_stars": n_star,
         "area_deg2": round(area, 3), "ra_range": [round(float(-half / np.cos(np.radians(config.dec_centre))) % 360, 4),
                                                  round(float(half / np.cos(np.radians(config.dec_centre))), 4)],
         "dec_range": [round(dmin, 4), round(dmax, 4)],
         "n_imaging": int(n_obj), "n_targets": int(targeted.sum()),
-        "n_fibres": int(len(desi["TARGETID"])), "files": files,
+        "n_fibres": int(len(desi["TARGETID"])), "files": files, "answer_key": ANSWER_KEY,
         "config": asdict(config), "versions": _versions(),
     }
     with atomic_path(out / SIMULATION_FILE) as tmp:

@@ -377,3 +377,23 @@ def test_missing_id_column_is_warned(tmp_path, caplog):
                                     spectra=[str(tmp_path / "right.parquet")],
                                     out=str(tmp_path / "cat")))
     assert "--id-column TARGETID is not a column" in caplog.text
+
+
+def test_the_answer_key_is_recognised_by_the_survey_not_by_its_name(small_survey, tmp_path):
+    """The simulator's truth.parquet, named in its simulation.json, is never an input; a
+    user's table that happens to be called truth.parquet is read like any other."""
+    import shutil
+
+    from astroembed.matching.partition import classify_inputs
+
+    images = [str(small_survey / "legacysurvey"), str(small_survey / "truth.parquet")]
+    inputs = classify_inputs(images, [str(small_survey / "desi")])
+    assert not any(Path(f.path).name == "truth.parquet" for f in inputs)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    table = pq.read_table(small_survey / "truth.parquet").select(["ra", "dec"]).slice(0, 50)
+    pq.write_table(table, mine / "truth.parquet")
+    shutil.copy(small_survey / "simulation.json", tmp_path / "simulation.json")  # not beside it
+    inputs = classify_inputs([str(mine)], [str(small_survey / "desi")])
+    left = [Path(f.path) for f in inputs if f.side == "left"]
+    assert left in ([mine], [mine / "truth.parquet"])  # read (a directory of Parquet: one table)

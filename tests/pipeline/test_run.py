@@ -322,12 +322,18 @@ def test_a_run_killed_at_any_point_finishes_identically_when_run_again(tmp_path,
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([*EXE, "run", str(config), "--log-format", "json"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen = False
     for line in proc.stderr:  # kill it `delay` seconds after the event `after`
         if line.startswith("{") and json.loads(line)["event"] == after:
+            seen = True
             break
+    assert seen, f"the run never logged {after}"
     time.sleep(delay)
+    if proc.poll() is not None:  # nothing was killed: there is no resume to test
+        pytest.skip(f"the run finished within {delay} s of {after}, before the kill")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert proc.returncode == -signal.SIGKILL  # killed while running, not finished
     again = cli("-q", "run", config)
     assert again.returncode == 0, again.stderr
     catalog = tmp_path / "out" / "cat"

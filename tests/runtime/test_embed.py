@@ -342,6 +342,9 @@ def test_skip_force_and_another_model(catalog, models):
 
 def compare_catalogs(a: Path, b: Path) -> None:
     """Same rows and values; embeddings bit for bit (provenance timestamps aside)."""
+    ia, ib = read_catalog_info(a), read_catalog_info(b)
+    assert ia.complete and ib.complete and ia.rows == ib.rows
+    assert ia.schema.equals(ib.schema, check_metadata=False)
     ta, tb = read_all(a), read_all(b)
     assert ta.column_names == tb.column_names
     for name in ta.column_names:
@@ -364,9 +367,6 @@ def same_values(a: pa.ChunkedArray, b: pa.ChunkedArray) -> bool:
     keep = np.repeat(valid_a, size)
     return (np.array_equal(valid_a, b.is_valid().to_numpy(zero_copy_only=False))
             and np.array_equal(va[keep].view(np.uint32), vb[keep].view(np.uint32)))
-    ia, ib = read_catalog_info(a), read_catalog_info(b)
-    assert ia.complete and ib.complete and ia.rows == ib.rows
-    assert ia.schema.equals(ib.schema, check_metadata=False)
 
 
 def test_crash_after_some_tiles_then_resume_is_identical(base_catalog, models, tmp_path,
