@@ -270,10 +270,13 @@ def read_tile(path: str | os.PathLike, order: int, pixel: int,
                          f"`astroembed info {path} --tiles` lists the tiles.")
     if columns is None:
         return _read_file(file, None)
-    pixel_file = pixel_tile_path(path, order, pixel)
-    main_names = pq.read_schema(file).names if pixel_file.is_file() else None
-    wanted_pixels = ([c for c in columns if c not in main_names]
-                     if main_names is not None else [])
+    if not pixel_tile_path(path, order, pixel).is_file():
+        return _read_file(file, columns)
+    try:
+        main_names = pq.read_schema(file).names
+    except (OSError, pa.ArrowException) as err:
+        raise InputError(f"{file}: unreadable tile ({err}).") from err
+    wanted_pixels = [c for c in columns if c not in main_names]
     if not wanted_pixels:
         return _read_file(file, columns)
     table = _read_file(file, [c for c in columns if c in main_names] + (
@@ -281,8 +284,7 @@ def read_tile(path: str | os.PathLike, order: int, pixel: int,
     pixels = read_pixels(path, order, pixel, wanted_pixels, table.column(ROW_ID_COLUMN))
     for name in wanted_pixels:
         table = table.append_column(pixels.schema.field(name), pixels.column(name))
-    table = table.select(columns)
-    return table
+    return table.select(columns)
 
 
 def tile_batches(path: str | os.PathLike, order: int, pixel: int, columns: list[str],
