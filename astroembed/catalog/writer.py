@@ -23,8 +23,8 @@ all lie in the tile (``_healpix_29 >> 2*(29-k) == n``), which
 Writes are atomic (temporary name, then rename) so many processes can each write their own
 tile. While a run is under way ``main/hats.properties`` says ``astroembed_status=incomplete``
 and the catalog has no ``_common_metadata`` yet (so lsdb refuses it instead of reading half
-of it); :meth:`CatalogWriter.finish` writes the pixel extension's metadata, the collection's
-files, and the main catalog's metadata with ``main/hats.properties`` last.
+of it); :meth:`CatalogWriter.finish` writes the pixel extension's metadata, the main
+catalog's, the margin catalog and the collection's files, and ``main/hats.properties`` last.
 ``astroembed_status`` is ``complete``, ``partial`` (finished, but some tiles lack
 embedding columns others have, or hold another model's: ``embed --tile`` leaves it so) or
 ``incomplete`` (a writer at work, or an interrupted run);
@@ -108,7 +108,7 @@ COMPACT_LIMIT = 2048
 def _base_properties(name: str, ra_column: str, dec_column: str, status: str,
                      margin_arcsec: float | None = None) -> dict:
     """The keys a catalog has from the moment a run begins (``astroembed_margin_arcsec``:
-    the margin catalog's width, when not the default)."""
+    the margin catalog's width; absent, the default)."""
     return {
         "obs_collection": name,
         "dataproduct_type": "object",
@@ -338,8 +338,8 @@ def _dir_kib(root: Path) -> int:
 def _finalize(catalog: Path, props: dict, provenance: dict, extra: dict | None,
               schema: pa.Schema | None, partial: bool = False) -> None:
     """Write every metadata file of the collection at ``catalog``: the pixel extension's, the
-    collection's, then the main catalog's with its ``hats.properties`` last (its status says
-    the catalog is complete)."""
+    main catalog's, the margin catalog and the collection's files, and the main catalog's
+    ``hats.properties`` last (its status says the catalog is complete)."""
     if schema is not None:  # an empty catalog: the main catalog's columns, numbered rows
         schema = pa.schema([f for f in schema if f.name not in PIXEL_COLUMNS])
         if ROW_ID_COLUMN not in schema.names:
