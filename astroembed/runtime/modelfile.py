@@ -272,17 +272,17 @@ def find_encoders(model_dir: str | os.PathLike | None = None) -> dict[str, Path]
     encoders from different models (name or embedding dimension differ).
     """
     root = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
+    hint = (" The default model is missing from this installation: reinstall astroembed, run "
+            "`make model`, or pass --model." if model_dir is None else "")
     if root.is_file() and root.suffix == ".onnx":
         files = [root]
     elif root.is_dir():
         files = sorted(root.glob("*.onnx"))
     else:
-        hint = (" The default model is missing from this installation; run `make model`."
-                if model_dir is None else "")
         raise ModelError(f"{root}: no such model directory or .onnx file.{hint}")
     if not files:
         raise ModelError(f"{root}: no .onnx encoder files (expected image.onnx and/or "
-                         "spectrum.onnx, as `astroembed export` writes).")
+                         f"spectrum.onnx, as `astroembed export` writes).{hint}")
     found: dict[str, Path] = {}
     infos: dict[str, EncoderInfo] = {}
     for file in files:

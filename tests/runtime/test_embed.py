@@ -623,14 +623,19 @@ def test_existing_foreign_column_is_not_overwritten(catalog, models):
         embed(cfg(catalog, models["tiny"]))
 
 
-def test_default_model_missing_is_a_clear_model_error(catalog):
-    from astroembed.runtime.modelfile import DEFAULT_MODEL_DIR
+@pytest.mark.parametrize("state", ["missing", "empty"])
+def test_default_model_missing_is_a_clear_model_error(catalog, tmp_path, monkeypatch, state):
+    """An installation whose default model is gone (or its directory emptied): `embed`
+    without --model says so in one line and touches nothing."""
+    import astroembed.runtime.modelfile as modelfile
 
-    if DEFAULT_MODEL_DIR.is_dir():
-        pytest.skip("the default model ships in this checkout")
+    default = tmp_path / "default"
+    if state == "empty":
+        default.mkdir()
+    monkeypatch.setattr(modelfile, "DEFAULT_MODEL_DIR", default)
     before = snapshot(catalog)
     code, _, stderr = run_cli(catalog)
-    assert_one_error_line(code, stderr, "default model", str(DEFAULT_MODEL_DIR))
+    assert_one_error_line(code, stderr, "default model is missing", str(default), "--model")
     assert snapshot(catalog) == before
 
 
