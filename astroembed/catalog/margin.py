@@ -28,7 +28,7 @@ from astroembed.errors import OutputError
 from astroembed.catalog.atomic import atomic_directory, atomic_path, publish_mode
 from astroembed.catalog.layout import (COMMON_METADATA_FILE, DATASET_DIR, MARGIN_DIR,
                                        PROPERTIES_FILE, SPATIAL_INDEX_COLUMN,
-                                       SPATIAL_INDEX_ORDER, dataset_tile, main_dir,
+                                       SPATIAL_INDEX_ORDER, dataset_tile, main_dir, scan_tiles,
                                        write_properties)
 
 __all__ = ["DEFAULT_MARGIN_ARCSEC", "build_margin", "uncovered_pixels"]
@@ -86,9 +86,8 @@ def build_margin(catalog: str | Path, threshold: float, name: str,
                  ra_column: str, dec_column: str) -> bool:
     """(Re)build ``CAT/margin`` for the main catalog's tiles; False (and no margin) when
     ``threshold`` is 0 or the catalog has no rows. Replaces the old margin atomically."""
-    from astroembed.catalog.layout import scan_tiles
     from astroembed.catalog.writer import (_ordered, _plain_schema, _write_parquet_metadata,
-                                           _write_partition_info)
+                                           _write_partition_info, coordinate_keys, tile_keys)
     from astroembed.matching.sky import margin_members
 
     catalog = Path(catalog)
@@ -126,19 +125,13 @@ def build_margin(catalog: str | Path, threshold: float, name: str,
                                                      t[0]))
             _write_parquet_metadata(tmp, schema, {t: written[t] for t in ordered})
             _write_partition_info(tmp, ordered)
-            n_rows = sum(f.num_rows for f in written.values())
             write_properties(tmp / PROPERTIES_FILE, _ordered({
                 "obs_collection": f"{name}_{threshold:g}arcs",
                 "dataproduct_type": "margin",
-                "hats_nrows": n_rows,
-                "hats_col_ra": ra_column,
-                "hats_col_dec": dec_column,
-                "hats_col_healpix": SPATIAL_INDEX_COLUMN,
-                "hats_col_healpix_order": SPATIAL_INDEX_ORDER,
-                "hats_npix_suffix": ".parquet",
+                **coordinate_keys(ra_column, dec_column),
+                **tile_keys({t: written[t] for t in ordered}),
                 "hats_primary_table_url": name,
                 "hats_margin_threshold": f"{threshold:g}",
-                "hats_order": max((o for o, _ in ordered), default=0),
             }))
     except OSError as err:
         raise OutputError(f"{final}: cannot write the margin catalog: "

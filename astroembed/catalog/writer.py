@@ -112,11 +112,7 @@ def _base_properties(name: str, ra_column: str, dec_column: str, status: str,
     return {
         "obs_collection": name,
         "dataproduct_type": "object",
-        "hats_col_ra": ra_column,
-        "hats_col_dec": dec_column,
-        "hats_col_healpix": SPATIAL_INDEX_COLUMN,
-        "hats_col_healpix_order": SPATIAL_INDEX_ORDER,
-        "hats_npix_suffix": ".parquet",
+        **coordinate_keys(ra_column, dec_column),
         "hats_builder": f"astroembed v{astroembed_version()}",
         "hats_creation_date": utc_now(HATS_DATE),
         "hats_version": HATS_VERSION,
@@ -135,6 +131,22 @@ def _ordered(props: dict) -> dict:
              "hats_estsize", "hats_version"]
     head = {k: props[k] for k in first if k in props}
     return head | {k: v for k, v in props.items() if k not in head}
+
+
+def coordinate_keys(ra_column: str | None, dec_column: str | None) -> dict:
+    """The keys every part of the collection shares: where positions and the spatial index
+    are, how tiles are named."""
+    return {"hats_col_ra": ra_column, "hats_col_dec": dec_column,
+            "hats_col_healpix": SPATIAL_INDEX_COLUMN,
+            "hats_col_healpix_order": SPATIAL_INDEX_ORDER, "hats_npix_suffix": ".parquet"}
+
+
+def tile_keys(footers: dict[tuple[int, int], pq.FileMetaData]) -> dict:
+    """The keys a catalog's tiles determine: rows, largest tile, deepest order, sky fraction."""
+    rows = [f.num_rows for f in footers.values()]
+    return {"hats_nrows": sum(rows), "hats_max_rows": max(rows, default=0),
+            "hats_order": max((o for o, _ in footers), default=0),
+            "moc_sky_fraction": f"{sum(1 / (12 * 4**o) for o, _ in footers):0.5f}"}
 
 
 def mark_incomplete(path: str | os.PathLike) -> None:
@@ -379,19 +391,11 @@ def _finalize_pixels(catalog: Path, props: dict, extra: dict | None) -> bool:
     _write_parquet_metadata(root, schema, footers)
     _write_partition_info(root, list(tiles))
     named = dict(props) | {k: v for k, v in (extra or {}).items() if v is not None}
-    rows = [f.num_rows for f in footers.values()]
     pixel_props = {
         "obs_collection": f"{props.get('obs_collection', catalog.name)}_{PIXELS_DIR}",
         "dataproduct_type": "object",
-        "hats_nrows": sum(rows),
-        "hats_col_ra": named.get("hats_col_ra"),
-        "hats_col_dec": named.get("hats_col_dec"),
-        "hats_col_healpix": SPATIAL_INDEX_COLUMN,
-        "hats_col_healpix_order": SPATIAL_INDEX_ORDER,
-        "hats_npix_suffix": ".parquet",
-        "hats_max_rows": max(rows, default=0),
-        "hats_order": max((o for o, _ in tiles), default=0),
-        "moc_sky_fraction": f"{sum(1 / (12 * 4**o) for o, _ in tiles):0.5f}",
+        **coordinate_keys(named.get("hats_col_ra"), named.get("hats_col_dec")),
+        **tile_keys(footers),
         "hats_builder": props.get("hats_builder"),
         "hats_creation_date": props.get("hats_creation_date"),
         "hats_estsize": _dir_kib(root),
@@ -458,12 +462,7 @@ def _finalize_main(root: Path, props: dict, provenance: dict, extra: dict | None
     _write_parquet_metadata(root, schema, footers, row_groups=not differ)
     _write_partition_info(root, list(tiles))
     _write_provenance(root, provenance)
-    rows = [f.num_rows for f in footers.values()]
-    props = dict(props) | {
-        "hats_nrows": sum(rows),
-        "hats_max_rows": max(rows, default=0),
-        "hats_order": max((o for o, _ in tiles), default=0),
-        "moc_sky_fraction": f"{sum(1 / (12 * 4**o) for o, _ in tiles):0.5f}",
+    props = dict(props) | tile_keys(footers) | {
         "hats_estsize": _dir_kib(root),
         STATUS_KEY: PARTIAL if partial else COMPLETE,
         "astroembed_provenance": PROVENANCE_FILE,
