@@ -1,9 +1,8 @@
 """Atomic file and directory writes: output appears complete or not at all.
 
 Files and directories published here get the modes any Unix tool would give them under the
-process umask (0644 / 0755 with umask 022, group-writable with 002): ``mkstemp`` and
-``mkdtemp`` make private 0600 / 0700 temporaries, which must not leak into outputs a group
-shares. Whether an existing directory may be replaced at all is decided by
+process umask (0644 / 0755 with umask 022, group-writable with 002): temporaries are made
+private (0600 / 0700) while being written, which must not leak into outputs a group shares. Whether an existing directory may be replaced at all is decided by
 :mod:`astroembed.catalog.outputs`.
 """
 
@@ -11,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -35,6 +34,24 @@ def publish_mode(path: str | os.PathLike, directory: bool = False) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
 
 
+def _temporary_name(final: Path) -> Path:
+    """A fresh hidden name beside ``final``, chosen before anything is created.
+
+    ``mkstemp`` creates the file before its name reaches the caller, so a signal landing in
+    between leaves a file nobody cleans up; with the name known first, the cleanup that
+    follows the creation covers every moment. 64 random bits: ``O_EXCL`` still guards the
+    creation.
+    """
+    return final.with_name(f".{final.name}.{secrets.token_hex(8)}.tmp")
+
+
+def _name_taken(err: BaseException, tmp: Path) -> bool:
+    """Whether ``err`` is the exclusive creation of ``tmp`` failing (the name was taken);
+    a failed rename names two paths."""
+    return (isinstance(err, FileExistsError) and err.filename == str(tmp)
+            and err.filename2 is None)
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it onto ``final`` only on success.
@@ -44,15 +61,15 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _temporary_name(final)
     try:
+        os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         yield tmp_path
         publish_mode(tmp_path)  # writers may have replaced the file: set the mode last
         os.replace(tmp_path, final)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
+    except BaseException as err:
+        if not _name_taken(err, tmp_path):  # someone else's file: never ours to remove
+            tmp_path.unlink(missing_ok=True)
         raise
 
 
@@ -68,9 +85,10 @@ def atomic_directory(final: str | os.PathLike,
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    publish_mode(tmp, directory=True)
+    tmp = _temporary_name(final)
     try:
+        os.mkdir(tmp, 0o700)
+        publish_mode(tmp, directory=True)
         yield tmp
         if final.is_dir() and not any(final.iterdir()):
             final.rmdir()
@@ -84,6 +102,7 @@ def atomic_directory(final: str | os.PathLike,
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as err:
+        if not _name_taken(err, tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -33,13 +33,12 @@ def check_writable_parent(path: str | os.PathLike, option: str) -> Path:
     if not base.is_dir():
         raise OutputError(f"{option} {path}: {base} is a file, not a directory; choose a "
                           f"path inside a directory.")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".astroembed-check-", dir=base)
+    try:  # an unnamed file where the system allows it: nothing to leave behind if killed
+        with tempfile.TemporaryFile(prefix=".astroembed-check-", dir=base):
+            pass
     except OSError as err:
         raise OutputError(f"{option} {path}: cannot write in {base} ({err.strerror or err}); "
                           f"choose a writable location.") from None
-    os.close(fd)
-    os.unlink(probe)
     return path
 
 
