@@ -475,6 +475,21 @@ def partner_ranks(queries: np.ndarray, database: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def top_fraction_rank(n_database: int, fraction: float = 0.01) -> int:
+    """How many of ``n_database`` candidates make the top ``fraction`` (at least one)."""
+    return max(1, math.ceil(fraction * n_database))
+
+
+def retrieval_rates(ranks: np.ndarray, n_database: int) -> dict[str, float]:
+    """Top-1, top-10 and top-1% rates, median and mean rank (1 = first) of the true partners,
+    from ``ranks`` = how many candidates beat each query's partner (0 = found first; see
+    :func:`astroembed.similarity.partner_ranks`)."""
+    ranks = np.asarray(ranks)
+    return {"top1": float(np.mean(ranks < 1)), "top10": float(np.mean(ranks < 10)),
+            "top1pct": float(np.mean(ranks < top_fraction_rank(n_database))),
+            "median_rank": float(np.median(ranks) + 1), "mean_rank": float(np.mean(ranks) + 1)}
+
+
 def retrieval_report(image: np.ndarray, spectrum: np.ndarray, queries: int = 10_000,
                      seed: int = 0) -> dict:
     """Top-1, top-10 and top-1% accuracy of finding each object's own partner across
@@ -489,7 +504,7 @@ def retrieval_report(image: np.ndarray, spectrum: np.ndarray, queries: int = 10_
                          f"(found {n}).")
     rng = np.random.default_rng(seed)
     sample = np.arange(n) if n <= queries else np.sort(rng.choice(n, queries, replace=False))
-    one_pct = max(1, math.ceil(0.01 * n))
+    one_pct = top_fraction_rank(n)
     directions = []
     for src, dst, a, b in (("image", "spectrum", image, spectrum),
                            ("spectrum", "image", spectrum, image)):
@@ -498,11 +513,8 @@ def retrieval_report(image: np.ndarray, spectrum: np.ndarray, queries: int = 10_
         # first by reordering the database so sampled partners line up with the queries.
         order = np.concatenate([sample, np.setdiff1d(np.arange(n), sample)])
         ranks = partner_ranks(a[sample], db[order])
-        directions.append({
-            "from": src, "to": dst, "n_queries": int(len(sample)),
-            "top1": float(np.mean(ranks < 1)), "top10": float(np.mean(ranks < 10)),
-            "top1pct": float(np.mean(ranks < one_pct)),
-            "median_rank": float(np.median(ranks) + 1), "mean_rank": float(np.mean(ranks) + 1)})
+        directions.append({"from": src, "to": dst, "n_queries": int(len(sample))}
+                          | retrieval_rates(ranks, n))
     return {"n_objects": int(n), "top1pct_k": one_pct,
             "chance": {"top1": 1 / n, "top10": min(1.0, 10 / n), "top1pct": one_pct / n},
             "directions": directions}

@@ -65,6 +65,15 @@ def check_sizes(n: int, cfg: ProbeConfig, methods: list[str]) -> None:
                           f"--k {n_train} or less.")
 
 
+def check_target_varies(y: np.ndarray, target: str, cfg: ProbeConfig) -> None:
+    """InputError when every usable row has the same target: R^2 is undefined and any
+    probe would look perfect."""
+    if len(y) and np.all(y == y[0]):
+        raise InputError(f"{cfg.catalog}: the target column {target} is {y[0]:g} in every "
+                         f"one of the {len(y)} usable rows; there is nothing to predict. "
+                         "Choose another --target.")
+
+
 def cross_validate(x: np.ndarray, y: np.ndarray, fold: np.ndarray, make: Callable[[int], object],
                    redshift: bool, progress: Callable[[], None] | None = None,
                    keep_estimators: bool = False, threads: int | None = None
@@ -143,6 +152,7 @@ def prepare_probe(cfg: ProbeConfig) -> ProbePlan:
     runs += [(f, "knn") for f in BASELINES if f in data.features]
     n = len(data.y)
     check_sizes(n, cfg, [m for _, m in runs])
+    check_target_varies(data.y, data.target, cfg)
     check_outputs(cfg, data.target, runs)
     index = _index_kind(cfg, n)
     return ProbePlan(cfg=cfg, info=info, data=data, runs=runs, index=index,
@@ -199,5 +209,5 @@ def run_probe(cfg: ProbeConfig, progress: Progress | None = None,
     return doc
 
 
-__all__ = ["ProbePlan", "check_sizes", "cross_validate", "fold_indices", "prepare_probe",
+__all__ = ["ProbePlan", "check_sizes", "check_target_varies", "cross_validate", "fold_indices", "prepare_probe",
            "run_probe"]

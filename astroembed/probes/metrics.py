@@ -1,37 +1,47 @@
 """Probe metrics: R^2 and RMSE for any target, and for a redshift sigma_NMAD, the outlier
 fraction and the bias (docs/architecture.md); per-fold values summarised as a mean and a
-fold-to-fold standard deviation."""
+fold-to-fold standard deviation. The probes and the benchmarks all compute them here, so
+one name means one formula (the retrieval rates live beside the ranks, in
+:mod:`astroembed.similarity`)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-#: |dz| / (1 + z) above this is an outlier (docs/architecture.md).
+#: |e| = |dz| / (1 + z) above this is an outlier (docs/architecture.md).
 OUTLIER_DZ = 0.15
+
+#: sigma = 1.4826 x MAD for a Gaussian (1 / Phi^-1(3/4)).
+NMAD_SCALE = 1.4826
+
+
+def r2(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Coefficient of determination, 1 - sum (y - p)^2 / sum (y - mean y)^2 (NaN for a
+    constant target: nothing to explain)."""
+    y = np.asarray(y_true, np.float64)
+    resid = np.sum((np.asarray(y_pred, np.float64) - y) ** 2)
+    total = np.sum((y - y.mean()) ** 2)
+    return float(1.0 - resid / total) if total > 0 else float("nan")
 
 
 def redshift_metrics(z_true: np.ndarray, z_pred: np.ndarray) -> dict[str, float]:
-    """sigma_NMAD, outlier fraction and bias of ``dz = z_pred - z_true`` (docs/architecture.md).
-
-    sigma_NMAD = 1.48 median(|dz - median(dz)| / (1 + z)); outliers |dz| / (1 + z) > 0.15;
-    bias = median(dz / (1 + z)).
-    """
+    """sigma_NMAD, outlier fraction and bias of the scaled error ``e = dz / (1 + z_true)``
+    with ``dz = z_pred - z_true`` (docs/architecture.md): sigma_NMAD =
+    1.4826 median(|e - median(e)|), outliers |e| > 0.15, bias = median(e)."""
     z_true = np.asarray(z_true, np.float64)
-    dz = np.asarray(z_pred, np.float64) - z_true
-    one_plus = 1.0 + z_true
+    e = (np.asarray(z_pred, np.float64) - z_true) / (1.0 + z_true)
     return {
-        "sigma_nmad": float(1.48 * np.median(np.abs(dz - np.median(dz)) / one_plus)),
-        "outlier_fraction": float(np.mean(np.abs(dz) / one_plus > OUTLIER_DZ)),
-        "bias": float(np.median(dz / one_plus)),
+        "sigma_nmad": float(NMAD_SCALE * np.median(np.abs(e - np.median(e)))),
+        "outlier_fraction": float(np.mean(np.abs(e) > OUTLIER_DZ)),
+        "bias": float(np.median(e)),
     }
 
 
 def fold_metrics(y_true: np.ndarray, y_pred: np.ndarray, redshift: bool) -> dict[str, float]:
     """R^2 and RMSE, plus the redshift metrics when the target is a redshift."""
-    from sklearn.metrics import r2_score
-
-    out = {"r2": float(r2_score(y_true, y_pred)),
-           "rmse": float(np.sqrt(np.mean((np.asarray(y_pred) - y_true) ** 2)))}
+    y_true = np.asarray(y_true, np.float64)
+    out = {"r2": r2(y_true, y_pred),
+           "rmse": float(np.sqrt(np.mean((np.asarray(y_pred, np.float64) - y_true) ** 2)))}
     if redshift:
         out |= redshift_metrics(y_true, y_pred)
     return out
@@ -54,4 +64,5 @@ def summarise(per_fold: list[dict[str, float]]) -> dict[str, float | None]:
     return out
 
 
-__all__ = ["METRIC_KEYS", "fold_metrics", "redshift_metrics", "summarise"]
+__all__ = ["METRIC_KEYS", "NMAD_SCALE", "OUTLIER_DZ", "fold_metrics", "r2", "redshift_metrics",
+           "summarise"]

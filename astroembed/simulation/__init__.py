@@ -19,18 +19,18 @@ SIMULATION_FILE = "simulation.json"
 ANSWER_KEY = "truth.parquet"
 
 
-def _simulation(directory: Path) -> dict | None:
+def read_simulation(directory: str | os.PathLike) -> dict | None:
     """The ``simulation.json`` that ``astroembed simulate`` wrote in ``directory`` (a JSON
     object with its seed and config), None for any other file of that name or none."""
     try:
-        data = json.loads((directory / SIMULATION_FILE).read_text(encoding="utf-8"))
+        data = json.loads((Path(directory) / SIMULATION_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and "seed" in data and "config" in data else None
 
 
 def _is_simulation(directory: Path) -> bool:
-    return _simulation(directory) is not None
+    return read_simulation(directory) is not None
 
 
 def simulated_inputs(paths: list[str | os.PathLike]) -> list[bool]:
@@ -53,5 +53,5 @@ def is_answer_key(path: str | os.PathLike) -> bool:
     existed: ``truth.parquet`` beside it). Kept out of a cross-match's inputs; a file of the
     same name anywhere else is an input like any other."""
     path = Path(os.path.abspath(path))
-    data = _simulation(path.parent)
+    data = read_simulation(path.parent)
     return data is not None and path.name == data.get("answer_key", ANSWER_KEY)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from sklearn.metrics import r2_score
 from typer.testing import CliRunner
 
 from astroembed.cli import app
@@ -19,7 +20,8 @@ from astroembed.errors import ConfigError, InputError, ModelError
 from astroembed.catalog.reader import read_catalog_info, read_tile
 from astroembed.probes.crossval import cross_validate, fold_indices, run_probe
 from astroembed.probes.estimators import make_estimator
-from astroembed.probes.metrics import redshift_metrics
+from astroembed.probes.metrics import fold_metrics, r2, summarise
+from astroembed.similarity import normalise, partner_ranks, retrieval_rates
 from astroembed.probes.saved import SavedProbe
 
 from embedded_catalog import (baseline_catalog, linear_catalog, partner_catalog, vector_column,
@@ -44,14 +46,48 @@ def baseline(tmp_path_factory) -> Path:
 
 # ----------------------------------------------------------------------------- metrics
 
-def test_redshift_metrics_follow_the_design_definitions():
-    z = np.array([0.1, 0.2, 0.3, 0.5, 1.0])
-    zp = np.array([0.11, 0.18, 0.3, 0.9, 1.02])
-    dz = zp - z
-    m = redshift_metrics(z, zp)
-    assert m["sigma_nmad"] == pytest.approx(1.48 * np.median(np.abs(dz - np.median(dz)) / (1 + z)))
-    assert m["outlier_fraction"] == pytest.approx(0.2)  # only |0.4| / 1.5 > 0.15
-    assert m["bias"] == pytest.approx(np.median(dz / (1 + z)))
+def test_metrics_equal_a_hand_computation():
+    # e = dz / (1 + z) = 0.02, 0, -0.02, 0.04, 0.25 -> median 0.02 (the bias);
+    # |e - 0.02| = 0, 0.02, 0.04, 0.02, 0.23 -> median 0.02 -> sigma_NMAD = 1.4826 x 0.02;
+    # only |0.25| > 0.15 is an outlier. mean z = 0.95, SS_tot = 5.8, SS_res = 1.0077.
+    z = np.array([0.0, 0.25, 0.5, 1.0, 3.0])
+    zp = np.array([0.02, 0.25, 0.47, 1.08, 4.0])
+    m = fold_metrics(z, zp, redshift=True)
+    assert m["sigma_nmad"] == pytest.approx(0.029652, rel=1e-9)
+    assert m["bias"] == pytest.approx(0.02, rel=1e-9)
+    assert m["outlier_fraction"] == 0.2
+    assert m["r2"] == pytest.approx(1 - 1.0077 / 5.8, rel=1e-9)
+    assert m["rmse"] == pytest.approx(np.sqrt(1.0077 / 5), rel=1e-9)
+    assert set(fold_metrics(z, zp, redshift=False)) == {"r2", "rmse"}
+
+
+def test_r2_equals_scikit_learns():
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=200)
+    p = y + rng.normal(scale=0.5, size=200)
+    assert r2(y, p) == pytest.approx(r2_score(y, p), rel=1e-12)
+
+
+def test_summary_is_the_fold_mean_and_its_sample_spread():
+    folds = [{"r2": 0.5, "rmse": 1.0}, {"r2": 0.7, "rmse": 3.0}]
+    s = summarise(folds)
+    assert s["r2"] == pytest.approx(0.6) and s["r2_std"] == pytest.approx(np.sqrt(0.02))
+    assert s["rmse"] == 2.0 and s["rmse_std"] == pytest.approx(np.sqrt(2.0))
+    assert s["sigma_nmad"] is None and s["sigma_nmad_std"] is None
+
+
+def test_retrieval_rates_count_ranks_by_hand():
+    # 300 candidates: the top 1% is the best 3 (rank 0, 1 or 2)
+    ranks = np.array([0, 0, 1, 2, 3, 9, 10, 299])
+    rates = retrieval_rates(ranks, 300)
+    assert rates["top1"] == 2 / 8 and rates["top10"] == 6 / 8 and rates["top1pct"] == 4 / 8
+    assert rates["median_rank"] == 3.5 and rates["mean_rank"] == pytest.approx(324 / 8 + 1)
+
+
+def test_partner_ranks_count_better_candidates():
+    a = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    b = np.array([[0.0, 1.0], [0.0, 1.0], [1.0, 0.9]])  # query 0's partner is orthogonal
+    assert partner_ranks(a, normalise(b)).tolist() == [1, 0, 0]
 
 
 # ----------------------------------------------------------------------------- what probes find
@@ -364,6 +400,17 @@ def test_saved_probe_refuses_pickles_and_garbage(tmp_path):
 
 
 # ----------------------------------------------------------------------------- bad arguments
+
+def test_a_constant_target_is_refused_before_any_fit(tmp_path):
+    path, _, _ = linear_catalog(tmp_path / "cat", n=100, dim=4, MAG=np.full(100, 21.5))
+    out = tmp_path / "report"
+    result = run("probe", "--catalog", path, "--target", "MAG", "--no-baselines",
+                 "--out", out)
+    assert result.exit_code == 1
+    assert "MAG is 21.5 in every one of the 100 usable rows" in result.stderr
+    assert "--target" in result.stderr and result.stderr.count("\n") == 1
+    assert not out.exists()
+
 
 def test_unknown_target_column(linear):
     path, _, _ = linear
