@@ -244,6 +244,43 @@ def test_redshift_distribution_matches_sdss(sdss, bright_sample):
     assert ks_2samp(bright_sample["z"], sdss["z"]).statistic < 0.08
 
 
+# The same checks on the SDSS statistics shipped with the tests (sdss_main_reference.json, with
+# their source), so the simulator's realism is checked wherever the tests run.
+SDSS_REFERENCE = json.loads((Path(__file__).with_name("sdss_main_reference.json"))
+                            .read_text(encoding="utf-8"))
+
+
+def test_colour_redshift_relation_matches_shipped_sdss_medians(bright_sample):
+    for b in SDSS_REFERENCE["g_r_by_redshift"]:
+        sim = (bright_sample["z"] >= b["z_min"]) & (bright_sample["z"] < b["z_max"])
+        assert sim.sum() >= 30
+        diff = np.median(bright_sample["g_r"][sim]) - b["median_g_r"]
+        assert abs(diff) < 0.1, f"z {b['z_min']}-{b['z_max']}: median g-r off by {diff:+.3f}"
+
+
+def test_redshift_distribution_matches_shipped_sdss_quantiles(bright_sample):
+    """Median within 0.015; the simulated CDF within 0.08 of SDSS's at every shipped quantile
+    (the KS statistic restricted to those points)."""
+    z = np.sort(bright_sample["z"])
+    assert abs(np.median(z) - SDSS_REFERENCE["median_z"]) < 0.015
+    quantiles = SDSS_REFERENCE["z_quantiles"]
+    cdf = np.searchsorted(z, quantiles["z"], side="right") / len(z)
+    gap = np.abs(cdf - np.asarray(quantiles["levels"]))
+    assert gap.max() < 0.08, dict(zip(quantiles["levels"], gap.round(3)))
+
+
+def test_shipped_sdss_statistics_are_the_fixtures(sdss):
+    assert SDSS_REFERENCE["galaxies"] == len(sdss["z"])
+    assert SDSS_REFERENCE["median_z"] == pytest.approx(np.median(sdss["z"]), abs=5e-5)
+    for b in SDSS_REFERENCE["g_r_by_redshift"]:
+        ref = (sdss["z"] >= b["z_min"]) & (sdss["z"] < b["z_max"])
+        assert b["galaxies"] == ref.sum()
+        assert b["median_g_r"] == pytest.approx(np.median(sdss["g_r"][ref]), abs=5e-5)
+    quantiles = SDSS_REFERENCE["z_quantiles"]
+    assert quantiles["z"] == pytest.approx(
+        np.percentile(sdss["z"], 100 * np.asarray(quantiles["levels"])), abs=5e-5)
+
+
 def test_every_reader_reads_simulated_files(small_survey):
     from astroembed.readers import read_table
 
