@@ -242,11 +242,25 @@ def bench_demo(catalog: Path, work: Path) -> dict:
         return {"status": "failed", "error": proc.stderr[-2000:], "command": " ".join(cmd)}
     doc = json.loads(proc.stdout)
     print(f"  demo: {doc['n_rows']} rows, {wall:.1f} s", flush=True)
+    info = _json_of([str(exe), "info", str(copy), "--json"])
+    retrieval = _json_of([str(exe), "search", "--catalog", str(copy), "--evaluate", "--json"])
     return {"status": "ok", "command": " ".join(cmd[1:]), "wall_s": round(wall, 2),
+            "models": {c: [f"{m['model_name']} {m['model_version']}" for m in e["models"].values()]
+                       for c, e in info.get("embeddings", {}).items()},
             "n_rows": doc["n_rows"], "excluded": doc["excluded"],
             "results": [{k: r[k] for k in ("features", "method", "r2", "r2_std", "sigma_nmad",
                                            "outlier_fraction", "bias", "seconds")}
-                        for r in doc["results"]]}
+                        for r in doc["results"]],
+            "catalog_parts": info.get("parts"),
+            "retrieval": {"command": "search --catalog CAT --evaluate --json"} | retrieval}
+
+
+def _json_of(cmd: list[str]) -> dict:
+    """The JSON document a command prints (its failure raised with its stderr)."""
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout)
 
 
 # ----------------------------------------------------------------------------- report
