@@ -141,9 +141,9 @@ def _plan_specformer(checkpoint: dict, where: str) -> ImportPlan:
         description=(
             f"AstroCLIP's spectrum backbone SpecFormer (Parker et al. 2024, MNRAS 531, 4990): "
             f"a transformer of {cfg.num_layers} layers, width {cfg.embed_dim}, "
-            f"{cfg.num_heads} heads, {params:,} parameters. The embedding is the zero-shot "
-            "one of AstroCLIP's evaluation, the mean over the final layer's tokens, "
-            "L2-normalised."),
+            f"{cfg.num_heads} heads, {params:,} parameters. The embedding is the mean over "
+            "the final layer's tokens (how AstroCLIP's evaluation embeds spectra with "
+            "SpecFormer alone), L2-normalised."),
         training_data=("as published with the checkpoint (AstroCLIP: self-supervised on DESI "
                        "spectra); astroembed did not train it"),
         card_notes=[
@@ -198,7 +198,7 @@ def _card(plan: ImportPlan, kind: str, source: dict, version: str, encoders: dic
              f"- Imported with `astroembed import-model {kind}` from `{source['file']}` "
              f"({source['bytes']:,} bytes).",
              f"- SHA-256 of that file: `{source['sha256']}`.",
-             f"- Licence: {LICENCE} (AstroCLIP's code and published weights).",
+             f"- Licence: {LICENCE}, as AstroCLIP publishes its code and weights.",
              f"- Training data: {plan.training_data}.", "",
              "## Encoders", "",
              "| file | modality | inputs | preprocessing | embedding | parity | CPU rows/s |",
