@@ -127,7 +127,11 @@ def check_contract(info: EncoderInfo, session_inputs: list, session_outputs: lis
     """ModelError unless the graph's inputs/outputs agree with the declared contract and the
     preprocessing code of this astroembed (names, shapes, embedding dimension)."""
     declared = {name: shape for name, shape in info.inputs}
-    expected = _expected_shapes(info)
+    try:
+        expected = _expected_shapes(info)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelError(f"{info.path}: preprocessing {info.preprocessing.get('kind')!r} lacks "
+                         f"or misstates {err}; the input shapes cannot be known.") from None
     if set(declared) != set(expected):
         raise ModelError(f"{info.path}: declares inputs {sorted(declared)}; {info.modality} "
                          f"preprocessing produces {sorted(expected)}.")

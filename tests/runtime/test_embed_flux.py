@@ -9,6 +9,7 @@ written here from the docstring of :mod:`astroembed.runtime.preprocess`.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 import onnxruntime as ort
 import pyarrow as pa
 import pytest
+from onnx import load_model, save_model
 
 import astroembed
 import tiny_models
@@ -147,6 +149,15 @@ def test_the_contract_of_a_raw_flux_encoder(tmp_path):
                                        prep=dict(flux_preprocessing(), kind="desi_raw"))
     with pytest.raises(ModelError, match="'desi_raw' is not one.*'desi_zscore' or 'desi_flux'"):
         encoder_info(unknown)
+    prep = {k: v for k, v in flux_preprocessing().items() if k != "n_wave"}
+    no_grid = tiny_models.flux_encoder(tmp_path / "no_grid.onnx", prep=dict(prep, n_wave=7781))
+    model = load_model(str(no_grid))  # the same graph, its preprocessing without n_wave
+    for entry in model.metadata_props:
+        if entry.key == "preprocessing":
+            entry.value = json.dumps(prep)
+    save_model(model, str(no_grid))
+    with pytest.raises(ModelError, match="'desi_flux' lacks or misstates 'n_wave'"):
+        encoder_info(no_grid)
 
 
 def test_a_model_on_another_grid_is_refused_before_any_tile(catalog, tmp_path):
