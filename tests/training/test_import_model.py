@@ -273,3 +273,35 @@ def test_unknown_kinds_and_outputs_are_refused(published, tmp_path):
     with pytest.raises(OutputError, match="is a file"):
         astroembed.import_model("specformer", ckpt, a_file)
     assert a_file.read_text() == "x"
+
+
+def _listing(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.mark.parametrize("fault", ["parity", "interrupt"])
+def test_a_failed_import_keeps_the_previous_model_and_leaves_nothing(published, imported,
+                                                                     fault, tmp_path,
+                                                                     monkeypatch):
+    import astroembed.training.export as export
+    import astroembed.training.importer as importer
+    from astroembed.errors import ModelError
+
+    _, ckpt = published
+    out = tmp_path / "model"
+    shutil.copytree(imported[0], out)
+    before = _listing(tmp_path)
+    if fault == "parity":  # no output can be this close: the parity check must refuse it
+        monkeypatch.setattr(export, "PARITY_TOLERANCE", -1.0)
+        expected = ModelError
+    else:
+        def interrupted(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(importer, "_rows_per_second", interrupted)
+        expected = KeyboardInterrupt
+    with pytest.raises(expected):
+        astroembed.import_model("specformer", ckpt, out, overwrite=True)
+    assert _listing(tmp_path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
