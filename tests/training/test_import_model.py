@@ -39,10 +39,14 @@ TOL = 1e-4
 
 def _save(path: Path, model, hyper: dict = HYPER, **extra) -> Path:
     """``model`` saved as the published specformer.ckpt is: plain hyper-parameters and an
-    unprefixed state_dict."""
+    unprefixed state_dict, beside the training state a Lightning checkpoint keeps."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    optimizer = {"state": {0: {"step": torch.tensor(300.0), "exp_avg": torch.zeros(4)}},
+                 "param_groups": [{"lr": 5e-4, "betas": (0.9, 0.95), "params": [0]}]}
     torch.save({"hyper_parameters": dict(hyper), "state_dict": model.state_dict(),
-                "epoch": 3, "global_step": 300, **extra}, path)
+                "epoch": 3, "global_step": 300, "pytorch-lightning_version": "2.1.0",
+                "optimizer_states": [optimizer], "lr_schedulers": [{"last_epoch": 300}],
+                **extra}, path)
     return path
 
 
