@@ -11,6 +11,11 @@ give each window two leading zeros and put a token in front whose first two valu
 ``(mean - 2) / 2`` and ``(std - 2) / 8``; embed, add learned positions, run post-attention
 residual blocks (layer norm, multi-head self-attention, layer norm, GELU MLP of 4x width),
 a final layer norm. The zero-shot embedding is the mean over tokens of that output.
+
+:class:`SpecFormerExportForm` is the same embedding laid out for ONNX Runtime (the windows
+one gather with constant indices, attention one ONNX ``Attention`` node, as
+:mod:`astroembed.training.export_form` lays out astroembed's own encoders); the importer
+checks it against :class:`SpecFormerEmbedding`, the module above.
 """
 
 from __future__ import annotations
