@@ -171,6 +171,21 @@ def export(model_dir: PathLike, out: PathLike, overwrite: bool = False) -> dict:
     return export_model(model_dir, out, overwrite=overwrite)
 
 
+def import_model(kind: str, checkpoint: PathLike, out: PathLike,
+                 overwrite: bool = False) -> dict:
+    """Import the published checkpoint ``checkpoint`` of ``kind`` (``specformer``:
+    AstroCLIP's ``specformer.ckpt``) as an ONNX model directory ``out`` for ``embed``
+    (encoders, ``model.json``, a generated ``MODEL_CARD.md``), after a parity check of ONNX
+    against the checkpoint's torch module; nothing is written if anything fails. The
+    checkpoint's pickle is read without importing or running what it names. Returns what
+    was written (source file and SHA-256, encoders with parity and CPU rows/s)."""
+    from astroembed.catalog.paths import check_output_dir
+    from astroembed.training.importer import import_model as run_import
+
+    check_output_dir(out, "--out")
+    return run_import(kind, checkpoint, out, overwrite=overwrite)
+
+
 def probe(catalog: PathLike, target: str = "redshift", progress: Progress = None,
           per_fold: bool = False, **options: Any) -> dict:
     """Cross-validated probes of ``target`` from the catalog's embeddings and the baselines;
@@ -264,7 +279,7 @@ describe_inputs = _deprecated("describe_inputs", inspect)
 
 __all__ = ["AstroembedError", "ConfigError", "CrossmatchConfig", "InputError", "ModelError",
            "OutputError", "SimulationConfig", "__version__", "convert", "crossmatch", "embed",
-           "export",
+           "export", "import_model",
            "info", "inspect", "pixels", "predict", "probe", "run", "search", "simulate",
            "train",
            # deprecated aliases, removed in the next release

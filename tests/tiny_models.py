@@ -7,6 +7,8 @@ milliseconds and without torch. Each can be made to break the contract in one ch
 - image: ``image`` [batch, 3, crop, crop] -> Flatten -> MatMul -> Add -> Tanh -> L2 normalise
 - spectrum: ``spectrum`` [batch, 2, L], ``stats`` [batch, 2] -> Flatten(spectrum) @ W1 +
   stats @ W2 + b -> Tanh -> L2 normalise
+- raw-flux spectrum (``desi_flux``): ``flux`` [batch, n_wave, 1] -> Flatten -> MatMul -> Add
+  -> Tanh -> L2 normalise
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from astroembed.runtime.preprocess import (default_image_preprocessing, default_spectrum_preprocessing,
-                                   spectrum_length)
+                                   flux_preprocessing, spectrum_length)
 
 OPSET = 17
 OUTPUT = "embedding"
@@ -107,6 +109,30 @@ def spectrum_encoder(path: Path, *, dim: int = 8, seed: int = 1, name: str = "ti
     inputs = [{"name": "spectrum", "shape": ["batch", 2, length]},
               {"name": "stats", "shape": ["batch", 2]}]
     return _save(graph, _metadata("spectrum", name, _hash(w1, w2, b), dim, inputs, prep), path)
+
+
+def flux_encoder(path: Path, *, dim: int = 8, seed: int = 2, name: str = "tiny-flux",
+                 prep: dict | None = None, graph_length: int | None = None) -> Path:
+    """Write a spectrum encoder that takes the raw flux (``desi_flux``). ``graph_length``
+    makes the graph disagree with the declared grid."""
+    prep = prep if prep is not None else flux_preprocessing()
+    n_wave = int(prep["n_wave"])
+    glength = graph_length or n_wave
+    rng = np.random.default_rng(seed)
+    w = rng.normal(0, 1 / np.sqrt(glength), (glength, dim)).astype(np.float32)
+    b = rng.normal(0, 0.1, dim).astype(np.float32)
+    nodes = [helper.make_node("Flatten", ["flux"], ["flat"], axis=1),
+             helper.make_node("MatMul", ["flat", "W"], ["xw"]),
+             helper.make_node("Add", ["xw", "B"], ["lin"]),
+             helper.make_node("Tanh", ["lin"], ["act"]),
+             helper.make_node("LpNormalization", ["act"], [OUTPUT], axis=1, p=2)]
+    graph = helper.make_graph(
+        nodes, "tiny_flux",
+        [helper.make_tensor_value_info("flux", TensorProto.FLOAT, ["batch", glength, 1])],
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", dim])],
+        initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")])
+    inputs = [{"name": "flux", "shape": ["batch", n_wave, 1]}]
+    return _save(graph, _metadata("spectrum", name, _hash(w, b), dim, inputs, prep), path)
 
 
 def model_dir(path: Path, *, crop: int = 16, dim: int = 8, seed: int = 0,

@@ -47,7 +47,7 @@ from astroembed.catalog.writer import schema_problem
 from astroembed.catalog.rewrite import (RowGroupWriter, assemble, joined_batches, open_tile,
                                         read_batches, with_column)
 from astroembed.runtime.modelfile import MODALITIES, Encoder, find_encoders, open_encoder
-from astroembed.runtime.preprocess import image_inputs, spectrum_inputs
+from astroembed.runtime.preprocess import FLUX_KIND, flux_inputs, image_inputs, spectrum_inputs
 from astroembed.simulation import simulated_inputs
 from astroembed.stamps import utc_now
 
@@ -60,11 +60,20 @@ IMAGE_COLUMN = "image"
 FLUX_COLUMN = "flux"
 IVAR_COLUMN = "ivar"
 INPUT_COLUMNS = {"image": (IMAGE_COLUMN,), "spectrum": (FLUX_COLUMN, IVAR_COLUMN)}
+#: Models whose graph takes the raw flux (it does its own preprocessing) read no ivar.
+FLUX_ONLY = (FLUX_COLUMN,)
 #: Bands of the catalog's image column when its field metadata does not say (docs/architecture.md).
 CATALOG_BANDS = "grz"
 #: Field metadata of an embedding column (bytes keys in the Parquet schema).
 FIELD_KEYS = ("astroembed_embedding", "modality", "model_name", "model_version", "model_hash",
               "embedding_dim", "created")
+
+
+def input_columns(modality: str, preprocessing: dict) -> tuple[str, ...]:
+    """The catalog columns an encoder of ``modality`` with this preprocessing reads."""
+    if modality == "spectrum" and preprocessing.get("kind") == FLUX_KIND:
+        return FLUX_ONLY
+    return INPUT_COLUMNS[modality]
 
 
 def embedding_column(modality: str, name: str | None = None) -> str:
@@ -193,16 +202,17 @@ def _present(array: pa.Array) -> np.ndarray:
 def _read_inputs(batch: pa.RecordBatch, spec: EncoderSpec
                  ) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
     """The encoder's raw inputs for the batch (cutouts ``(N, 3, H, W)``, or flux and ivar
-    ``(N, n_wave)``) and the mask of rows that have them (not null)."""
+    ``(N, n_wave)``, or the flux alone for a model that takes raw flux) and the mask of rows
+    that have them (not null)."""
     if spec.modality == "image":
         column = batch.column(IMAGE_COLUMN)
         shape = spec.image_shape or tuple(column.type.shape)
         images = _list_values(column, int(np.prod(shape))).reshape(len(column), *shape)
         return (images,), _present(column)
     n_wave = int(spec.preprocessing["n_wave"])
-    flux, ivar = batch.column(FLUX_COLUMN), batch.column(IVAR_COLUMN)
-    return ((_list_values(flux, n_wave), _list_values(ivar, n_wave)),
-            _present(flux) & _present(ivar))
+    columns = [batch.column(c) for c in input_columns(spec.modality, spec.preprocessing)]
+    present = np.logical_and.reduce([_present(c) for c in columns])
+    return tuple(_list_values(c, n_wave) for c in columns), present
 
 
 def _preprocess(spec: EncoderSpec, arrays: tuple[np.ndarray, ...], rows: np.ndarray
@@ -212,6 +222,8 @@ def _preprocess(spec: EncoderSpec, arrays: tuple[np.ndarray, ...], rows: np.ndar
         arrays = tuple(a[rows] for a in arrays)
     if spec.modality == "image":
         return image_inputs(arrays[0], spec.preprocessing)
+    if spec.preprocessing.get("kind") == FLUX_KIND:
+        return flux_inputs(arrays[0], spec.preprocessing)
     return spectrum_inputs(arrays[0], arrays[1], spec.preprocessing)
 
 
@@ -282,7 +294,7 @@ def _pipelined(source: pq.ParquetFile, file: Path, job: TileJob,
     :data:`READ_AHEAD` batches ahead of the caller, which runs the model (memory stays
     bounded)."""
     pixel_file = pixel_tile_path(job.catalog, job.order, job.pixel)
-    needed = sorted({c for s in job.encoders for c in INPUT_COLUMNS[s.modality]})
+    needed = sorted({c for s in job.encoders for c in input_columns(s.modality, s.preprocessing)})
     main_names = set(source.schema_arrow.names)
     if pixel_file.is_file() and not set(needed) <= main_names:
         batches = joined_batches(source, file, pixel_file, needed, job.batch_size)
@@ -519,7 +531,7 @@ def _check_spectrum(spec: EncoderSpec, schema: pa.Schema, catalog: Path) -> Enco
     """flux/ivar lie on the wavelength grid the spectrum encoder declares."""
     prep = spec.preprocessing
     n_wave = int(prep["n_wave"])
-    for name in (FLUX_COLUMN, IVAR_COLUMN):
+    for name in input_columns(spec.modality, prep):
         fld = schema.field(name)
         if not pa.types.is_fixed_size_list(fld.type):
             raise InputError(f"{where(catalog, column=name)}: type {fld.type}; expected "
@@ -627,8 +639,9 @@ def plan_embed(catalog: str | os.PathLike, *, tiles: tuple[str, ...] = (),
     selected = _select_tiles(info, tiles)
     specs, providers = [], {}
     for m, file in _select_encoders(model, modality).items():
-        _missing_column(path, info.schema, INPUT_COLUMNS[m], m, modality)
         encoder = open_encoder(file, device=check_device, threads=threads)
+        _missing_column(path, info.schema, input_columns(m, encoder.info.preprocessing), m,
+                        modality)
         _remember(encoder, check_device, threads)  # an in-process run reuses the session
         spec = EncoderSpec.from_encoder(encoder, embedding_column(m, name))
         check = _check_image if m == "image" else _check_spectrum

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from astroembed.errors import ModelError
-from astroembed.runtime.preprocess import IMAGE_KIND, SPECTRUM_KIND, spectrum_length
+from astroembed.runtime.preprocess import FLUX_KIND, IMAGE_KIND, SPECTRUM_KINDS, spectrum_length
 
 __all__ = ["CONTRACT_VERSION", "DEFAULT_MODEL_DIR", "MODALITIES", "Encoder", "EncoderInfo",
            "check_contract", "encoder_info", "find_encoders", "open_encoder", "parse_metadata"]
@@ -46,7 +46,7 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "data" / "models" / "d
 MIN_ONNXRUNTIME = {"onnxruntime": "1.23", "onnxruntime-gpu": "1.25"}
 REQUIRED_KEYS = ("astroembed_contract", "modality", "model_name", "model_version", "model_hash",
                  "embedding_dim", "inputs", "output", "preprocessing")
-_KINDS = {"image": IMAGE_KIND, "spectrum": SPECTRUM_KIND}
+_KINDS = {"image": (IMAGE_KIND,), "spectrum": SPECTRUM_KINDS}
 
 
 @dataclass(frozen=True)
@@ -99,10 +99,10 @@ def parse_metadata(path: str | os.PathLike, meta: dict[str, str]) -> EncoderInfo
     if not isinstance(inputs, list) or not all(isinstance(i, dict) and "name" in i and "shape" in i
                                                for i in inputs):
         raise ModelError(f"{path}: metadata 'inputs' must be a list of {{name, shape}}.")
-    if not isinstance(prep, dict) or prep.get("kind") != _KINDS[modality]:
+    if not isinstance(prep, dict) or prep.get("kind") not in _KINDS[modality]:
         raise ModelError(f"{path}: preprocessing kind {prep.get('kind') if isinstance(prep, dict) else prep!r}"
                          f" is not one this astroembed knows for {modality} "
-                         f"(expected {_KINDS[modality]!r}).")
+                         f"(expected {' or '.join(map(repr, _KINDS[modality]))}).")
     return EncoderInfo(
         path=path, modality=modality, name=meta["model_name"], version=meta["model_version"],
         hash=meta["model_hash"], dim=dim,
@@ -118,6 +118,8 @@ def _expected_shapes(info: EncoderInfo) -> dict[str, tuple]:
     if info.modality == "image":
         c = int(prep["crop"])
         return {"image": (3, c, c)}
+    if prep["kind"] == FLUX_KIND:
+        return {"flux": (int(prep["n_wave"]), 1)}
     return {"spectrum": (2, spectrum_length(prep)), "stats": (2,)}
 
 
@@ -125,7 +127,11 @@ def check_contract(info: EncoderInfo, session_inputs: list, session_outputs: lis
     """ModelError unless the graph's inputs/outputs agree with the declared contract and the
     preprocessing code of this astroembed (names, shapes, embedding dimension)."""
     declared = {name: shape for name, shape in info.inputs}
-    expected = _expected_shapes(info)
+    try:
+        expected = _expected_shapes(info)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelError(f"{info.path}: preprocessing {info.preprocessing.get('kind')!r} lacks "
+                         f"or misstates {err}; the input shapes cannot be known.") from None
     if set(declared) != set(expected):
         raise ModelError(f"{info.path}: declares inputs {sorted(declared)}; {info.modality} "
                          f"preprocessing produces {sorted(expected)}.")

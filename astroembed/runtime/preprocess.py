@@ -18,18 +18,26 @@ the z-scored flux and ``clip(sqrt(ivar_binned) * std / snr_scale, 0, 1)`` (how m
 can be trusted, in z-score units); ``stats = [asinh(mean), log(std)]`` feeds the leading token.
 A spectrum with fewer than ``min_valid_fraction`` good binned pixels, or zero spread, is
 unusable: its row gets ``ok = False`` (``embed`` writes a null) and zeros as input.
+
+Raw spectra (``kind = "desi_flux"``): the flux alone, as the catalog stores it on the DESI
+coadd grid, shaped ``(N, n_wave, 1)`` for models that carry their own spectrum preprocessing
+inside the graph (AstroCLIP's SpecFormer standardises and windows the flux itself, ignoring
+ivar). A spectrum with a non-finite pixel, or all zeros (no coverage), is unusable.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["IMAGE_KIND", "SPECTRUM_KIND", "default_image_preprocessing",
-           "default_spectrum_preprocessing", "image_inputs", "spectrum_inputs",
-           "spectrum_length"]
+__all__ = ["FLUX_KIND", "IMAGE_KIND", "SPECTRUM_KIND", "SPECTRUM_KINDS",
+           "default_image_preprocessing", "default_spectrum_preprocessing", "flux_inputs",
+           "flux_preprocessing", "image_inputs", "spectrum_inputs", "spectrum_length"]
 
 IMAGE_KIND = "legacysurvey_rgb"
 SPECTRUM_KIND = "desi_zscore"
+FLUX_KIND = "desi_flux"
+#: The spectrum preprocessing kinds this astroembed runs.
+SPECTRUM_KINDS = (SPECTRUM_KIND, FLUX_KIND)
 
 
 def default_image_preprocessing(crop: int = 32) -> dict:
@@ -42,6 +50,12 @@ def default_spectrum_preprocessing(bin: int = 4) -> dict:  # noqa: A002 - the me
     """The DESI coadd grid (3600-9824 A, 0.8 A, 7781 pixels) binned by ``bin``."""
     return {"kind": SPECTRUM_KIND, "wave_start": 3600.0, "wave_step": 0.8, "n_wave": 7781,
             "bin": int(bin), "min_valid_fraction": 0.5, "snr_scale": 10.0,
+            "flux_unit": "1e-17 erg / (s cm2 Angstrom)"}
+
+
+def flux_preprocessing() -> dict:
+    """Raw flux on the DESI coadd grid (3600-9824 A, 0.8 A, 7781 pixels), no binning."""
+    return {"kind": FLUX_KIND, "wave_start": 3600.0, "wave_step": 0.8, "n_wave": 7781,
             "flux_unit": "1e-17 erg / (s cm2 Angstrom)"}
 
 
@@ -131,3 +145,16 @@ def spectrum_inputs(flux: np.ndarray, ivar: np.ndarray,
     x[~ok] = 0.0
     stats[~ok] = 0.0
     return {"spectrum": x, "stats": stats.astype(np.float32)}, ok
+
+
+def flux_inputs(flux: np.ndarray, spec: dict) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """``({"flux": (N, n_wave, 1) float32}, ok)`` from flux ``(N, n_wave)`` on the grid
+    ``spec`` declares; unusable rows (a non-finite pixel, or no non-zero pixel) are zeros."""
+    flux = np.asarray(flux, dtype=np.float32)
+    n_wave = int(spec["n_wave"])
+    if flux.ndim != 2 or flux.shape[1] != n_wave:
+        raise ValueError(f"flux must be (N, {n_wave}); got {flux.shape}")
+    ok = np.isfinite(flux).all(axis=1)
+    ok &= (np.where(ok[:, None], flux, 0) != 0).any(axis=1)
+    x = np.where(ok[:, None], flux, np.float32(0)).astype(np.float32)
+    return {"flux": x[:, :, None]}, ok

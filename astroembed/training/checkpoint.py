@@ -135,9 +135,12 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
             head = fh.read(4)
     except OSError as err:
         raise InputError(f"{path}: cannot read: {err.strerror or err}") from err
-    if head[:2] != b"PK" or not zipfile.is_zipfile(path):
+    if head[:2] != b"PK":
         raise InputError(f"{path}: not a PyTorch checkpoint (a torch.save zip archive, such as "
                          "a Lightning .ckpt).")
+    if not zipfile.is_zipfile(path):  # a zip archive's directory is at its end
+        raise InputError(f"{path}: truncated: it begins as a zip archive but its end is "
+                         "missing; download it again.")
     try:
         with zipfile.ZipFile(path) as archive:
             if not any(n.endswith("data.pkl") for n in archive.namelist()):

@@ -11,6 +11,11 @@ give each window two leading zeros and put a token in front whose first two valu
 ``(mean - 2) / 2`` and ``(std - 2) / 8``; embed, add learned positions, run post-attention
 residual blocks (layer norm, multi-head self-attention, layer norm, GELU MLP of 4x width),
 a final layer norm. The zero-shot embedding is the mean over tokens of that output.
+
+:class:`SpecFormerExportForm` is the same embedding laid out for ONNX Runtime (the windows
+one gather with constant indices, attention one ONNX ``Attention`` node, as
+:mod:`astroembed.training.export_form` lays out astroembed's own encoders); the importer
+checks it against :class:`SpecFormerEmbedding`, the module above.
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from astroembed.errors import InputError
+from astroembed.training.export_form import Affine
 
-__all__ = ["SpecFormer", "SpecFormerConfig", "specformer_from_checkpoint"]
+__all__ = ["SpecFormer", "SpecFormerConfig", "SpecFormerEmbedding", "SpecFormerExportForm",
+           "specformer_from_checkpoint"]
 
 
 @dataclass(frozen=True)
@@ -157,7 +164,10 @@ def specformer_from_checkpoint(checkpoint: dict, where: str = "checkpoint") -> S
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise InputError(f"{where}: no state_dict; not a SpecFormer checkpoint.")
     cfg = _config(checkpoint.get("hyper_parameters", {}), where)
-    model = SpecFormer(cfg)
+    try:
+        model = SpecFormer(cfg)
+    except (ValueError, RuntimeError) as err:  # torch refuses negative sizes with RuntimeError
+        raise InputError(f"{where}: unsupported hyper_parameters ({err}).") from None
     state = {k: v for k, v in checkpoint["state_dict"].items() if isinstance(v, torch.Tensor)}
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
@@ -171,3 +181,87 @@ def specformer_from_checkpoint(checkpoint: dict, where: str = "checkpoint") -> S
                              f"{tuple(tensor.shape)} for the recorded hyper-parameters.")
     model.load_state_dict({k: state[k].to(torch.float32) for k in own})
     return model.eval()
+
+
+class SpecFormerEmbedding(nn.Module):
+    """The embedding ``embed`` stores: ``(N, L, 1)`` flux (AstroCLIP's input layout) -> the
+    L2-normalised mean token ``(N, embed_dim)``; the torch side of the export parity check."""
+
+    def __init__(self, model: SpecFormer) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, flux: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.model.embed(flux[..., 0]), dim=-1)
+
+
+def _affine(linear: nn.Linear, rows: slice | None = None, bias: bool = True) -> Affine:
+    """An export :class:`~astroembed.training.export_form.Affine` of some output rows of
+    ``linear`` (with or without their bias)."""
+    rows = rows or slice(None)
+    return Affine(linear.weight[rows], linear.bias[rows] if bias else None)
+
+
+class _ExportBlock(nn.Module):
+    """A :class:`_Block` laid out for ONNX Runtime as the exporter's own encoders are (one
+    ONNX ``Attention`` node, weights stored ``(in, out)``): the key bias is dropped (it
+    shifts every score of a query equally, which the softmax ignores) and the value bias
+    joins the output bias (attention weights sum to one)."""
+
+    def __init__(self, block: _Block) -> None:
+        super().__init__()
+        width = block.layernorm1.normalized_shape[0]
+        qkv, proj = block.attention.attention, block.attention.projection
+        q, k, v = (slice(i * width, (i + 1) * width) for i in range(3))
+        self.heads, self.scale = block.heads, (width // block.heads) ** -0.5
+        self.norm1, self.norm2 = block.layernorm1, block.layernorm2
+        self.q, self.k, self.v = _affine(qkv, q), _affine(qkv, k, bias=False), _affine(qkv, v, False)
+        with torch.no_grad():
+            out_bias = proj.bias + proj.weight @ qkv.bias[v]
+        self.out = Affine(proj.weight, out_bias)
+        self.up, self.down = _affine(block.mlp.encoder), _affine(block.mlp.decoder)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(x)
+        y = torch.ops.astroembed.attention(self.q(h), self.k(h), self.v(h), self.heads,
+                                           self.scale)
+        x = x + self.out(y)
+        return x + self.down(F.gelu(self.up(self.norm2(x))))
+
+
+class SpecFormerExportForm(nn.Module):
+    """:class:`SpecFormerEmbedding` for spectra of ``length`` pixels, laid out for export.
+
+    The windows are one ``Gather`` with constant indices (the grid is fixed by the model's
+    contract), and the two leading zeros of each window and the zeros after the statistics
+    token's two values are folded into the input embedding: only the columns of
+    ``data_embed`` that meet non-zero values are multiplied.
+    """
+
+    def __init__(self, model: SpecFormer, length: int) -> None:
+        super().__init__()
+        cfg = model.cfg
+        cfg.check(length)
+        n = cfg.windows(length)
+        step = cfg.slice_section_length - cfg.slice_overlap
+        index = torch.arange(n)[:, None] * step + torch.arange(cfg.slice_section_length)
+        self.register_buffer("index", index, persistent=False)
+        weight, bias = model.data_embed.weight, model.data_embed.bias
+        with torch.no_grad():
+            positions = model.position_embed.weight[:n + 1] + bias
+        self.windows = Affine(weight[:, 2:])
+        self.stats = Affine(weight[:, :2])
+        self.positions = nn.Parameter(positions.clone(), requires_grad=False)
+        self.blocks = nn.ModuleList(_ExportBlock(b) for b in model.blocks)
+        self.norm = model.final_layernorm
+
+    def forward(self, flux: torch.Tensor) -> torch.Tensor:
+        x = flux[..., 0]
+        mean = x.mean(dim=1, keepdim=True)
+        std = x.std(dim=1, keepdim=True).clamp(min=0.2)
+        x = (x - mean) / std
+        first = self.stats(torch.cat([(mean - 2) / 2, (std - 2) / 8], dim=1))[:, None]
+        tokens = torch.cat([first, self.windows(x[:, self.index])], dim=1) + self.positions
+        for block in self.blocks:
+            tokens = block(tokens)
+        return F.normalize(self.norm(tokens).mean(dim=1), dim=-1)

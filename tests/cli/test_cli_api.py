@@ -120,6 +120,14 @@ def test_export(monkeypatch, tmp_path):
     assert args == (tmp_path, Path("onnx")) and kwargs == {"overwrite": False}
 
 
+def test_import_model(monkeypatch, tmp_path):
+    args, kwargs = _invoke(monkeypatch, "import_model",
+                           ["import-model", "specformer", str(tmp_path / "s.ckpt"), "--out",
+                            "m", "--overwrite"])
+    assert args == ("specformer", tmp_path / "s.ckpt", Path("m"))
+    assert kwargs == {"overwrite": True}
+
+
 def test_probe(monkeypatch, tmp_path):
     args, kwargs = _invoke(monkeypatch, "probe",
                            ["probe", "-c", str(tmp_path), "--target", "FLUX_R", "-e", "image",

@@ -92,7 +92,7 @@ def test_bad_files_give_one_clear_error(tmp_path):
     torch.save({"state_dict": {"w": torch.arange(10000, dtype=torch.float32)}}, good)
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(InputError, match="truncated|not a PyTorch checkpoint|damaged"):
+    with pytest.raises(InputError, match="truncated: it begins as a zip archive"):
         read_checkpoint(truncated)
     other_zip = tmp_path / "other.ckpt"
     with zipfile.ZipFile(other_zip, "w") as z:
