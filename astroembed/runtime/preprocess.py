@@ -77,26 +77,38 @@ def image_inputs(images: np.ndarray, spec: dict) -> tuple[dict[str, np.ndarray],
     if h < crop or w < crop:
         raise ValueError(f"cutouts are {h}x{w} pixels; the model needs at least {crop}x{crop}")
     top, left = (h - crop) // 2, (w - crop) // 2
-    x = images[:, :, top:top + crop, left:left + crop]
-    finite = np.isfinite(x).all(axis=(1, 2, 3))
-    ok = finite & (np.abs(np.where(np.isfinite(x), x, 0)) > 0).any(axis=(1, 2, 3))
-    x = np.where(ok[:, None, None, None], x, 0.0).astype(np.float32)
-    scales = np.asarray(spec["scales"], dtype=np.float32)[None, :, None, None]
-    q, m = np.float32(spec["Q"]), np.float32(spec["m"])
-    s = np.maximum(np.float32(0), x * scales + m)
+    # One contiguous copy of the crop, then every step in place: the same float32 operations
+    # in the same order as the formula, with a third of the passes over memory (this runs
+    # for every row `embed` reads, beside the model).
+    s = images[:, :, top:top + crop, left:left + crop].copy()
+    ok = np.isfinite(s).all(axis=(1, 2, 3))
+    ok &= (s != 0).any(axis=(1, 2, 3))  # finite rows: some pixel has coverage
+    bad = not ok.all()
+    if bad:
+        s[~ok] = 0.0
+    s *= np.asarray(spec["scales"], dtype=np.float32)[None, :, None, None]
+    q = np.float32(spec["Q"])
+    s += np.float32(spec["m"])
+    np.maximum(np.float32(0), s, out=s)
     intensity = s.mean(axis=1, keepdims=True)
     stretch = np.arcsinh(q * intensity) / np.sqrt(q)
-    intensity = np.where(intensity == 0, np.float32(1e-6), intensity)
-    out = np.clip(s * stretch / intensity, 0.0, 1.0).astype(np.float32)
-    out[~ok] = 0.0
-    return {"image": out}, ok
+    intensity[intensity == 0] = np.float32(1e-6)
+    s *= stretch
+    s /= intensity
+    np.clip(s, np.float32(0), np.float32(1), out=s)
+    if bad:
+        s[~ok] = 0.0
+    return {"image": s}, ok
 
 
 def _bin_sums(x: np.ndarray, length: int, nbin: int) -> np.ndarray:
     """Float64 sums over consecutive ``nbin``-pixel bins: (N, length * nbin) -> (N, length).
-    Adding the ``nbin`` strided slices gives the same sums as ``reshape(...).sum(axis=2)``
-    four times faster (NumPy reduces a short inner axis slowly)."""
+    For short bins, adding the ``nbin`` strided slices gives the same sums as
+    ``reshape(...).sum(axis=2)`` three times faster (NumPy reduces a short inner axis
+    slowly); from 8 pixels on, the reduction is the faster (2.5x at 16)."""
     parts = x.reshape(len(x), length, nbin)
+    if nbin >= 8:
+        return parts.sum(axis=2, dtype=np.float64)
     out = parts[:, :, 0].astype(np.float64)
     for k in range(1, nbin):
         out += parts[:, :, k]
