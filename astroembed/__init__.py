@@ -160,15 +160,18 @@ def train(catalog: PathLike, out: PathLike, config: PathLike | None = None,
     return run_train(cfg, resume=resume, progress=progress)
 
 
-def export(model_dir: PathLike, out: PathLike, overwrite: bool = False) -> dict:
+def export(model_dir: PathLike, out: PathLike, overwrite: bool = False,
+           precision: str = "fp32") -> dict:
     """Export the pair trained in ``model_dir`` to ONNX in ``out`` (``image.onnx``,
     ``spectrum.onnx``, ``model.json``) after a torch-vs-ONNX parity check; nothing is written
-    if it fails. Returns what was written per encoder (file, bytes, parity, hash)."""
+    if it fails. ``precision="fp16"`` writes fp16 encoders (float32 inputs and outputs, so
+    ``embed`` is unchanged), compared with fp32 after L2 normalisation. Returns what was
+    written per encoder (file, bytes, parity, hash, and the fp16 difference)."""
     from astroembed.catalog.paths import check_output_dir
     from astroembed.training.export import export_model
 
     check_output_dir(out, "--out")
-    return export_model(model_dir, out, overwrite=overwrite)
+    return export_model(model_dir, out, overwrite=overwrite, precision=precision)
 
 
 def import_model(kind: str, checkpoint: PathLike, out: PathLike,

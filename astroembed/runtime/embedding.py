@@ -141,6 +141,7 @@ class TileResult:
     missing: dict[str, int] = field(default_factory=dict)
     unusable: dict[str, int] = field(default_factory=dict)
     providers: dict[str, list[str]] = field(default_factory=dict)  # what really ran, per modality
+    fallbacks: list[str] = field(default_factory=list)  # GPU asked for, CPU obtained (messages)
     error: str | None = None
     error_kind: str | None = None
 
@@ -417,7 +418,8 @@ def embed_tile(job: TileJob, on_rows: Callable[[int], None] | None = None) -> Ti
     return TileResult(order=job.order, pixel=job.pixel, rows=rows, embedded=counts["embedded"],
                       missing=counts["missing"], unusable=counts["unusable"],
                       providers={s.modality: list(encoders[s.column].providers)
-                                 for s in job.encoders})
+                                 for s in job.encoders},
+                      fallbacks=[m for m in map(fallback_message, encoders.values()) if m])
 
 
 def tile_done(job: TileJob) -> bool:

@@ -117,7 +117,11 @@ def test_train(monkeypatch, tmp_path):
 
 def test_export(monkeypatch, tmp_path):
     args, kwargs = _invoke(monkeypatch, "export", ["export", str(tmp_path), "-o", "onnx"])
-    assert args == (tmp_path, Path("onnx")) and kwargs == {"overwrite": False}
+    assert args == (tmp_path, Path("onnx")) and kwargs == {"overwrite": False,
+                                                           "precision": "fp32"}
+    _, kwargs = _invoke(monkeypatch, "export", ["export", str(tmp_path), "-o", "onnx",
+                                                "--precision", "fp16", "--overwrite"])
+    assert kwargs == {"overwrite": True, "precision": "fp16"}
 
 
 def test_import_model(monkeypatch, tmp_path):
