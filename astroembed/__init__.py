@@ -189,6 +189,22 @@ def import_model(kind: str, checkpoint: PathLike, out: PathLike,
     return run_import(kind, checkpoint, out, overwrite=overwrite)
 
 
+def doctor(model: PathLike | None = None, devices: str | Iterable[str] = ("auto",),
+           rows: int = 256, batch_size: int = 64) -> dict:
+    """Check this installation: the onnxruntime version, package and build, its providers,
+    what a session really gets for each device (``cpu``, ``auto``, ``cuda``), and for the
+    default model and ``model`` (a model directory or .onnx file) each encoder's parity on
+    every device in ``devices`` against onnxruntime on CPU and its rows/s over ``rows`` rows
+    at ``batch_size``. Returns the report; ``ok`` is False (and ``problems`` says why) when
+    a device in ``devices`` does not work or an encoder disagrees with CPU there."""
+    from astroembed.runtime.doctor import diagnose
+
+    if isinstance(devices, str):
+        devices = (devices,)
+    return diagnose(model=None if model is None else str(model), devices=tuple(devices),
+                    rows=rows, batch_size=batch_size)
+
+
 def probe(catalog: PathLike, target: str = "redshift", progress: Progress = None,
           per_fold: bool = False, **options: Any) -> dict:
     """Cross-validated probes of ``target`` from the catalog's embeddings and the baselines;
@@ -281,7 +297,7 @@ catalog_info = _deprecated("catalog_info", info)
 describe_inputs = _deprecated("describe_inputs", inspect)
 
 __all__ = ["AstroembedError", "ConfigError", "CrossmatchConfig", "InputError", "ModelError",
-           "OutputError", "SimulationConfig", "__version__", "convert", "crossmatch", "embed",
+           "OutputError", "SimulationConfig", "__version__", "convert", "crossmatch", "doctor", "embed",
            "export", "import_model",
            "info", "inspect", "pixels", "predict", "probe", "run", "search", "simulate",
            "train",

@@ -179,6 +179,25 @@ def test_run(monkeypatch, tmp_path):
     assert args == (tmp_path / "p.toml",) and kwargs == {"dry_run": True, "on_error": "skip"}
 
 
+def test_doctor(monkeypatch, tmp_path):
+    result = {"ok": True, "problems": [], "sessions": {}, "models": []}
+    args, kwargs = _invoke(monkeypatch, "doctor", ["doctor"], result)
+    assert args == (None,) and kwargs == {"devices": ("auto",), "rows": 256, "batch_size": 64}
+    args, kwargs = _invoke(monkeypatch, "doctor",
+                           ["doctor", "--model", str(tmp_path), "--device", "cuda",
+                            "--device", "cpu,auto", "--rows", "32", "--batch-size", "8"], result)
+    assert args == (tmp_path,)
+    assert kwargs == {"devices": ("cuda", "cpu", "auto"), "rows": 32, "batch_size": 8}
+
+
+def test_doctor_exits_1_on_a_problem(monkeypatch):
+    result = {"ok": False, "problems": ["--device cuda: no GPU"], "sessions": {}, "models": []}
+    monkeypatch.setattr(astroembed, "doctor", Fake(result))
+    out = runner.invoke(app, ["doctor", "--device", "cuda", "--json"])
+    assert out.exit_code == 1 and json.loads(out.stdout) == result
+    assert out.stderr == "error: --device cuda: no GPU\n"
+
+
 def test_json_is_strict(monkeypatch, tmp_path):
     """Non-finite floats, which JSON has no spelling for, print as null."""
     monkeypatch.setattr(astroembed, "info", Fake({"r2": float("nan"), "rmse": float("inf")}))
