@@ -147,3 +147,25 @@ def read_embeddings(catalog: Path) -> dict[str, tuple[np.ndarray, str]]:
         (model_hash,) = hashes
         out[column] = (np.stack(parts), model_hash)
     return out
+
+
+def test_an_fp16_graph_this_onnxruntime_cannot_run_is_recorded_as_not_compared(fp32, tmp_path):
+    """onnxruntime's CPU build casts around the fp16 operators it has no kernel for, so the
+    missing operator here is one no build has: the comparison is left to the GPU, saying why."""
+    write_fp16(fp32["image"], tmp_path / "image16.onnx")
+    model = onnx.load(str(tmp_path / "image16.onnx"))
+    last = model.graph.node[-1]
+    model.graph.node.insert(len(model.graph.node) - 1, onnx.helper.make_node(
+        "Unheard", [last.input[0]], ["unheard"], domain="org.example.none"))
+    model.opset_import.append(onnx.helper.make_opsetid("org.example.none", 1))
+    onnx.save_model(model, str(tmp_path / "image16.onnx"))
+    result = compare_fp16(fp32["image"], tmp_path / "image16.onnx", feeds_for(fp32["image"]))
+    assert result["max_abs_diff_l2"] is None
+    assert "cannot run the fp16 graph on CPU" in result["not_run"]
+    assert "astroembed doctor --model DIR --device cuda" in result["not_run"]
+
+
+def test_a_broken_fp16_file_is_an_error_not_a_skipped_comparison(fp32, tmp_path):
+    (tmp_path / "image16.onnx").write_bytes(b"not onnx")
+    with pytest.raises(ModelError, match="not a loadable ONNX model"):
+        compare_fp16(fp32["image"], tmp_path / "image16.onnx", feeds_for(fp32["image"]))
