@@ -19,7 +19,7 @@ def export(
     model_dir: Annotated[Path, typer.Argument(help="Directory written by `astroembed train`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for image.onnx, spectrum.onnx, model.json.")],
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
-    precision: Annotated[str, typer.Option(help="fp32 | fp16 (half the size, faster on GPUs; inputs and outputs stay float32).")] = "fp32",
+    precision: Annotated[str, typer.Option(help="fp32 | fp16 (for GPUs: half the size, slower than fp32 on CPU; inputs and outputs stay float32).")] = "fp32",
     as_json: AsJson = False,
 ) -> None:
     """Export a trained pair to ONNX (one file per encoder, contract in the metadata).
