@@ -148,3 +148,18 @@ def test_embed_warns_and_reports_what_the_session_got(model, gpu_build_without_g
     assert summary["providers"] == {"image": ["CPUExecutionProvider"]}
     warned = [r.getMessage() for r in caplog.records if "asked onnxruntime" in r.getMessage()]
     assert warned and "CUDAExecutionProvider" in warned[0]
+
+
+def test_device_buffers_on_cuda_agree_with_cpu(model):
+    """Runs where onnxruntime can use a GPU: the device-side buffers (inputs copied into kept
+    OrtValues, the output copied out) give what CPU gives, batch after batch."""
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("no CUDA provider in this onnxruntime")
+    try:
+        encoder = open_encoder(model / "image.onnx", device="cuda", threads=1)
+    except ModelError as err:
+        pytest.skip(f"no usable CUDA GPU: {err}")
+    batches = [_inputs("image", n, seed) for seed, n in enumerate((16, 16, 5, 16))]
+    results = [encoder.run(b) for b in batches]
+    for feeds, got in zip(batches, results):
+        np.testing.assert_allclose(got, _oracle(model / "image.onnx", feeds), atol=1e-4, rtol=0)
