@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -353,9 +352,7 @@ def open_encoder(path: str | os.PathLike, device: str = "cpu",
     if not path.is_file():
         raise ModelError(f"{path}: no such ONNX file.")
     providers = requested_providers(device)
-    with warnings.catch_warnings():  # the fallback is reported below, in astroembed's words
-        warnings.filterwarnings("ignore", message=".*not in available provider names")
-        session = onnx_session(path, providers, threads)
+    session = onnx_session(path, providers, threads)
     used = session.get_providers()
     if device == "cuda" and used[0] not in GPU_PROVIDERS:
         raise ModelError(f"--device cuda: onnxruntime could not use a GPU for {path}: asked "
