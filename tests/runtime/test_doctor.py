@@ -25,6 +25,7 @@ runner = CliRunner()
 #: The CPU build warns when asked for a provider it lacks, which the mocked GPU build does.
 pytestmark = pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
 
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("doctor")

@@ -29,6 +29,7 @@ CROP = 16
 #: The CPU build warns when asked for a provider it lacks, which the mocked GPU build does.
 pytestmark = pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
 
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     return tiny_models.model_dir(tmp_path_factory.mktemp("models") / "tiny", crop=CROP,
