@@ -160,15 +160,18 @@ def train(catalog: PathLike, out: PathLike, config: PathLike | None = None,
     return run_train(cfg, resume=resume, progress=progress)
 
 
-def export(model_dir: PathLike, out: PathLike, overwrite: bool = False) -> dict:
+def export(model_dir: PathLike, out: PathLike, overwrite: bool = False,
+           precision: str = "fp32") -> dict:
     """Export the pair trained in ``model_dir`` to ONNX in ``out`` (``image.onnx``,
     ``spectrum.onnx``, ``model.json``) after a torch-vs-ONNX parity check; nothing is written
-    if it fails. Returns what was written per encoder (file, bytes, parity, hash)."""
+    if it fails. ``precision="fp16"`` writes fp16 encoders (float32 inputs and outputs, so
+    ``embed`` is unchanged), compared with fp32 after L2 normalisation. Returns what was
+    written per encoder (file, bytes, parity, hash, and the fp16 difference)."""
     from astroembed.catalog.paths import check_output_dir
     from astroembed.training.export import export_model
 
     check_output_dir(out, "--out")
-    return export_model(model_dir, out, overwrite=overwrite)
+    return export_model(model_dir, out, overwrite=overwrite, precision=precision)
 
 
 def import_model(kind: str, checkpoint: PathLike, out: PathLike,
@@ -184,6 +187,22 @@ def import_model(kind: str, checkpoint: PathLike, out: PathLike,
 
     check_output_dir(out, "--out")
     return run_import(kind, checkpoint, out, overwrite=overwrite)
+
+
+def doctor(model: PathLike | None = None, devices: str | Iterable[str] = ("auto",),
+           rows: int = 256, batch_size: int = 64) -> dict:
+    """Check this installation: the onnxruntime version, package and build, its providers,
+    what a session really gets for each device (``cpu``, ``auto``, ``cuda``), and for the
+    default model and ``model`` (a model directory or .onnx file) each encoder's parity on
+    every device in ``devices`` against onnxruntime on CPU and its rows/s over ``rows`` rows
+    at ``batch_size``. Returns the report; ``ok`` is False (and ``problems`` says why) when
+    a device in ``devices`` does not work or an encoder disagrees with CPU there."""
+    from astroembed.runtime.doctor import diagnose
+
+    if isinstance(devices, str):
+        devices = (devices,)
+    return diagnose(model=None if model is None else str(model), devices=tuple(devices),
+                    rows=rows, batch_size=batch_size)
 
 
 def probe(catalog: PathLike, target: str = "redshift", progress: Progress = None,
@@ -278,7 +297,7 @@ catalog_info = _deprecated("catalog_info", info)
 describe_inputs = _deprecated("describe_inputs", inspect)
 
 __all__ = ["AstroembedError", "ConfigError", "CrossmatchConfig", "InputError", "ModelError",
-           "OutputError", "SimulationConfig", "__version__", "convert", "crossmatch", "embed",
+           "OutputError", "SimulationConfig", "__version__", "convert", "crossmatch", "doctor", "embed",
            "export", "import_model",
            "info", "inspect", "pixels", "predict", "probe", "run", "search", "simulate",
            "train",

@@ -46,7 +46,8 @@ from astroembed.catalog.tiles import parquet_options
 from astroembed.catalog.writer import schema_problem
 from astroembed.catalog.rewrite import (RowGroupWriter, assemble, joined_batches, open_tile,
                                         read_batches, with_column)
-from astroembed.runtime.modelfile import MODALITIES, Encoder, find_encoders, open_encoder
+from astroembed.runtime.modelfile import (MODALITIES, Encoder, fallback_message, find_encoders,
+                                         open_encoder)
 from astroembed.runtime.preprocess import FLUX_KIND, flux_inputs, image_inputs, spectrum_inputs
 from astroembed.simulation import simulated_inputs
 from astroembed.stamps import utc_now
@@ -140,6 +141,7 @@ class TileResult:
     missing: dict[str, int] = field(default_factory=dict)
     unusable: dict[str, int] = field(default_factory=dict)
     providers: dict[str, list[str]] = field(default_factory=dict)  # what really ran, per modality
+    fallbacks: list[str] = field(default_factory=list)  # GPU asked for, CPU obtained (messages)
     error: str | None = None
     error_kind: str | None = None
 
@@ -416,7 +418,8 @@ def embed_tile(job: TileJob, on_rows: Callable[[int], None] | None = None) -> Ti
     return TileResult(order=job.order, pixel=job.pixel, rows=rows, embedded=counts["embedded"],
                       missing=counts["missing"], unusable=counts["unusable"],
                       providers={s.modality: list(encoders[s.column].providers)
-                                 for s in job.encoders})
+                                 for s in job.encoders},
+                      fallbacks=[m for m in map(fallback_message, encoders.values()) if m])
 
 
 def tile_done(job: TileJob) -> bool:
@@ -578,12 +581,6 @@ def _tile_schema(file: Path) -> pa.Schema:
                          "`astroembed crossmatch --overwrite`.") from err
 
 
-def _gpu_build() -> bool:
-    import onnxruntime as ort
-
-    return "CUDAExecutionProvider" in ort.get_available_providers()
-
-
 def catalog_is_simulated(info: CatalogInfo) -> bool | None:
     """Whether the catalog was cross-matched from ``astroembed simulate`` output, as its
     provenance records it (each input's ``simulated``, decided at cross-match time), so the
@@ -649,9 +646,9 @@ def plan_embed(catalog: str | os.PathLike, *, tiles: tuple[str, ...] = (),
         providers[m] = list(encoder.providers)
         log.info("%s encoder %s (%s %s, hash %s) runs on %s", m, file, spec.name, spec.version,
                  spec.hash[:12], ", ".join(encoder.providers))
-        if check_device == "auto" and not encoder.on_gpu and _gpu_build():
-            log.warning("onnxruntime has GPU support but no GPU could be used; %s runs on CPU "
-                        "(--device cuda makes this an error)", file.name)
+        fallback = fallback_message(encoder)
+        if fallback:
+            log.warning("%s", fallback)
     for spec in specs:
         _check_existing(info.schema, spec, path)
     if model is None:

@@ -15,6 +15,8 @@ encoder file carries, in ``metadata_props`` (string key -> string value):
 ``preprocessing``           JSON dict read by :mod:`astroembed.runtime.preprocess` (``kind`` says which)
 ``training_data``           free text: what the model was trained on
 ``training_data_hash``      sha256 of the training catalog's rows used (or ``unknown``)
+``precision``               optional: ``fp32`` (default) or ``fp16`` (weights inside; the
+                            inputs and output stay float32, see ``export --precision``)
 ==========================  ===========================================================
 
 A model directory holds ``image.onnx`` and/or ``spectrum.onnx`` (any ``*.onnx`` whose
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,11 +37,14 @@ import numpy as np
 from astroembed.errors import ModelError
 from astroembed.runtime.preprocess import FLUX_KIND, IMAGE_KIND, SPECTRUM_KINDS, spectrum_length
 
-__all__ = ["CONTRACT_VERSION", "DEFAULT_MODEL_DIR", "MODALITIES", "Encoder", "EncoderInfo",
-           "check_contract", "encoder_info", "find_encoders", "open_encoder", "parse_metadata"]
+__all__ = ["CONTRACT_VERSION", "DEFAULT_MODEL_DIR", "GPU_PROVIDERS", "MODALITIES", "PRECISIONS",
+           "Encoder", "EncoderInfo", "check_contract", "encoder_info", "fallback_message", "find_encoders",
+           "onnx_session", "open_encoder", "parse_metadata", "requested_providers"]
 
 CONTRACT_VERSION = "1"
 MODALITIES = ("image", "spectrum")
+#: Precisions of an encoder's weights (metadata ``precision``; absent means fp32).
+PRECISIONS = ("fp32", "fp16")
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "data" / "models" / "default"
 #: The first onnxruntime builds with a kernel for the ONNX Attention operator (opset 23), which
 #: astroembed's exporter writes: the CPU build's, and the GPU build's CUDA kernel (pyproject's
@@ -47,6 +53,8 @@ MIN_ONNXRUNTIME = {"onnxruntime": "1.23", "onnxruntime-gpu": "1.25"}
 REQUIRED_KEYS = ("astroembed_contract", "modality", "model_name", "model_version", "model_hash",
                  "embedding_dim", "inputs", "output", "preprocessing")
 _KINDS = {"image": (IMAGE_KIND,), "spectrum": SPECTRUM_KINDS}
+#: Providers that run on a GPU, in the order they are preferred.
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,7 @@ class EncoderInfo:
     preprocessing: dict
     training_data: str = ""
     training_data_hash: str = ""
+    precision: str = "fp32"  # of the weights inside; inputs and outputs are float32 always
     metadata: dict = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -103,13 +112,18 @@ def parse_metadata(path: str | os.PathLike, meta: dict[str, str]) -> EncoderInfo
         raise ModelError(f"{path}: preprocessing kind {prep.get('kind') if isinstance(prep, dict) else prep!r}"
                          f" is not one this astroembed knows for {modality} "
                          f"(expected {' or '.join(map(repr, _KINDS[modality]))}).")
+    precision = meta.get("precision", "fp32")
+    if precision not in PRECISIONS:
+        raise ModelError(f"{path}: precision {precision!r}; expected "
+                         f"{' or '.join(PRECISIONS)}.")
     return EncoderInfo(
         path=path, modality=modality, name=meta["model_name"], version=meta["model_version"],
         hash=meta["model_hash"], dim=dim,
         inputs=tuple((str(i["name"]), tuple(i["shape"])) for i in inputs),
         output=meta["output"], preprocessing=prep,
         training_data=meta.get("training_data", ""),
-        training_data_hash=meta.get("training_data_hash", ""), metadata=dict(meta))
+        training_data_hash=meta.get("training_data_hash", ""), precision=precision,
+        metadata=dict(meta))
 
 
 def _expected_shapes(info: EncoderInfo) -> dict[str, tuple]:
@@ -166,14 +180,14 @@ def check_contract(info: EncoderInfo, session_inputs: list, session_outputs: lis
                          f"expected [batch, {info.dim}] (embedding_dim).")
 
 
-def _providers(device: str) -> list[str]:
+def requested_providers(device: str) -> list[str]:
     """onnxruntime providers to ask for; ModelError for ``cuda`` without a CUDA build."""
     import onnxruntime as ort
 
     available = ort.get_available_providers()
     if device == "cpu":
         return ["CPUExecutionProvider"]
-    gpu = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
+    gpu = [p for p in GPU_PROVIDERS if p in available]
     if device == "cuda" and not gpu:
         raise ModelError("--device cuda: this onnxruntime has no CUDA provider (available: "
                          f"{', '.join(available)}). Install the GPU build: "
@@ -183,23 +197,105 @@ def _providers(device: str) -> list[str]:
     return gpu + ["CPUExecutionProvider"]
 
 
-class Encoder:
-    """An open ONNX encoder: its declared contract and an onnxruntime session."""
+#: Batch shapes whose buffers an encoder keeps per thread: the full batch, the last partial
+#: one of a tile and a few shortened by unusable rows; older shapes are dropped.
+BUFFER_SHAPES = 4
 
-    def __init__(self, info: EncoderInfo, session, providers: list[str]):
+
+class _Buffers:
+    """One thread's IO bindings and their pre-allocated buffers, one set per batch shape.
+
+    Why pre-allocated: binding a buffer that outlives the call spares onnxruntime an output
+    allocation per batch and, on a GPU, keeps the inputs and outputs in device memory that
+    is reused instead of allocated and freed around every batch.
+    """
+
+    def __init__(self) -> None:
+        self.by_shape: dict[tuple, tuple] = {}
+
+    def get(self, shapes: tuple, make):
+        """The buffers for batches of input ``shapes`` (made by ``make()`` the first time)."""
+        entry = self.by_shape.pop(shapes, None)
+        if entry is None:
+            entry = make()
+        self.by_shape[shapes] = entry  # most recent last
+        while len(self.by_shape) > BUFFER_SHAPES:
+            self.by_shape.pop(next(iter(self.by_shape)))
+        return entry
+
+
+class Encoder:
+    """An open ONNX encoder: its declared contract and an onnxruntime session.
+
+    ``requested`` are the providers asked for, ``providers`` those the session really uses
+    (onnxruntime falls back to CPU silently when a GPU provider cannot start).
+    """
+
+    def __init__(self, info: EncoderInfo, session, providers: list[str],
+                 requested: list[str] | None = None):
         self.info = info
         self.session = session
         self.providers = providers
+        self.requested = list(requested) if requested is not None else list(providers)
+        self._local = threading.local()  # IO bindings and buffers never cross threads
 
     @property
     def on_gpu(self) -> bool:
-        return self.providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+        return self.providers[0] in GPU_PROVIDERS
+
+    @property
+    def fell_back(self) -> bool:
+        """A GPU provider was asked for and the session runs without one."""
+        return any(p in GPU_PROVIDERS for p in self.requested) and not self.on_gpu
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        """Embeddings ``(N, dim)`` float32 for preprocessed inputs."""
-        out = self.session.run([self.info.output], {k: np.ascontiguousarray(v, dtype=np.float32)
-                                                    for k, v in inputs.items()})[0]
-        return np.asarray(out, dtype=np.float32)
+        """Embeddings ``(N, dim)`` float32 for preprocessed inputs (a new array each call).
+
+        Runs through onnxruntime's IO binding, on CPU as on a GPU, so the path tests take
+        is the one a GPU takes: inputs bound (host arrays on CPU, device buffers on a GPU),
+        the output written into a buffer kept for this batch size and this thread.
+        """
+        arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in inputs.items()}
+        rows = len(next(iter(arrays.values())))
+        shapes = tuple((k, v.shape) for k, v in sorted(arrays.items()))
+        buffers = getattr(self._local, "buffers", None)
+        if buffers is None:
+            buffers = self._local.buffers = _Buffers()
+        binding, device_inputs, output = buffers.get(shapes, lambda: self._allocate(rows, arrays))
+        for name, value in arrays.items():
+            if self.on_gpu:
+                device_inputs[name].update_inplace(value)  # host -> the kept device buffer
+            else:
+                binding.bind_cpu_input(name, value)  # no copy: onnxruntime reads the array
+        try:
+            self.session.run_with_iobinding(binding)
+        except Exception as err:  # onnxruntime's own exception types
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ModelError(f"{self.info.path}: onnxruntime failed on a batch of {rows} rows "
+                             f"({first}).") from None
+        if self.on_gpu:
+            return np.asarray(output.numpy(), dtype=np.float32)  # device -> a new host array
+        return output.copy()  # the buffer is refilled by the next batch of this shape
+
+    def _allocate(self, rows: int, arrays: dict[str, np.ndarray]) -> tuple:
+        """A binding with the output (and on a GPU the inputs) bound to new buffers."""
+        import onnxruntime as ort
+
+        binding = self.session.io_binding()
+        shape = [rows, self.info.dim]
+        if not self.on_gpu:
+            output = np.empty(shape, dtype=np.float32)
+            binding.bind_output(self.info.output, "cpu", 0, np.float32, shape,
+                                output.ctypes.data)
+            return binding, {}, output
+        device_inputs = {name: ort.OrtValue.ortvalue_from_shape_and_type(
+                             list(value.shape), np.float32, "cuda", 0)
+                         for name, value in arrays.items()}
+        for name, value in device_inputs.items():
+            binding.bind_ortvalue_input(name, value)
+        output = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, "cuda", 0)
+        binding.bind_ortvalue_output(self.info.output, output)
+        return binding, device_inputs, output
 
 
 def _provider_options(providers: list[str]) -> list:
@@ -255,15 +351,27 @@ def open_encoder(path: str | os.PathLike, device: str = "cpu",
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such ONNX file.")
-    providers = _providers(device)
+    providers = requested_providers(device)
     session = onnx_session(path, providers, threads)
     used = session.get_providers()
-    if device == "cuda" and used[0] not in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
-        raise ModelError(f"--device cuda: onnxruntime could not use a GPU for {path} (it fell "
-                         f"back to {', '.join(used)}); check the NVIDIA driver and CUDA libraries.")
+    if device == "cuda" and used[0] not in GPU_PROVIDERS:
+        raise ModelError(f"--device cuda: onnxruntime could not use a GPU for {path}: asked "
+                         f"for {', '.join(providers)}, got {', '.join(used)}; check the NVIDIA "
+                         "driver and CUDA libraries (`astroembed doctor` shows what each "
+                         "device gets).")
     info = parse_metadata(path, dict(session.get_modelmeta().custom_metadata_map))
     check_contract(info, session.get_inputs(), session.get_outputs())
-    return Encoder(info, session, used)
+    return Encoder(info, session, used, requested=providers)
+
+
+def fallback_message(encoder: Encoder) -> str | None:
+    """What to tell the user when the session got fewer providers than were asked for (a GPU
+    build that found no usable GPU), naming both; None when it got what it asked for."""
+    if not encoder.fell_back:
+        return None
+    return (f"{encoder.info.path.name}: asked onnxruntime for {', '.join(encoder.requested)}; "
+            f"the session got {', '.join(encoder.providers)}, so it runs on CPU (no usable "
+            "GPU; --device cuda makes this an error, `astroembed doctor` shows why)")
 
 
 def encoder_info(path: str | os.PathLike) -> EncoderInfo:

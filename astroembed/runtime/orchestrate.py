@@ -154,6 +154,9 @@ def embed(cfg: EmbedConfig, progress: Progress | None = None) -> dict:
             log.log(logging.INFO if cfg.tiles else logging.WARNING,
                     "%s left incomplete: %s. Run `astroembed embed --catalog %s` (without "
                     "--tile) to finish it; embedded tiles are skipped.", catalog, reason, catalog)
+    if cfg.scheduler:  # the plan was checked on CPU here; the workers chose their own
+        for message in sorted({m for r in results for m in r.fallbacks}):
+            log.warning("on a Dask worker: %s", message)
     summary = _embed_summary(cfg, plan, results, state, reason, time.time() - start)
     failed = [r for r in results if r.error]
     if failed:

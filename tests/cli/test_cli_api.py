@@ -117,7 +117,11 @@ def test_train(monkeypatch, tmp_path):
 
 def test_export(monkeypatch, tmp_path):
     args, kwargs = _invoke(monkeypatch, "export", ["export", str(tmp_path), "-o", "onnx"])
-    assert args == (tmp_path, Path("onnx")) and kwargs == {"overwrite": False}
+    assert args == (tmp_path, Path("onnx")) and kwargs == {"overwrite": False,
+                                                           "precision": "fp32"}
+    _, kwargs = _invoke(monkeypatch, "export", ["export", str(tmp_path), "-o", "onnx",
+                                                "--precision", "fp16", "--overwrite"])
+    assert kwargs == {"overwrite": True, "precision": "fp16"}
 
 
 def test_import_model(monkeypatch, tmp_path):
@@ -173,6 +177,25 @@ def test_run(monkeypatch, tmp_path):
     args, kwargs = _invoke(monkeypatch, "run",
                            ["run", str(tmp_path / "p.toml"), "--dry-run", "--on-error", "skip"])
     assert args == (tmp_path / "p.toml",) and kwargs == {"dry_run": True, "on_error": "skip"}
+
+
+def test_doctor(monkeypatch, tmp_path):
+    result = {"ok": True, "problems": [], "sessions": {}, "models": []}
+    args, kwargs = _invoke(monkeypatch, "doctor", ["doctor"], result)
+    assert args == (None,) and kwargs == {"devices": ("auto",), "rows": 256, "batch_size": 64}
+    args, kwargs = _invoke(monkeypatch, "doctor",
+                           ["doctor", "--model", str(tmp_path), "--device", "cuda",
+                            "--device", "cpu,auto", "--rows", "32", "--batch-size", "8"], result)
+    assert args == (tmp_path,)
+    assert kwargs == {"devices": ("cuda", "cpu", "auto"), "rows": 32, "batch_size": 8}
+
+
+def test_doctor_exits_1_on_a_problem(monkeypatch):
+    result = {"ok": False, "problems": ["--device cuda: no GPU"], "sessions": {}, "models": []}
+    monkeypatch.setattr(astroembed, "doctor", Fake(result))
+    out = runner.invoke(app, ["doctor", "--device", "cuda", "--json"])
+    assert out.exit_code == 1 and json.loads(out.stdout) == result
+    assert out.stderr == "error: --device cuda: no GPU\n"
 
 
 def test_json_is_strict(monkeypatch, tmp_path):

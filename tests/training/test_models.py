@@ -281,6 +281,41 @@ def test_onnx_matches_torch_at_any_batch_size(exported, trained, catalog):
                                    atol=1e-4)
 
 
+def test_export_fp16_is_compared_with_fp32_and_says_so(exported, trained, tmp_path):
+    """The fp16 export against the fp32 one, both run by onnxruntime directly on the parity
+    batch stored with the model: the difference recorded is the one found here."""
+    from astroembed.training.precision import FP16_MAX
+
+    out = tmp_path / "fp16"
+    result = astroembed.export(trained, out, precision="fp16")
+    assert sorted(p.name for p in out.iterdir()) == ["image.onnx", "model.json", "spectrum.onnx"]
+    manifest = json.loads((out / "model.json").read_text())
+    assert manifest["precision"] == result["precision"] == "fp16"
+    assert manifest["encoders"] == result["encoders"]
+    payload = load_checkpoint(trained / "model.pt")
+    feeds = {"image": {"image": payload["parity_image"].float().numpy()},
+             "spectrum": {"spectrum": payload["parity_spectrum"].float().numpy(),
+                          "stats": payload["parity_stats"].float().numpy()}}
+    fp32_dir, _ = exported
+    for modality, entry in result["encoders"].items():
+        assert entry["precision"] == "fp16" and open_encoder(out / entry["file"]).info.precision == "fp16"
+        assert entry["bytes"] < (fp32_dir / entry["file"]).stat().st_size
+        if entry["fp16_not_compared"]:
+            pytest.skip(entry["fp16_not_compared"])
+        runs = [ort.InferenceSession(str(d / entry["file"]), providers=["CPUExecutionProvider"])
+                .run(None, feeds[modality])[0].astype(np.float64) for d in (fp32_dir, out)]
+        full, half = (r / np.linalg.norm(r, axis=1, keepdims=True) for r in runs)
+        diff = np.abs(full - half).max()
+        assert 0 < entry["fp16_max_abs_diff_l2"] <= 1e-2 and FP16_MAX == 65504
+        assert abs(entry["fp16_max_abs_diff_l2"] - diff) <= 1e-6
+
+
+def test_export_refuses_an_unknown_precision(trained, tmp_path):
+    with pytest.raises(astroembed.ConfigError, match="--precision 'int8'"):
+        astroembed.export(trained, tmp_path / "o", precision="int8")
+    assert not (tmp_path / "o").exists()
+
+
 def test_export_refuses_unfinished_training(tmp_path):
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "checkpoint.pt").write_bytes(b"")
