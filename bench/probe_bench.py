@@ -245,7 +245,7 @@ def bench_demo(catalog: Path, work: Path) -> dict:
     info = _json_of([str(exe), "info", str(copy), "--json"])
     retrieval = _json_of([str(exe), "search", "--catalog", str(copy), "--evaluate", "--json"])
     return {"status": "ok", "command": " ".join(cmd[1:]), "wall_s": round(wall, 2),
-            "models": {c: [f"{m['model_name']} {m['model_version']}" for m in e["models"].values()]
+            "models": {c: [f"{m['model_name']} {m['model_version']}" for m in e["models"]]
                        for c, e in info.get("embeddings", {}).items()},
             "n_rows": doc["n_rows"], "excluded": doc["excluded"],
             "results": [{k: r[k] for k in ("features", "method", "r2", "r2_std", "sigma_nmad",
