@@ -8,7 +8,7 @@ DEMO   ?= demo-output
 # multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test test-fast docs bench bench-crossmatch bench-encoders bench-embed bench-probe model model-scores clean
+.PHONY: install demo test test-fast test-gpu docs bench bench-crossmatch bench-encoders bench-embed bench-probe model model-scores clean
 
 install: $(STAMP)
 
@@ -30,6 +30,18 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
+
+# The checks that need a GPU, on a machine with one: a separate environment with the GPU build of
+# onnxruntime (the CPU and GPU builds never share an environment), `astroembed doctor` on CUDA,
+# then the tests marked gpu (they skip where CUDA is not usable).
+GPU_VENV := .venv-gpu
+test-gpu:
+	test -x $(GPU_VENV)/bin/python || $(PYTHON) -m venv $(GPU_VENV)
+	$(GPU_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(GPU_VENV)/bin/python -m pip install --quiet "$(TORCH)"
+	$(GPU_VENV)/bin/python -m pip install --quiet -e ".[gpu,train,test]"
+	$(GPU_VENV)/bin/astroembed doctor --device cuda
+	$(GPU_VENV)/bin/python -m pytest -q -m gpu -rs
 
 # docs/cli.md, the command reference, from every command's --help (tests/test_docs.py checks it).
 docs: install
@@ -88,4 +100,4 @@ define score
 endef
 
 clean:
-	rm -rf $(VENV) $(DEMO) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(GPU_VENV) $(DEMO) .pytest_cache .hypothesis

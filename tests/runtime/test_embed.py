@@ -582,6 +582,7 @@ def test_device_cuda_without_gpu_is_an_error(catalog, models):
     assert snapshot(catalog) == before
 
 
+@pytest.mark.gpu
 def test_cuda_embeddings_match_cpu(catalog, models, tmp_path, base_catalog):
     if not cuda_usable(models["tiny"] / "image.onnx"):
         pytest.skip("no usable CUDA GPU for onnxruntime (CUDAExecutionProvider)")

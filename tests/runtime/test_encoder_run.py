@@ -153,6 +153,7 @@ def test_embed_warns_and_reports_what_the_session_got(model, gpu_build_without_g
     assert warned and "CUDAExecutionProvider" in warned[0]
 
 
+@pytest.mark.gpu
 def test_device_buffers_on_cuda_agree_with_cpu(model):
     """Runs where onnxruntime can use a GPU: the device-side buffers (inputs copied into kept
     OrtValues, the output copied out) give what CPU gives, batch after batch."""
