@@ -263,7 +263,8 @@ def _plan_astroclip(checkpoint: dict, where: str) -> ImportPlan:
             "standardises and windows it inside the graph, as in the published model. A "
             "spectrum with a non-finite pixel, or all zeros, gets a null embedding.",
             "Both encoders write to one space: `astroembed embed` fills embedding_image and "
-            "embedding_spectrum, and image-to-spectrum search compares them directly."])
+            "embedding_spectrum, and `astroembed search --from image --to spectrum` compares "
+            "them directly."])
 
 
 _IMPORTERS: dict[str, Callable[[dict, str], ImportPlan]] = {
