@@ -30,6 +30,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import resource
 import shutil
 import sys
 import tempfile
@@ -170,7 +171,8 @@ def markdown(report: dict) -> str:
              "| part | parameters |", "|---|---:|"]
     lines += [f"| {k.replace('_', ' ')} | {v:,} |" for k, v in p.items()]
     lines += ["", f"Checkpoint: {report['checkpoint_bytes'] / 1e9:.2f} GB; import "
-              f"{report['import_seconds']:.0f} s.", "",
+              f"{report['import_seconds']:.0f} s; peak memory of the process up to then "
+              f"{report['import_peak_rss_mb'] / 1024:.1f} GB.", "",
               "| encoder | ONNX size | parity max abs diff | import-time CPU rows/s (batch of 4) "
               "| `embed` CPU rows/s |", "|---|---:|---:|---:|---:|"]
     for modality, e in report["encoders"].items():
@@ -204,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         result = astroembed.import_model("astroclip", ckpt, work / "model", overwrite=True)
         report["import_seconds"] = round(time.perf_counter() - start, 1)
+        # the process's high-water mark so far: building, saving and importing the model
+        report["import_peak_rss_mb"] = round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         report["embedding_dim"] = result["embedding_dim"]
         report["encoders"] = {m: {k: e[k] for k in ("bytes", "parity_max_abs_diff",
                                                      "cpu_rows_per_second")}

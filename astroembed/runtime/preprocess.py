@@ -41,10 +41,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ASTROCLIP_IMAGE_KIND", "FLUX_KIND", "IMAGE_KIND", "IMAGE_KINDS", "SPECTRUM_KIND", "SPECTRUM_KINDS",
-           "default_image_preprocessing", "default_spectrum_preprocessing", "flux_inputs",
-           "astroclip_image_preprocessing", "flux_preprocessing", "image_inputs",
-           "minimum_cutout", "rgb_inputs", "spectrum_inputs", "spectrum_length"]
+__all__ = ["ASTROCLIP_IMAGE_KIND", "FLUX_KIND", "IMAGE_KIND", "IMAGE_KINDS", "SPECTRUM_KIND",
+           "SPECTRUM_KINDS", "astroclip_image_preprocessing", "default_image_preprocessing",
+           "default_spectrum_preprocessing", "flux_inputs", "flux_preprocessing",
+           "image_inputs", "minimum_cutout", "rgb_inputs", "spectrum_inputs", "spectrum_length"]
 
 IMAGE_KIND = "legacysurvey_rgb"
 ASTROCLIP_IMAGE_KIND = "astroclip_rgb"

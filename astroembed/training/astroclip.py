@@ -12,9 +12,10 @@ separate key/value widths allowed), a layer norm, then a GELU MLP of 4x width; t
 head adds the MLP's output to its input, the image head does not. The embedding is the head's
 output, L2-normalised (eps 1e-3, as AstroCLIP's contrastive loss normalises it).
 
-The ``*ExportForm`` classes are the same maths laid out for ONNX Runtime (one ONNX
-``Attention`` node per attention, weights stored ``(in, out)``, LayerScale folded into the
-weights it scales); the importer checks their ONNX output against :class:`AstroClipEncoder`.
+:func:`export_form` gives the same maths laid out for ONNX Runtime (one ONNX ``Attention``
+node per attention, weights stored ``(in, out)``, LayerScale folded into the weights it
+scales, the constant query projected once); the importer checks its ONNX output against
+:class:`AstroClipEncoder`.
 """
 
 from __future__ import annotations
@@ -236,7 +237,8 @@ class _ExportHead(nn.Module):
     def __init__(self, head: CrossAttentionHead) -> None:
         super().__init__()
         e = head.cfg.embed_dim
-        self.heads, self.scale, self.residual = head.cfg.heads, (e // head.cfg.heads) ** -0.5, head.cfg.residual
+        self.heads, self.residual = head.cfg.heads, head.cfg.residual
+        self.scale = (e // head.cfg.heads) ** -0.5
         with torch.no_grad():
             self.query = nn.Parameter(head.q(head.query).clone(), requires_grad=False)
             out_bias = head.out.bias + head.out.weight @ head.v.bias
@@ -310,7 +312,8 @@ def _int_setting(hyper: Any, where: str, what: str, *paths: tuple[str, ...]) -> 
     """The first whole number found at one of ``paths`` in the hyper-parameters."""
     for path in paths:
         value = _setting(hyper, *path)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value == int(value):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and float(
+                value).is_integer():
             return int(value)
     raise InputError(f"{where}: hyper_parameters do not record {what} "
                      f"({'.'.join(paths[0])}); not an AstroCLIP checkpoint astroembed reads.")
