@@ -358,9 +358,9 @@ def _vit_tensors(tensors: dict) -> tuple[dict[str, torch.Tensor], dict[str, str]
 def _vit_config(tensors: dict, hyper: Any, where: str) -> ViTConfig:
     prefix = "image_encoder.backbone."
     proj = _need(tensors, "patch_embed.proj.weight", where, prefix)
-    if proj.ndim != 4 or proj.shape[2] != proj.shape[3]:
+    if proj.ndim != 4 or proj.shape[2] != proj.shape[3] or proj.shape[1] != 3:
         raise InputError(f"{where}: {prefix}patch_embed.proj.weight is {tuple(proj.shape)}; "
-                         "expected a square patch convolution.")
+                         "expected a square patch convolution of the 3 colour planes.")
     depth = len({k.split(".")[1] for k in tensors if k.startswith("blocks.")})
     fc1 = _need(tensors, "blocks.0.mlp.fc1.weight", where, prefix)
     heads = _int_setting(hyper, where, "the image backbone's number of heads",

@@ -285,6 +285,12 @@ def _bad_checkpoints(root: Path, model, good: Path) -> dict[str, tuple[Path, str
     bent["spectrum_encoder.mlp.encoder.weight"] = torch.zeros(7, DIM)
     cases["wrong shape"] = (save("bent.ckpt", dict(base, state_dict=bent)),
                             "spectrum_encoder.mlp.encoder.weight is (7, 32)")
+    for name, shape, fragment in (
+            ("four bands", (64, 4, 12, 12), "a square patch convolution of the 3 colour planes"),
+            ("patch 7", (64, 3, 7, 7), "patches of 7 pixels do not tile AstroCLIP's 144-pixel")):
+        changed = dict(state, **{"image_encoder.backbone.patch_embed.proj.weight":
+                                 torch.zeros(shape)})
+        cases[name] = (save(f"{name}.ckpt", dict(base, state_dict=changed)), fragment)
     cases["no heads recorded"] = (save("plain_hyper.ckpt", dict(base, hyper_parameters={
         "lr": 1e-4})), "do not record the image backbone's number of heads")
     specformer = reference().SpecFormer(**SPEC)
@@ -301,8 +307,8 @@ def bad(published, tmp_path_factory):
     return _bad_checkpoints(tmp_path_factory.mktemp("bad"), model, good)
 
 
-@pytest.mark.parametrize("case", ["truncated", "missing tensor", "wrong shape",
-                                  "no heads recorded", "a specformer checkpoint",
+@pytest.mark.parametrize("case", ["truncated", "missing tensor", "wrong shape", "four bands",
+                                  "patch 7", "no heads recorded", "a specformer checkpoint",
                                   "no state_dict"])
 def test_a_bad_checkpoint_is_one_line_and_nothing_is_written(bad, case, tmp_path):
     path, fragment = bad[case]
