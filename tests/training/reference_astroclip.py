@@ -138,8 +138,8 @@ def build_astroclip(vit: dict, spec_hyper: dict, embed_dim: int = 32, n_head: in
                    path)
         spectrum = astroclip.SpectrumHead(str(path), embed_dim=embed_dim, n_head=n_head,
                                           model_embed_dim=spec_hyper["embed_dim"])
-    _randomise(image)  # LayerScale's 1e-5 and zero biases would hide wrong wiring
     model = astroclip.AstroClipModel(image, spectrum)
+    _randomise(model)  # LayerScale's 1e-5 and zero biases would hide wrong wiring
     return model.eval()
 
 
