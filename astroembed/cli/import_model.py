@@ -16,7 +16,7 @@ AsJson = json_flag("Print what was written as JSON on stdout.")
 
 @app.command("import-model")
 def import_model(
-    kind: Annotated[str, typer.Argument(help="What the checkpoint is: specformer (AstroCLIP's spectrum model, specformer.ckpt).")],
+    kind: Annotated[str, typer.Argument(help="What the checkpoint is: astroclip (AstroCLIP's image and spectrum model, astroclip.ckpt) or specformer (its spectrum model alone, specformer.ckpt).")],
     checkpoint: Annotated[Path, typer.Argument(help="The published checkpoint file.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the ONNX encoder, model.json and MODEL_CARD.md.")],
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it holds a model astroembed wrote.")] = False,
@@ -24,12 +24,16 @@ def import_model(
 ) -> None:
     """Import a published model checkpoint as an ONNX model for `astroembed embed`.
 
-    The checkpoint is read without running the code its pickle names. The encoder's output
+    The checkpoint is read without running the code its pickle names. Each encoder's output
     is checked against the checkpoint's torch model (max abs difference <= 1e-4) and nothing
-    is written if it fails; OUT gets a model card with the checkpoint's SHA-256. A SpecFormer
-    embeds spectra only: embed with --modality spectrum.
+    is written if it fails; OUT gets a model card with the checkpoint's SHA-256.
 
-    Example:  astroembed import-model specformer specformer.ckpt --out models/specformer
+    astroclip writes image.onnx and spectrum.onnx, one shared embedding space. Its image
+    encoder takes g, r, z cutouts of 152x152 pixels or more (larger ones are centre-cropped);
+    embed maps them to colour, swaps height and width and crops 144 pixels as AstroCLIP did.
+    specformer writes spectrum.onnx only: embed with --modality spectrum.
+
+    Example:  astroembed import-model astroclip astroclip.ckpt --out models/astroclip
     """
     import astroembed
 

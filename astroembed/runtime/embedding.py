@@ -48,7 +48,9 @@ from astroembed.catalog.rewrite import (RowGroupWriter, assemble, joined_batches
                                         read_batches, with_column)
 from astroembed.runtime.modelfile import (MODALITIES, Encoder, fallback_message, find_encoders,
                                          open_encoder)
-from astroembed.runtime.preprocess import FLUX_KIND, flux_inputs, image_inputs, spectrum_inputs
+from astroembed.runtime.preprocess import (ASTROCLIP_IMAGE_KIND, FLUX_KIND, flux_inputs,
+                                           image_inputs, minimum_cutout, rgb_inputs,
+                                           spectrum_inputs)
 from astroembed.simulation import simulated_inputs
 from astroembed.stamps import utc_now
 
@@ -223,6 +225,8 @@ def _preprocess(spec: EncoderSpec, arrays: tuple[np.ndarray, ...], rows: np.ndar
     if rows.size < len(arrays[0]):
         arrays = tuple(a[rows] for a in arrays)
     if spec.modality == "image":
+        if spec.preprocessing.get("kind") == ASTROCLIP_IMAGE_KIND:
+            return rgb_inputs(arrays[0], spec.preprocessing)
         return image_inputs(arrays[0], spec.preprocessing)
     if spec.preprocessing.get("kind") == FLUX_KIND:
         return flux_inputs(arrays[0], spec.preprocessing)
@@ -521,11 +525,13 @@ def _check_image(spec: EncoderSpec, schema: pa.Schema, catalog: Path) -> Encoder
     if unit and prep.get("unit") and unit != prep["unit"]:
         raise ModelError(f"{spec.path}: the image encoder expects {prep['unit']}; "
                          f"{where(catalog, column=IMAGE_COLUMN)} is in {unit}.")
-    crop = int(prep["crop"])
-    if shape[1] < crop or shape[2] < crop:
+    size = minimum_cutout(prep)
+    if shape[1] < size or shape[2] < size:
         raise ModelError(f"{spec.path}: the image encoder needs cutouts of at least "
-                         f"{crop}x{crop} pixels; {where(catalog, column=IMAGE_COLUMN)} has "
-                         f"{shape[1]}x{shape[2]}.")
+                         f"{size}x{size} pixels; {where(catalog, column=IMAGE_COLUMN)} has "
+                         f"{shape[1]}x{shape[2]}. Cross-match cutouts of {size} pixels or "
+                         f"more (`astroembed simulate --cutout-size {size}`, or real cutouts "
+                         "of that size).")
     plain = not isinstance(fld.type, pa.FixedShapeTensorType)
     return replace(spec, image_shape=shape) if plain else spec
 

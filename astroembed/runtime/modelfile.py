@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from astroembed.errors import ModelError
-from astroembed.runtime.preprocess import FLUX_KIND, IMAGE_KIND, SPECTRUM_KINDS, spectrum_length
+from astroembed.runtime.preprocess import FLUX_KIND, IMAGE_KINDS, SPECTRUM_KINDS, spectrum_length
 
 __all__ = ["CONTRACT_VERSION", "DEFAULT_MODEL_DIR", "GPU_PROVIDERS", "MODALITIES", "PRECISIONS",
            "Encoder", "EncoderInfo", "check_contract", "encoder_info", "fallback_message", "find_encoders",
@@ -52,7 +52,7 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "data" / "models" / "d
 MIN_ONNXRUNTIME = {"onnxruntime": "1.23", "onnxruntime-gpu": "1.25"}
 REQUIRED_KEYS = ("astroembed_contract", "modality", "model_name", "model_version", "model_hash",
                  "embedding_dim", "inputs", "output", "preprocessing")
-_KINDS = {"image": (IMAGE_KIND,), "spectrum": SPECTRUM_KINDS}
+_KINDS = {"image": IMAGE_KINDS, "spectrum": SPECTRUM_KINDS}
 #: Providers that run on a GPU, in the order they are preferred.
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 

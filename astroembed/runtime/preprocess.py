@@ -9,6 +9,18 @@ Images (``kind = "legacysurvey_rgb"``): the g, r, z cutout in nanomaggies, centr
 (legacypipe's ``dr2_rgb``): per band ``s_b = max(0, x_b * scale_b + m)``, ``I = mean_b s_b``,
 output ``clip(s_b * asinh(Q I) / (sqrt(Q) I), 0, 1)`` with ``I = 1e-6`` where it is 0.
 
+AstroCLIP images (``kind = "astroclip_rgb"``): the input AstroCLIP was trained on, reproduced
+operation for operation (same order, same NumPy dtypes) so the values are bit-identical. The
+cutouts must be ``stamp`` pixels (152) or larger; larger ones are centre-cropped to ``stamp``
+first (offset ``(H - stamp) // 2``). Then the Legacy Survey viewer's colour map: per band
+``v_b = x_b * scale_b + m`` (g x6.0, r x3.4, z x2.2, m = 0.03), ``I = (max(0, v_g) + max(0, v_r)
++ max(0, v_z)) / 3`` in float32, ``f = arcsinh(Q I) / sqrt(Q)`` with Q = 20 (float64, since
+``sqrt(Q)`` is a float64 scalar), ``I = 1e-6`` where it is 0, and ``clip(v_b f / I, 0, 1)``
+stored in float32 on the plane of band b: z on plane 0, r on 1, g on 2 (the viewer's red,
+green, blue). The planes are then transposed (height and width swap places, as AstroCLIP's
+``permute(0, 3, 2, 1)`` does) and centre-cropped to ``crop`` (144) pixels. The crop is taken
+before the colour map here: every step is per pixel, so the values are the same.
+
 Spectra (``kind = "desi_zscore"``): flux and ivar on the DESI coadd grid (``wave_start``,
 ``wave_step``, ``n_wave``). Bad pixels (ivar <= 0 or not finite) get weight 0; blocks of
 ``bin`` pixels are combined with inverse-variance weights (trailing pixels that do not fill a
@@ -29,11 +41,15 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["FLUX_KIND", "IMAGE_KIND", "SPECTRUM_KIND", "SPECTRUM_KINDS",
-           "default_image_preprocessing", "default_spectrum_preprocessing", "flux_inputs",
-           "flux_preprocessing", "image_inputs", "spectrum_inputs", "spectrum_length"]
+__all__ = ["ASTROCLIP_IMAGE_KIND", "FLUX_KIND", "IMAGE_KIND", "IMAGE_KINDS", "SPECTRUM_KIND",
+           "SPECTRUM_KINDS", "astroclip_image_preprocessing", "default_image_preprocessing",
+           "default_spectrum_preprocessing", "flux_inputs", "flux_preprocessing",
+           "image_inputs", "minimum_cutout", "rgb_inputs", "spectrum_inputs", "spectrum_length"]
 
 IMAGE_KIND = "legacysurvey_rgb"
+ASTROCLIP_IMAGE_KIND = "astroclip_rgb"
+#: The image preprocessing kinds this astroembed runs.
+IMAGE_KINDS = (IMAGE_KIND, ASTROCLIP_IMAGE_KIND)
 SPECTRUM_KIND = "desi_zscore"
 FLUX_KIND = "desi_flux"
 #: The spectrum preprocessing kinds this astroembed runs.
@@ -44,6 +60,19 @@ def default_image_preprocessing(crop: int = 32) -> dict:
     """AstroCLIP's Legacy Survey stretch constants (g x6.0, r x3.4, z x2.2, Q = 20, m = 0.03)."""
     return {"kind": IMAGE_KIND, "bands": "grz", "crop": int(crop), "scales": [6.0, 3.4, 2.2],
             "Q": 20.0, "m": 0.03, "unit": "nanomaggy", "pixscale": 0.262}
+
+
+def astroclip_image_preprocessing(crop: int = 144, stamp: int = 152) -> dict:
+    """AstroCLIP's image input: ``stamp``-pixel g, r, z cutouts, the viewer's colour map
+    (band -> plane, scale), m = 0.03 and Q = 20, transposed, centre crop of ``crop``."""
+    return {"kind": ASTROCLIP_IMAGE_KIND, "bands": "grz", "stamp": int(stamp),
+            "crop": int(crop), "planes": [2, 1, 0], "scales": [6.0, 3.4, 2.2], "Q": 20,
+            "m": 0.03, "transpose": True, "unit": "nanomaggy", "pixscale": 0.262}
+
+
+def minimum_cutout(spec: dict) -> int:
+    """The smallest cutout (pixels a side) an image encoder with this preprocessing takes."""
+    return int(spec.get("stamp", spec["crop"]))
 
 
 def default_spectrum_preprocessing(bin: int = 4) -> dict:  # noqa: A002 - the metadata key
@@ -99,6 +128,51 @@ def image_inputs(images: np.ndarray, spec: dict) -> tuple[dict[str, np.ndarray],
     if bad:
         s[~ok] = 0.0
     return {"image": s}, ok
+
+
+def _centre(images: np.ndarray, size: int) -> np.ndarray:
+    """The central ``size`` x ``size`` pixels of ``(N, C, H, W)`` (offset ``(H - size) // 2``)."""
+    h, w = images.shape[2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return images[:, :, top:top + size, left:left + size]
+
+
+def rgb_inputs(images: np.ndarray, spec: dict) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """``({"image": (N, 3, crop, crop) float32}, ok)`` from ``(N, 3, H, W)`` g, r, z cutouts
+    of at least ``stamp`` pixels, as AstroCLIP fed its image encoder (module docstring).
+    ``ok`` is False for rows whose crop has non-finite pixels or is all zero (no coverage);
+    their input is zeros. ValueError for cutouts smaller than ``stamp``."""
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be (N, 3, H, W) g, r, z; got shape {images.shape}")
+    stamp, crop = int(spec["stamp"]), int(spec["crop"])
+    h, w = images.shape[2:]
+    if h < stamp or w < stamp:
+        raise ValueError(f"cutouts are {h}x{w} pixels; the model needs {stamp}x{stamp}")
+    x = _centre(_centre(images, stamp), crop)
+    finite = np.isfinite(x).all(axis=(1, 2, 3))
+    ok = finite & (np.abs(np.where(np.isfinite(x), x, 0)) > 0).any(axis=(1, 2, 3))
+    x = np.ascontiguousarray(np.where(ok[:, None, None, None], x, np.float32(0)))
+    # Python scalars and operation order as the reference colour map has them: the float32
+    # band sums, the float64 stretch (a float64 sqrt(Q)), the float32 store.
+    q = int(spec["Q"]) if float(spec["Q"]).is_integer() else float(spec["Q"])
+    m = float(spec["m"])
+    scales = [float(v) for v in spec["scales"]]
+    total = 0
+    for b in range(3):
+        total = total + np.maximum(0, x[:, b] * scales[b] + m)
+    total /= 3
+    stretch = np.arcsinh(q * total) / np.sqrt(q)
+    total += (total == 0.0) * 1e-6
+    rgb = np.zeros_like(x)
+    for b, plane in enumerate(spec["planes"]):
+        rgb[:, int(plane)] = (x[:, b] * scales[b] + m) * stretch / total
+    rgb = np.clip(rgb, 0, 1)
+    if spec.get("transpose", False):
+        rgb = rgb.transpose(0, 1, 3, 2)
+    out = np.ascontiguousarray(rgb, dtype=np.float32)
+    out[~ok] = 0.0
+    return {"image": out}, ok
 
 
 def _bin_sums(x: np.ndarray, length: int, nbin: int) -> np.ndarray:

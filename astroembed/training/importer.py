@@ -7,11 +7,17 @@ or not at all, after a parity check of ONNX Runtime against the torch module bui
 checkpoint. The checkpoint is read without running its pickle
 (:func:`astroembed.training.checkpoint.read_checkpoint`).
 
-Kinds (:data:`IMPORT_KINDS`): ``specformer``, AstroCLIP's spectrum backbone
-(``specformer.ckpt``), whose zero-shot embedding (the mean over its output tokens) fills the
-spectrum column from the raw catalog flux (preprocessing kind ``desi_flux``). Each kind is
-one function of :data:`_IMPORTERS` returning the encoders to write, so another checkpoint
-layout (AstroCLIP's joint ``astroclip.ckpt``) is one more entry.
+Kinds (:data:`IMPORT_KINDS`):
+
+- ``specformer``, AstroCLIP's spectrum backbone (``specformer.ckpt``), whose zero-shot
+  embedding (the mean over its output tokens) fills the spectrum column from the raw catalog
+  flux (preprocessing kind ``desi_flux``);
+- ``astroclip``, the joint model (``astroclip.ckpt``): an image encoder fed AstroCLIP's
+  colour-mapped 144-pixel crops of 152-pixel cutouts (preprocessing kind ``astroclip_rgb``,
+  run in NumPy by ``embed``) and a spectrum encoder fed the raw flux (``desi_flux``), both
+  giving embeddings in one shared space (:mod:`astroembed.training.astroclip`).
+
+Each kind is one function of :data:`_IMPORTERS` returning the encoders to write.
 """
 
 from __future__ import annotations
@@ -31,14 +37,15 @@ from astroembed.errors import ConfigError, InputError, did_you_mean
 from astroembed.catalog.atomic import atomic_directory
 from astroembed.catalog.outputs import MODEL, claim_directory, may_replace
 from astroembed.runtime.modelfile import CONTRACT_VERSION, open_encoder
-from astroembed.runtime.preprocess import flux_preprocessing
+from astroembed.runtime.preprocess import (astroclip_image_preprocessing, flux_preprocessing,
+                                           rgb_inputs)
 from astroembed.stamps import utc_now
 
 __all__ = ["IMPORT_KINDS", "import_model"]
 
 log = logging.getLogger("astroembed")
 
-IMPORT_KINDS = ("specformer",)
+IMPORT_KINDS = ("specformer", "astroclip")
 #: Rows of the parity batch, which is also the batch the CPU speed is measured on.
 PARITY_ROWS = 4
 LICENCE = "MIT"
@@ -69,6 +76,7 @@ class ImportPlan:
     architecture: dict
     description: str
     training_data: str
+    parity_inputs: str = "synthetic DESI-like spectra"
     card_notes: list[str] = field(default_factory=list)
 
 
@@ -113,7 +121,7 @@ def _plan_specformer(checkpoint: dict, where: str) -> ImportPlan:
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if isinstance(state, dict) and _is_astroclip(state):
         raise InputError(f"{where}: an AstroCLIP checkpoint (image and spectrum encoders), not "
-                         "a SpecFormer one; importing it as kind specformer is not supported.")
+                         "a SpecFormer one; import it as kind astroclip.")
     model = specformer_from_checkpoint(checkpoint, where)
     prep = flux_preprocessing()
     n_wave = int(prep["n_wave"])
@@ -159,7 +167,108 @@ def _plan_specformer(checkpoint: dict, where: str) -> ImportPlan:
             "spectrum`."])
 
 
-_IMPORTERS: dict[str, Callable[[dict, str], ImportPlan]] = {"specformer": _plan_specformer}
+# ----------------------------------------------------------------------------- AstroCLIP
+
+def parity_cutouts(rows: int, size: int) -> np.ndarray:
+    """Deterministic Legacy-Survey-like g, r, z cutouts ``(rows, 3, size, size)`` in
+    nanomaggies: an elliptical galaxy of varied brightness, size and colour on sky noise, with
+    a star off centre, so the check sees images the model can tell apart."""
+    rng = np.random.default_rng(20240502)
+    y, x = np.mgrid[:size, :size] - (size - 1) / 2
+    out = np.empty((rows, 3, size, size), np.float32)
+    for i in range(rows):
+        q, angle, scale = rng.uniform(0.3, 1), rng.uniform(0, np.pi), rng.uniform(3, 15)
+        u = x * np.cos(angle) + y * np.sin(angle)
+        v = (-x * np.sin(angle) + y * np.cos(angle)) / q
+        galaxy = np.exp(-np.hypot(u, v) / scale)
+        star = np.exp(-0.5 * ((x - rng.uniform(-50, 50)) ** 2 + (y - rng.uniform(-50, 50)) ** 2)
+                      / 1.5 ** 2)
+        colour = np.array([0.4, 1.0, 1.8]) * rng.uniform(0.7, 1.3, 3)
+        level = 10 ** rng.uniform(-1, 1.5)
+        for b in range(3):
+            noise = rng.normal(0, (0.005, 0.008, 0.02)[b], (size, size))
+            out[i, b] = level * colour[b] * galaxy + 5 * star + noise
+    return out
+
+
+def _plan_astroclip(checkpoint: dict, where: str) -> ImportPlan:
+    """AstroCLIP: both encoders, each L2-normalised into the shared 1024-d space."""
+    import torch
+
+    from astroembed.training.astroclip import (astroclip_from_checkpoint, export_form,
+                                               parameter_count)
+    from astroembed.training.export import weights_hash
+
+    encoders = astroclip_from_checkpoint(checkpoint, where)
+    img_prep, spec_prep = astroclip_image_preprocessing(), flux_preprocessing()
+    crop, n_wave = int(img_prep["crop"]), int(spec_prep["n_wave"])
+    image, spectrum = encoders["image"], encoders["spectrum"]
+    vit, spec_cfg = image.backbone.cfg, spectrum.backbone.model.cfg
+    if crop % vit.patch:
+        raise InputError(f"{where}: unsupported architecture: patches of {vit.patch} pixels do "
+                         f"not tile AstroCLIP's {crop}-pixel crops.")
+    try:
+        spectrum_form = export_form(spectrum, n_wave)
+    except ValueError as err:
+        raise InputError(f"{where}: unsupported SpecFormer: {err} (the DESI coadd grid has "
+                         f"{n_wave} pixels).") from None
+    pictures = rgb_inputs(parity_cutouts(PARITY_ROWS, int(img_prep["stamp"])), img_prep)[0]["image"]
+    flux = parity_spectra(PARITY_ROWS, n_wave)[..., None]
+    dim = image.head.cfg.embed_dim
+    counts = {"image": parameter_count(image), "spectrum": parameter_count(spectrum)}
+    parts = [
+        Imported(modality="image", export_module=export_form(image), reference_module=image,
+                 example=(torch.from_numpy(pictures),), input_names=["image"],
+                 inputs=[{"name": "image", "shape": ["batch", 3, crop, crop]}],
+                 preprocessing=img_prep, model_hash=weights_hash(image)),
+        Imported(modality="spectrum", export_module=spectrum_form, reference_module=spectrum,
+                 example=(torch.from_numpy(flux),), input_names=["flux"],
+                 inputs=[{"name": "flux", "shape": ["batch", n_wave, 1]}],
+                 preprocessing=spec_prep, model_hash=weights_hash(spectrum))]
+    head = image.head.cfg
+    architecture = {
+        "image": {"backbone": "vit", "width": vit.width, "depth": vit.depth,
+                  "heads": vit.heads, "patch": vit.patch, "mlp_hidden": vit.mlp_hidden,
+                  "layerscale": vit.layerscale, "tokens": (crop // vit.patch) ** 2,
+                  "head_heads": head.heads, "parameters": counts["image"]},
+        "spectrum": {"backbone": "specformer", "width": spec_cfg.embed_dim,
+                     "layers": spec_cfg.num_layers, "heads": spec_cfg.num_heads,
+                     "max_len": spec_cfg.max_len, "tokens": spec_cfg.windows(n_wave) + 1,
+                     "head_heads": spectrum.head.cfg.heads, "parameters": counts["spectrum"]},
+        "embedding_dim": dim, "normalisation_eps": 1e-3}
+    return ImportPlan(
+        model_name="astroclip", embedding_dim=dim, encoders=parts, architecture=architecture,
+        description=(
+            "AstroCLIP (Parker et al. 2024, MNRAS 531, 4990): images and spectra embedded "
+            f"into one {dim}-d space, aligned contrastively. Image encoder: a DINOv2 vision "
+            f"transformer (width {vit.width}, {vit.depth} blocks, {vit.heads} heads, "
+            f"{vit.patch}-pixel patches; {counts['image']:,} parameters with its head). "
+            f"Spectrum encoder: SpecFormer (width {spec_cfg.embed_dim}, "
+            f"{spec_cfg.num_layers} layers, {spec_cfg.num_heads} heads; "
+            f"{counts['spectrum']:,} parameters with its head). Each ends in a learned query "
+            "attending to the tokens and an MLP; the embedding is L2-normalised."),
+        training_data=("as published with the checkpoint (AstroCLIP: DESI EDR spectra "
+                       "cross-matched with Legacy Survey DR9 g, r, z cutouts); astroembed did "
+                       "not train it"),
+        parity_inputs="synthetic galaxy cutouts (image) and DESI-like spectra (spectrum)",
+        card_notes=[
+            f"Images: g, r, z cutouts in nanomaggies of {img_prep['stamp']}x"
+            f"{img_prep['stamp']} pixels (larger ones are centre-cropped to "
+            f"{img_prep['stamp']} first; smaller ones are refused). `embed` maps them to "
+            "colour as AstroCLIP did (the Legacy Survey viewer's arcsinh map: z, r, g on "
+            "planes 0, 1, 2, scales 2.2, 3.4, 6.0, m = 0.03, Q = 20), swaps height and width "
+            f"as AstroCLIP's data loader does, and keeps the central {crop}x{crop} pixels. "
+            "A cutout with a non-finite pixel, or all zeros, gets a null embedding.",
+            "Spectra: the flux alone on the DESI coadd grid (7781 pixels); SpecFormer "
+            "standardises and windows it inside the graph, as in the published model. A "
+            "spectrum with a non-finite pixel, or all zeros, gets a null embedding.",
+            "Both encoders write to one space: `astroembed embed` fills embedding_image and "
+            "embedding_spectrum, and `astroembed search --from image --to spectrum` compares "
+            "them directly."])
+
+
+_IMPORTERS: dict[str, Callable[[dict, str], ImportPlan]] = {
+    "specformer": _plan_specformer, "astroclip": _plan_astroclip}
 
 
 # ----------------------------------------------------------------------------- writing
@@ -216,7 +325,7 @@ def _card(plan: ImportPlan, kind: str, source: dict, version: str, encoders: dic
     lines += [f"- {note}" for note in plan.card_notes]
     lines += ["", "## Checks at import", "",
               f"- Parity: ONNX Runtime against the torch module built from the checkpoint on "
-              f"{PARITY_ROWS} synthetic DESI-like spectra (max |difference| of the "
+              f"{PARITY_ROWS} {plan.parity_inputs} (max |difference| of the "
               "L2-normalised embeddings at most 1e-4, else nothing is written).",
               f"- CPU rows/s: ONNX Runtime on this machine ({os.cpu_count()} cores), the "
               f"second run of a batch of {PARITY_ROWS} rows.",

@@ -255,7 +255,8 @@ class SpecFormerExportForm(nn.Module):
         self.blocks = nn.ModuleList(_ExportBlock(b) for b in model.blocks)
         self.norm = model.final_layernorm
 
-    def forward(self, flux: torch.Tensor) -> torch.Tensor:
+    def tokens(self, flux: torch.Tensor) -> torch.Tensor:
+        """The final layer's tokens ``(N, windows + 1, embed_dim)`` from ``(N, L, 1)`` flux."""
         x = flux[..., 0]
         mean = x.mean(dim=1, keepdim=True)
         std = x.std(dim=1, keepdim=True).clamp(min=0.2)
@@ -264,4 +265,7 @@ class SpecFormerExportForm(nn.Module):
         tokens = torch.cat([first, self.windows(x[:, self.index])], dim=1) + self.positions
         for block in self.blocks:
             tokens = block(tokens)
-        return F.normalize(self.norm(tokens).mean(dim=1), dim=-1)
+        return self.norm(tokens)
+
+    def forward(self, flux: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.tokens(flux).mean(dim=1), dim=-1)

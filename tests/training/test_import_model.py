@@ -260,11 +260,11 @@ def test_a_bad_checkpoint_is_one_line_and_nothing_is_written(bad, case, tmp_path
 
 def test_unknown_kinds_and_outputs_are_refused(published, tmp_path):
     _, ckpt = published
-    with pytest.raises(ConfigError, match="imports specformer. Did you mean 'specformer'"):
+    with pytest.raises(ConfigError, match="imports specformer, astroclip. Did you mean 'specformer'"):
         astroembed.import_model("specfromer", ckpt, tmp_path / "a")
-    result = runner.invoke(app, ["import-model", "astroclip", str(ckpt), "--out",
+    result = runner.invoke(app, ["import-model", "astrodino", str(ckpt), "--out",
                                  str(tmp_path / "a")])
-    assert result.exit_code == 2 and result.stderr.startswith("error: kind 'astroclip'")
+    assert result.exit_code == 2 and result.stderr.startswith("error: kind 'astrodino'")
     assert not (tmp_path / "a").exists()
     theirs = tmp_path / "theirs"
     theirs.mkdir()
