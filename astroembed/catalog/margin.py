@@ -86,7 +86,7 @@ def build_margin(catalog: str | Path, threshold: float, name: str,
                  ra_column: str, dec_column: str) -> bool:
     """(Re)build ``CAT/margin`` for the main catalog's tiles; False (and no margin) when
     ``threshold`` is 0 or the catalog has no rows. Replaces the old margin atomically."""
-    from astroembed.catalog.writer import (_ordered, _plain_schema, _write_parquet_metadata,
+    from astroembed.catalog.writer import (_plain_schema, _write_parquet_metadata,
                                            _write_partition_info, coordinate_keys, tile_keys)
     from astroembed.matching.sky import margin_members
 
@@ -125,14 +125,14 @@ def build_margin(catalog: str | Path, threshold: float, name: str,
                                                      t[0]))
             _write_parquet_metadata(tmp, schema, {t: written[t] for t in ordered})
             _write_partition_info(tmp, ordered)
-            write_properties(tmp / PROPERTIES_FILE, _ordered({
+            write_properties(tmp / PROPERTIES_FILE, {
                 "obs_collection": f"{name}_{threshold:g}arcs",
                 "dataproduct_type": "margin",
                 **coordinate_keys(ra_column, dec_column),
                 **tile_keys({t: written[t] for t in ordered}),
                 "hats_primary_table_url": name,
                 "hats_margin_threshold": f"{threshold:g}",
-            }))
+            })
     except OSError as err:
         raise OutputError(f"{final}: cannot write the margin catalog: "
                           f"{err.strerror or err}") from err
