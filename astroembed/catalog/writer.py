@@ -60,7 +60,19 @@ and tests/catalog/test_info.py):
   one) gives every row, with nulls for the tiles that lack the column. Such a catalog is
   marked ``partial`` and has no ``_metadata``; ``embed`` without ``--tile`` makes it
   complete again (tested in tests/catalog/test_info.py).
-- hats and lsdb are not imported by this package: it writes the files itself.
+- hats makes the metadata files; lsdb is never imported. hats (imported when a catalog is
+  finished, never when the CLI starts) validates and serialises every ``.properties`` file
+  (``TableProperties`` for main, pixels and margin, ``CollectionProperties``,
+  ``ExtensionProperties``), writes ``partition_info.csv`` (``PartitionInfo``) and
+  ``_metadata``/``_common_metadata`` (``hats.io.file_io.write_parquet_metadata``). Own, each
+  with its reason where it is: every write goes to a temporary name and is renamed (hats
+  writes in place); the text of ``.properties`` files (hats' writer leaves backslashes
+  unescaped); gathering the tiles' footers for ``_metadata`` (hats' ``write_parquet_metadata``
+  reopens every tile, ~4x slower, and takes the first tile's schema); reading
+  ``.properties`` (importing hats costs seconds); the margin rows and the uncovered sky
+  (:mod:`astroembed.catalog.margin`: faster than hats' ``get_margin`` and negative tree, and
+  checked against them). hats' strict validation accepts every part
+  (tests/catalog/test_hats_reads.py).
 """
 
 from __future__ import annotations
