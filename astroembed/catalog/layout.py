@@ -212,7 +212,7 @@ def write_properties(path: str | os.PathLike, properties: dict[str, object],
     reader) and gives the values as hats writes them, astroembed's own keys among the
     "extra" keys it keeps. Own: the text and its atomic write. hats' writer opens the final
     file and writes it in place, so a reader or a crash could meet half a file; it leaves
-    backslashes unescaped, so hats' own reader drops them (a catalog named ``a\\b`` came
+    backslashes unescaped, so hats' own reader drops them (a catalog named ``a\\b`` comes
     back as ``ab``); and its ``to_properties_file`` adds the legacy duplicate ``properties``.
     """
     values = {key: value for key, value in properties.items() if value is not None}

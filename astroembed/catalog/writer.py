@@ -89,8 +89,8 @@ import pyarrow.parquet as pq
 from astroembed.errors import OutputError
 from astroembed.catalog.atomic import atomic_path
 from astroembed.catalog.layout import (COLLECTION, COLLECTION_FILE, COMMON_METADATA_FILE,
-                                       COMPLETE, DATASET_DIR, EXTENSION, HATS_VERSION, INCOMPLETE, MAIN_DIR,
-                                       MARGIN_DIR, MARGIN_KEY,
+                                       COMPLETE, DATASET_DIR, EXTENSION, HATS_VERSION,
+                                       INCOMPLETE, MAIN_DIR, MARGIN_DIR, MARGIN_KEY,
                                        METADATA_FILE, METADATA_KEY, PARTIAL, PARTITION_INFO_FILE,
                                        PIXEL_COLUMNS, PIXELS_DIR, PIXELS_PROPERTIES,
                                        PROPERTIES_FILE, PROVENANCE_FILE, ROW_ID_COLUMN,
