@@ -202,18 +202,17 @@ def _escape(value: str) -> str:
     return "\\" + text if text.startswith((" ", "#", "!")) else text
 
 
-def write_properties(path: str | os.PathLike, properties: dict[str, object],
-                     kind: str = TABLE) -> None:
-    """Write a HATS properties file atomically (None values skipped).
+def properties_text(properties: dict[str, object], kind: str = TABLE,
+                    where: str | os.PathLike = "properties") -> str:
+    """The text of a HATS properties file (None values skipped), ``where`` naming it in errors.
 
     hats' model for ``kind`` (``TableProperties``, ``CollectionProperties``,
     ``ExtensionProperties``) checks the keys its readers need (a margin without its
     threshold, an extension without its join columns is refused here, not by the first
     reader) and gives the values as hats writes them, astroembed's own keys among the
-    "extra" keys it keeps. Own: the text and its atomic write. hats' writer opens the final
-    file and writes it in place, so a reader or a crash could meet half a file; it leaves
-    backslashes unescaped, so hats' own reader drops them (a catalog named ``a\\b`` comes
-    back as ``ab``); and its ``to_properties_file`` adds the legacy duplicate ``properties``.
+    "extra" keys it keeps. Own: the text. hats' writer leaves backslashes unescaped, so
+    hats' own reader drops them (a catalog named ``a\\b`` comes back as ``ab``), and its
+    ``to_properties_file`` adds the legacy duplicate ``properties``.
     """
     values = {key: value for key, value in properties.items() if value is not None}
     for key in values:
@@ -223,10 +222,18 @@ def write_properties(path: str | os.PathLike, properties: dict[str, object],
     try:
         fields = model(**values).model_dump(by_alias=True, exclude_none=True)
     except ValueError as err:  # pydantic's ValidationError: keys a caller got wrong
-        raise ValueError(f"{path}: not valid HATS {kind} properties: {err}") from None
+        raise ValueError(f"{where}: not valid HATS {kind} properties: {err}") from None
     lines = [f"#{comment} (written by astroembed)"]
     lines += [f"{key}={_escape(str(value))}" for key, value in fields.items()]
-    write_text_file(Path(path), "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def write_properties(path: str | os.PathLike, properties: dict[str, object],
+                     kind: str = TABLE) -> None:
+    """Write a HATS properties file (:func:`properties_text`) atomically. Own: the write,
+    because hats' writer opens the final file and writes it in place, so a reader or a
+    crash could meet half a file."""
+    write_text_file(Path(path), properties_text(properties, kind, path))
 
 
 def _logical_lines(text: str) -> Iterable[str]:

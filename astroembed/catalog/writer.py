@@ -96,8 +96,8 @@ from astroembed.catalog.layout import (COLLECTION, COLLECTION_FILE, COMMON_METAD
                                        PROPERTIES_FILE, PROVENANCE_FILE, ROW_ID_COLUMN,
                                        SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, STATUS_KEY,
                                        dataset_tile, format_tiles, is_embedding_field, main_dir,
-                                       read_properties, scan_tiles, tiles_overlap,
-                                       write_properties, write_text_file)
+                                       properties_text, read_properties, scan_tiles,
+                                       tiles_overlap, write_properties, write_text_file)
 from astroembed.catalog.reader import (CatalogInfo, properties_file, read_footers,
                                        read_provenance, read_catalog_info)
 from astroembed.catalog.tiles import plain_tensor_type, write_tile
@@ -572,14 +572,17 @@ class CatalogWriter:
             self.write_path = self.staging_path
             if self.write_path.is_dir() and (main_dir(self.write_path) / PROPERTIES_FILE).is_file():
                 shutil.rmtree(self.write_path)  # an interrupted run's, not resumable
+        self._props = _base_properties(self.catalog_name, self.ra_column, self.dec_column,
+                                       "incomplete", self.margin_arcsec)
+        # The text first: making it imports hats (seconds), and until hats.properties marks
+        # the new directories as astroembed's, a killed run leaves them unclaimable.
+        text = properties_text(self._props)
         try:
             (main_dir(self.write_path) / DATASET_DIR).mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise OutputError(f"{self.write_path}: cannot create the catalog directory: "
                               f"{err.strerror or err}") from err
-        self._props = _base_properties(self.catalog_name, self.ra_column, self.dec_column,
-                                       "incomplete", self.margin_arcsec)
-        write_properties(main_dir(self.write_path) / PROPERTIES_FILE, self._props)
+        write_text_file(main_dir(self.write_path) / PROPERTIES_FILE, text)
 
     def adopt(self, write_path: str | os.PathLike) -> None:
         """Continue an interrupted run in the incomplete catalog it was writing at ``write_path``.
