@@ -86,3 +86,21 @@ def test_hats_opens_the_margin_and_the_extension(tiled_catalog):
     main_tiles = _tiles_on_disk(tiled_catalog / "main")
     assert pixels.catalog_info.total_rows == sum(main_tiles.values())
     assert sorted((p.order, p.pixel) for p in pixels.get_healpix_pixels()) == sorted(main_tiles)
+
+
+@pytest.mark.parametrize("tiles", [
+    [],
+    [(0, 4)],
+    [(1, 3), (1, 40), (2, 0), (2, 1), (3, 8), (4, 36), (7, 123456)],
+    [(10, 4 * 4**10 + k) for k in range(0, 4**10, 997)] + [(3, 700)],
+])
+def test_the_uncovered_sky_is_hats_negative_tree(tiles):
+    from hats.pixel_tree.negative_tree import compute_negative_tree_pixels
+    from hats.pixel_tree.pixel_tree import PixelTree
+
+    from astroembed.catalog.margin import uncovered_pixels
+
+    expected = ([(0, p) for p in range(12)] if not tiles else
+                [(p.order, p.pixel)
+                 for p in compute_negative_tree_pixels(PixelTree.from_healpix(tiles))])
+    assert sorted(uncovered_pixels(tiles)) == sorted(expected)
