@@ -65,7 +65,7 @@ def test_every_package_says_what_it_owns_and_may_import():
 @pytest.mark.parametrize("code", ["import astroembed", "import astroembed.cli.app"])
 def test_importing_the_package_or_the_cli_loads_no_heavy_library(code):
     probe = (f"{code}; import sys; print(sorted(m for m in ('dask', 'distributed', 'torch', "
-             "'onnxruntime', 'pyarrow', 'numpy') if m in sys.modules))")
+             "'onnxruntime', 'pyarrow', 'numpy', 'hats', 'lsdb') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"

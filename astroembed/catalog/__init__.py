@@ -18,8 +18,10 @@ claims or replaces a directory, ``margin`` when it finishes one); ``describe`` i
 ``layout`` and ``reader`` (and ``lock`` to name who holds a catalog being written).
 
 May import: NumPy, pyarrow, the standard library, :mod:`astroembed.errors` and
-:mod:`astroembed.stamps`. Not Dask, torch or onnxruntime, and nothing from the other
-astroembed packages but two, imported when called: ``describe_catalog`` reads the last
-run's state through :mod:`astroembed.pipeline.state`, and ``margin`` uses the HEALPix
-margin geometry of :mod:`astroembed.matching.sky` (pure NumPy).
+:mod:`astroembed.stamps`; hats inside the functions that write metadata files (so that
+importing the package, and the CLI, stays fast). Not Dask, torch or onnxruntime, and
+nothing from the other astroembed packages but two, imported when called:
+``describe_catalog`` reads the last run's state through :mod:`astroembed.pipeline.state`,
+and ``margin`` uses the HEALPix margin geometry of :mod:`astroembed.matching.sky` (pure
+NumPy).
 """

@@ -66,6 +66,9 @@ STATUS_KEY = "astroembed_status"
 #: another model's), as ``embed --tile`` leaves it / a writer is at work or was interrupted.
 COMPLETE, PARTIAL, INCOMPLETE = "complete", "partial", "incomplete"
 HATS_VERSION = "v1.0"
+#: The kinds of properties file (:func:`write_properties`): a catalog's ``hats.properties``
+#: (main, pixel extension data, margin), ``collection.properties``, ``pixels.properties``.
+TABLE, COLLECTION, EXTENSION = "table", "collection", "extension"
 
 TILE_RE = re.compile(r"Norder=(\d+)/Dir=(\d+)/Npix=(\d+)")
 _TILE_FILE_RE = re.compile(r"^Npix=(\d+)\.parquet$")
@@ -167,15 +170,8 @@ def is_embedding_field(fld: pa.Field) -> bool:
 
 # ----------------------------------------------------------------------------- properties
 
-def _escape(value: str) -> str:
-    """Java-properties escaping, so hats' reader (jproperties) gets the value back."""
-    text = (value.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
-            .replace("\t", "\\t"))
-    return "\\" + text if text.startswith((" ", "#", "!")) else text
-
-
 def _unescape(value: str) -> str:
-    """Undo :func:`_escape` (and the other Java escapes: ``\\uXXXX``, ``\\x`` -> ``x``)."""
+    """Undo Java-properties escapes (``\\n``, ``\\uXXXX``, ``\\x`` -> ``x``)."""
     codes = {"n": "\n", "r": "\r", "t": "\t", "f": "\f"}
 
     def sub(m: re.Match) -> str:
@@ -187,16 +183,57 @@ def _unescape(value: str) -> str:
     return re.sub(r"\\(u[0-9a-fA-F]{4}|.)", sub, value)
 
 
-def write_properties(path: str | os.PathLike, properties: dict[str, object]) -> None:
-    """Write a ``key=value`` properties file atomically (values str()-ed, None skipped)."""
-    lines = ["#HATS catalog (written by astroembed)"]
-    for key, value in properties.items():
-        if value is None:
-            continue
+def _properties_model(kind: str) -> tuple[type, str]:
+    """hats' model for a kind of properties file, and the comment hats heads it with."""
+    from hats.catalog import CollectionProperties, ExtensionProperties, TableProperties
+
+    models = {TABLE: (TableProperties, "HATS catalog"),
+              COLLECTION: (CollectionProperties, "HATS Collection"),
+              EXTENSION: (ExtensionProperties, "HATS Extension")}
+    if kind not in models:
+        raise ValueError(f"unknown properties kind {kind!r} (expected one of {sorted(models)})")
+    return models[kind]
+
+
+def _escape(value: str) -> str:
+    """Java-properties escaping, so hats' reader (jproperties) gets the value back."""
+    text = (value.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+            .replace("\t", "\\t"))
+    return "\\" + text if text.startswith((" ", "#", "!")) else text
+
+
+def properties_text(properties: dict[str, object], kind: str = TABLE,
+                    where: str | os.PathLike = "properties") -> str:
+    """The text of a HATS properties file (None values skipped), ``where`` naming it in errors.
+
+    hats' model for ``kind`` (``TableProperties``, ``CollectionProperties``,
+    ``ExtensionProperties``) checks the keys its readers need (a margin without its
+    threshold, an extension without its join columns is refused here, not by the first
+    reader) and gives the values as hats writes them, astroembed's own keys among the
+    "extra" keys it keeps. Own: the text. hats' writer leaves backslashes unescaped, so
+    hats' own reader drops them (a catalog named ``a\\b`` comes back as ``ab``), and its
+    ``to_properties_file`` adds the legacy duplicate ``properties``.
+    """
+    values = {key: value for key, value in properties.items() if value is not None}
+    for key in values:
         if not _KEY_RE.match(key):
             raise ValueError(f"property key {key!r} must be letters, digits, '_', '.', '-'")
-        lines.append(f"{key}={_escape(str(value))}")
-    write_text_file(Path(path), "\n".join(lines) + "\n")
+    model, comment = _properties_model(kind)
+    try:
+        fields = model(**values).model_dump(by_alias=True, exclude_none=True)
+    except ValueError as err:  # pydantic's ValidationError: keys a caller got wrong
+        raise ValueError(f"{where}: not valid HATS {kind} properties: {err}") from None
+    lines = [f"#{comment} (written by astroembed)"]
+    lines += [f"{key}={_escape(str(value))}" for key, value in fields.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_properties(path: str | os.PathLike, properties: dict[str, object],
+                     kind: str = TABLE) -> None:
+    """Write a HATS properties file (:func:`properties_text`) atomically. Own: the write,
+    because hats' writer opens the final file and writes it in place, so a reader or a
+    crash could meet half a file."""
+    write_text_file(Path(path), properties_text(properties, kind, path))
 
 
 def _logical_lines(text: str) -> Iterable[str]:
@@ -217,7 +254,13 @@ def _logical_lines(text: str) -> Iterable[str]:
 
 
 def read_properties(path: str | os.PathLike) -> dict[str, str]:
-    """Read a Java-style properties file (as hats writes it) into a dict of strings."""
+    """Read a Java-style properties file (as hats writes it) into a dict of strings.
+
+    Own, not hats' ``TableProperties.read_from_dir``: every command reads
+    ``hats.properties`` first, often only that, and importing hats' models takes seconds
+    (pydantic, astropy, numba) where this parser takes a millisecond; it also reads a file
+    hats' validation would refuse, so ``info`` can say what is wrong with it.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

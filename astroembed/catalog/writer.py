@@ -60,7 +60,19 @@ and tests/catalog/test_info.py):
   one) gives every row, with nulls for the tiles that lack the column. Such a catalog is
   marked ``partial`` and has no ``_metadata``; ``embed`` without ``--tile`` makes it
   complete again (tested in tests/catalog/test_info.py).
-- hats and lsdb are not imported by this package: it writes the files itself.
+- hats makes the metadata files; lsdb is never imported. hats (imported when a catalog is
+  finished, never when the CLI starts) validates and serialises every ``.properties`` file
+  (``TableProperties`` for main, pixels and margin, ``CollectionProperties``,
+  ``ExtensionProperties``), writes ``partition_info.csv`` (``PartitionInfo``) and
+  ``_metadata``/``_common_metadata`` (``hats.io.file_io.write_parquet_metadata``). Own, each
+  with its reason where it is: every write goes to a temporary name and is renamed (hats
+  writes in place); the text of ``.properties`` files (hats' writer leaves backslashes
+  unescaped); gathering the tiles' footers for ``_metadata`` (hats' ``write_parquet_metadata``
+  reopens every tile, ~4x slower, and takes the first tile's schema); reading
+  ``.properties`` (importing hats costs seconds); the margin rows and the uncovered sky
+  (:mod:`astroembed.catalog.margin`: faster than hats' ``get_margin`` and negative tree, and
+  checked against them). hats' strict validation accepts every part
+  (tests/catalog/test_hats_reads.py).
 """
 
 from __future__ import annotations
@@ -75,17 +87,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from astroembed.errors import OutputError
-from astroembed.catalog.atomic import atomic_path, publish_mode
-from astroembed.catalog.layout import (COLLECTION_FILE, COMMON_METADATA_FILE, COMPLETE,
-                                       DATASET_DIR, HATS_VERSION, INCOMPLETE, MAIN_DIR,
-                                       MARGIN_DIR, MARGIN_KEY,
+from astroembed.catalog.atomic import atomic_path
+from astroembed.catalog.layout import (COLLECTION, COLLECTION_FILE, COMMON_METADATA_FILE,
+                                       COMPLETE, DATASET_DIR, EXTENSION, HATS_VERSION,
+                                       INCOMPLETE, MAIN_DIR, MARGIN_DIR, MARGIN_KEY,
                                        METADATA_FILE, METADATA_KEY, PARTIAL, PARTITION_INFO_FILE,
                                        PIXEL_COLUMNS, PIXELS_DIR, PIXELS_PROPERTIES,
                                        PROPERTIES_FILE, PROVENANCE_FILE, ROW_ID_COLUMN,
                                        SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, STATUS_KEY,
                                        dataset_tile, format_tiles, is_embedding_field, main_dir,
-                                       read_properties, scan_tiles, tiles_overlap,
-                                       write_properties, write_text_file)
+                                       properties_text, read_properties, scan_tiles,
+                                       tiles_overlap, write_properties, write_text_file)
 from astroembed.catalog.reader import (CatalogInfo, properties_file, read_footers,
                                        read_provenance, read_catalog_info)
 from astroembed.catalog.tiles import plain_tensor_type, write_tile
@@ -121,16 +133,6 @@ def _base_properties(name: str, ra_column: str, dec_column: str, status: str,
         "astroembed_provenance": PROVENANCE_FILE,
         MARGIN_KEY: None if margin_arcsec is None else f"{margin_arcsec:g}",
     }
-
-
-def _ordered(props: dict) -> dict:
-    """Properties in a stable, readable order: HATS keys first as hats-import writes them."""
-    first = ["obs_collection", "dataproduct_type", "hats_nrows", "hats_col_ra", "hats_col_dec",
-             "hats_col_healpix", "hats_col_healpix_order", "hats_npix_suffix", "hats_max_rows",
-             "hats_order", "moc_sky_fraction", "hats_builder", "hats_creation_date",
-             "hats_estsize", "hats_version"]
-    head = {k: props[k] for k in first if k in props}
-    return head | {k: v for k, v in props.items() if k not in head}
 
 
 def coordinate_keys(ra_column: str | None, dec_column: str | None) -> dict:
@@ -300,40 +302,52 @@ def _with_provenance(schema: pa.Schema, provenance: dict) -> pa.Schema:
 def _write_parquet_metadata(root: Path, schema: pa.Schema,
                             footers: dict[tuple[int, int], pq.FileMetaData],
                             row_groups: bool = True) -> None:
-    """``_common_metadata`` (schema) and ``_metadata`` (schema + all row groups).
+    """``_common_metadata`` (schema) and ``_metadata`` (schema + all row groups), each
+    written by hats' ``file_io.write_parquet_metadata`` under a temporary name, then renamed.
 
-    Without ``row_groups`` (tiles whose columns differ, which pyarrow cannot collect into
-    one ``_metadata``) the old ``_metadata`` is removed: it would describe other columns.
+    Own: gathering the footers. hats' ``parquet_metadata.write_parquet_metadata`` opens every
+    tile again for its footer (about 4x slower at 300 to 3000 tiles on a local disk, more
+    where opening a file is slow), takes the first tile's schema instead of the union a
+    partly embedded catalog needs, drops the provenance, and writes in place; the footers
+    here are those the finish already read to check the schemas and count rows.
+    Without ``row_groups`` (tiles whose columns differ, which pyarrow cannot collect into one
+    ``_metadata``) the old ``_metadata`` is removed: it would describe other columns.
     """
+    from hats.io import file_io
+
     dataset = root / DATASET_DIR
-    if not row_groups:
-        try:
-            with atomic_path(dataset / COMMON_METADATA_FILE) as tmp:
-                pq.write_metadata(schema, tmp)
-                publish_mode(tmp)
-            (dataset / METADATA_FILE).unlink(missing_ok=True)
-        except OSError as err:
-            raise OutputError(f"{dataset}: cannot write Parquet metadata: {err}") from err
-        return
     collected = []
-    for (order, pixel), footer in footers.items():
+    for (order, pixel), footer in footers.items() if row_groups else ():
         footer.set_file_path(dataset_tile(root, order, pixel).relative_to(dataset).as_posix())
         collected.append(footer)
     try:
         with atomic_path(dataset / COMMON_METADATA_FILE) as tmp:
-            pq.write_metadata(schema, tmp)
-            publish_mode(tmp)
+            file_io.write_parquet_metadata(schema, tmp)
+        if not row_groups:
+            (dataset / METADATA_FILE).unlink(missing_ok=True)
+            return
         with atomic_path(dataset / METADATA_FILE) as tmp:
-            pq.write_metadata(schema, tmp, metadata_collector=collected)
-            publish_mode(tmp)
+            file_io.write_parquet_metadata(schema, tmp, metadata_collector=collected)
     except OSError as err:
         raise OutputError(f"{dataset}: cannot write Parquet metadata: {err}") from err
 
 
 def _write_partition_info(root: Path, tiles: list[tuple[int, int]]) -> None:
-    """``partition_info.csv``: the tile list hats reads instead of listing directories."""
-    rows = "".join(f"{order},{pixel}\n" for order, pixel in tiles)
-    write_text_file(root / PARTITION_INFO_FILE, "Norder,Npix\n" + rows)
+    """``partition_info.csv``: the tile list hats reads instead of listing directories.
+
+    hats' ``PartitionInfo`` orders the tiles (breadth-first) and writes the CSV; own: the
+    temporary name and rename around it, since hats writes the final file in place.
+    """
+    from hats.catalog import PartitionInfo
+    from hats.pixel_math import HealpixPixel
+
+    info = PartitionInfo.from_healpix([HealpixPixel(order, pixel) for order, pixel in tiles])
+    try:
+        with atomic_path(root / PARTITION_INFO_FILE) as tmp:
+            info.write_to_file(partition_info_file=tmp)
+    except OSError as err:
+        raise OutputError(f"{root / PARTITION_INFO_FILE}: cannot write: "
+                          f"{err.strerror or err}") from err
 
 
 def _write_provenance(root: Path, provenance: dict) -> None:
@@ -403,7 +417,7 @@ def _finalize_pixels(catalog: Path, props: dict, extra: dict | None) -> bool:
         "hats_cols_default": " ".join([ROW_ID_COLUMN] + [c for c in PIXEL_COLUMNS
                                                          if c in schema.names]),
     }
-    write_properties(root / PROPERTIES_FILE, _ordered(pixel_props))
+    write_properties(root / PROPERTIES_FILE, pixel_props)
     return True
 
 
@@ -429,11 +443,11 @@ def _write_collection(catalog: Path, name: str, has_pixels: bool,
             "hats_ext_join_style": "left",
             "hats_ext_shares_primary_coords": "true",
             "hats_product_type_served": "pixels",
-        })
+        }, kind=EXTENSION)
         collection["all_extensions"] = f"{PIXELS_DIR} {PIXELS_PROPERTIES}"
     else:
         (catalog / PIXELS_PROPERTIES).unlink(missing_ok=True)
-    write_properties(catalog / COLLECTION_FILE, collection)
+    write_properties(catalog / COLLECTION_FILE, collection, kind=COLLECTION)
 
 
 def _finalize_main(root: Path, props: dict, provenance: dict, extra: dict | None,
@@ -470,7 +484,7 @@ def _finalize_main(root: Path, props: dict, provenance: dict, extra: dict | None
     props |= {k: v for k, v in (extra or {}).items() if v is not None}
     if then is not None:
         then(props)
-    write_properties(root / PROPERTIES_FILE, _ordered(props))
+    write_properties(root / PROPERTIES_FILE, props)
 
 
 def refresh_catalog(path: str | os.PathLike, provenance: dict | None = None,
@@ -558,14 +572,17 @@ class CatalogWriter:
             self.write_path = self.staging_path
             if self.write_path.is_dir() and (main_dir(self.write_path) / PROPERTIES_FILE).is_file():
                 shutil.rmtree(self.write_path)  # an interrupted run's, not resumable
+        self._props = _base_properties(self.catalog_name, self.ra_column, self.dec_column,
+                                       "incomplete", self.margin_arcsec)
+        # The text first: making it imports hats (seconds), and until hats.properties marks
+        # the new directories as astroembed's, a killed run leaves them unclaimable.
+        text = properties_text(self._props)
         try:
             (main_dir(self.write_path) / DATASET_DIR).mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise OutputError(f"{self.write_path}: cannot create the catalog directory: "
                               f"{err.strerror or err}") from err
-        self._props = _base_properties(self.catalog_name, self.ra_column, self.dec_column,
-                                       "incomplete", self.margin_arcsec)
-        write_properties(main_dir(self.write_path) / PROPERTIES_FILE, self._props)
+        write_text_file(main_dir(self.write_path) / PROPERTIES_FILE, text)
 
     def adopt(self, write_path: str | os.PathLike) -> None:
         """Continue an interrupted run in the incomplete catalog it was writing at ``write_path``.

@@ -421,18 +421,35 @@ def test_read_errors_name_the_problem(tmp_path, built):
 # ----------------------------------------------------------------------------- helpers
 
 def test_properties_round_trip_with_hats_parser(tmp_path):
-    values = {"obs_collection": "a name\\with back#slash", "obs_description": " lead, tab\tnl\nend",
-              "k.dot-dash": "x=y:z", "n": 3}
-    write_properties(tmp_path / "p.properties", values)
-    expected = {k: str(v) for k, v in values.items()}
-    assert read_properties(tmp_path / "p.properties") == expected
+    values = {"obs_collection": "a name\\with back#slash", "dataproduct_type": "object",
+              "hats_col_ra": "ra", "hats_col_dec": "dec",
+              "obs_description": " lead, tab\tnl\nend", "k.dot-dash": "x=y:z", "n": 3}
+    write_properties(tmp_path / "hats.properties", values)
+    # hats' model adds its default tile suffix
+    expected = {k: str(v) for k, v in values.items()} | {"hats_npix_suffix": ".parquet"}
+    assert read_properties(tmp_path / "hats.properties") == expected
+    from hats.catalog import TableProperties
+
+    parsed_by_hats = TableProperties.read_from_dir(tmp_path)
+    assert parsed_by_hats.catalog_name == values["obs_collection"]
+    assert parsed_by_hats.extra_dict()["obs_description"] == values["obs_description"]
     jproperties = pytest.importorskip("jproperties")
     parsed = jproperties.Properties()
-    with open(tmp_path / "p.properties", "rb") as fh:
+    with open(tmp_path / "hats.properties", "rb") as fh:
         parsed.load(fh, "utf-8")
     assert {k: v.data for k, v in parsed.items()} == expected
+    assert [p.name for p in tmp_path.iterdir()] == ["hats.properties"]  # no legacy copy
     with pytest.raises(ValueError, match="property key"):
-        write_properties(tmp_path / "q", {"bad key": 1})
+        write_properties(tmp_path / "q", values | {"bad key": 1})
+    # hats' model refuses what its readers could not use, and nothing is written
+    with pytest.raises(ValueError, match="margin_threshold"):
+        write_properties(tmp_path / "m", {"obs_collection": "m", "dataproduct_type": "margin",
+                                          "hats_primary_table_url": "main"})
+    with pytest.raises(ValueError, match="hats_col_assn_join"):
+        write_properties(tmp_path / "e", {"obs_collection": "e", "hats_primary_table_url": "c",
+                                          "hats_col_assn_primary": "ROW_ID",
+                                          "hats_assn_join_table_url": "e"}, kind="extension")
+    assert [p.name for p in tmp_path.iterdir()] == ["hats.properties"]
 
 
 def test_image_array_tensor_and_plain_list():

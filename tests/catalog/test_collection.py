@@ -11,6 +11,7 @@ import hashlib
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
@@ -18,6 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import astroembed
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PIXELS = {"image", "flux", "ivar"}
 
@@ -315,6 +319,36 @@ def _edge_catalog(path: Path, order: int = 6) -> "pd.DataFrame":
         writer.finish({})
     main = pq.ParquetDataset(path / "main" / "dataset").read().to_pandas()
     return main
+
+
+def test_margin_rows_are_those_hats_margin_pixels_select(tmp_path):
+    """Each margin tile holds exactly the main rows lying in the margin pixels hats names for
+    that partition (``get_margin`` at the order hats picks for the threshold, as hats-import
+    builds a margin cache), over the tiles and hats' negative tree of the empty sky."""
+    hats = pytest.importorskip("hats")
+    import hats.pixel_math.healpix_shim as hp_shim
+    from hats.pixel_math import get_margin
+    from hats.pixel_tree.negative_tree import compute_negative_tree_pixels
+    from hats.pixel_tree.pixel_tree import PixelTree
+
+    main = _edge_catalog(tmp_path / "edges")
+    margin = hats.read_hats(tmp_path / "edges" / "margin")
+    threshold = margin.catalog_info.margin_threshold
+    order = int(hp_shim.margin2order(threshold / 60.0))
+    tiles = hats.read_hats(tmp_path / "edges").main_catalog.get_healpix_pixels()
+    assert order > max(p.order for p in tiles)
+    cell = main["_healpix_29"].to_numpy() >> 2 * (29 - order)
+    expected = {}
+    for part in tiles + compute_negative_tree_pixels(PixelTree.from_healpix(tiles)):
+        near = np.isin(cell, get_margin(part.order, part.pixel, order - part.order))
+        if near.any():
+            expected[(part.order, part.pixel)] = set(main["ROW_ID"].to_numpy()[near].tolist())
+    got = {}
+    for pixel in margin.get_healpix_pixels():
+        file = (tmp_path / "edges" / "margin" / "dataset" / f"Norder={pixel.order}"
+                / f"Dir={pixel.pixel // 10000 * 10000}" / f"Npix={pixel.pixel}.parquet")
+        got[(pixel.order, pixel.pixel)] = set(pq.read_table(file)["ROW_ID"].to_pylist())
+    assert len(expected) > 4 and got == expected
 
 
 @pytest.mark.filterwarnings("ignore:The inplace keyword")
