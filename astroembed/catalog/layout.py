@@ -222,10 +222,24 @@ def properties_text(properties: dict[str, object], kind: str = TABLE,
     try:
         fields = model(**values).model_dump(by_alias=True, exclude_none=True)
     except ValueError as err:  # pydantic's ValidationError: keys a caller got wrong
-        raise ValueError(f"{where}: not valid HATS {kind} properties: {err}") from None
+        raise ValueError(f"{where}: not valid HATS {kind} properties: "
+                         f"{_validation_summary(err)}") from None
     lines = [f"#{comment} (written by astroembed)"]
     lines += [f"{key}={_escape(str(value))}" for key, value in fields.items()]
     return "\n".join(lines) + "\n"
+
+
+def _validation_summary(err: ValueError) -> str:
+    """pydantic's multi-line report as one line: each key with what is wrong and the value."""
+    errors = getattr(err, "errors", None)
+    if not callable(errors):
+        return str(err)
+    parts = []
+    for e in errors():
+        key = ".".join(str(x) for x in e.get("loc", ())) or "properties"
+        got = f" (got {e['input']!r})" if "input" in e and not isinstance(e["input"], dict) else ""
+        parts.append(f"{key}: {e.get('msg', 'invalid')}{got}")
+    return "; ".join(parts)
 
 
 def write_properties(path: str | os.PathLike, properties: dict[str, object],

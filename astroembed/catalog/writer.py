@@ -86,7 +86,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from astroembed.errors import OutputError
+from astroembed.errors import InputError, OutputError
 from astroembed.catalog.atomic import atomic_path
 from astroembed.catalog.layout import (COLLECTION, COLLECTION_FILE, COMMON_METADATA_FILE,
                                        COMPLETE, DATASET_DIR, EXTENSION, HATS_VERSION,
@@ -156,7 +156,11 @@ def mark_incomplete(path: str | os.PathLike) -> None:
     file = properties_file(Path(path))
     props = read_properties(file)
     props[STATUS_KEY] = INCOMPLETE
-    write_properties(file, props)
+    try:
+        write_properties(file, props)
+    except ValueError as err:  # hats' model refuses what a hand edit left in the file
+        raise InputError(f"{err}. Restore the file or rebuild the catalog with "
+                         "--overwrite.") from None
 
 
 def update_provenance(path: str | os.PathLike, change: Callable[[dict], dict]) -> None:

@@ -104,3 +104,23 @@ def test_the_uncovered_sky_is_hats_negative_tree(tiles):
                 [(p.order, p.pixel)
                  for p in compute_negative_tree_pixels(PixelTree.from_healpix(tiles))])
     assert sorted(uncovered_pixels(tiles)) == sorted(expected)
+
+
+def test_a_hand_edited_properties_file_hats_refuses_is_one_clear_error(tiled_catalog, tmp_path):
+    import shutil
+
+    from astroembed.catalog.writer import mark_incomplete
+    from astroembed.errors import InputError
+
+    cat = tmp_path / "cat"
+    shutil.copytree(tiled_catalog, cat)
+    props = cat / "main" / "hats.properties"
+    props.write_text(props.read_text().replace("hats_nrows=", "hats_nrows=many\n#was "))
+    before = props.read_bytes()
+    with pytest.raises(InputError, match=r"hats\.properties: not valid HATS table properties: "
+                       r"hats_nrows: .*integer.*'many'.*--overwrite"):
+        mark_incomplete(cat)
+    assert props.read_bytes() == before
+    with pytest.raises(InputError) as err:
+        mark_incomplete(cat)
+    assert "\n" not in str(err.value)
