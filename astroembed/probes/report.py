@@ -1,5 +1,5 @@
-"""What ``probe --out`` writes: ``predictions.parquet`` (out-of-fold predictions), one PNG
-per result and ``probe.json`` (the report); checked before any fitting, each file written
+"""What ``probe --out`` writes: ``predictions.parquet`` (out-of-fold predictions), two PNGs
+per result (predicted vs true, and the PIT histogram) and ``probe.json`` (the report); checked before any fitting, each file written
 atomically."""
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ REPORT_FORMAT = "astroembed-probe-report"  # probe.json of `probe --out`
 
 
 def output_names(target: str, runs: list[tuple[str, str]]) -> list[str]:
-    """The files ``--out`` receives: predictions, one plot per result, the report."""
+    """The files ``--out`` receives: predictions, two plots per result, the report."""
     return ["predictions.parquet", "probe.json",
-            *(f"probe_{target}_{features}_{method}.png" for features, method in runs)]
+            *(f"probe_{target}_{features}_{method}.png" for features, method in runs),
+            *(f"probe_{target}_{features}_{method}_pit.png" for features, method in runs)]
 
 
 def check_outputs(cfg: ProbeConfig, target: str, runs: list[tuple[str, str]]) -> None:
@@ -38,14 +39,16 @@ def check_outputs(cfg: ProbeConfig, target: str, runs: list[tuple[str, str]]) ->
 
 
 def write_outputs(out: Path, data: ProbeData, fold: np.ndarray,
-                  predictions: dict[tuple[str, str], np.ndarray], doc: dict) -> dict:
+                  predictions: dict[tuple[str, str], np.ndarray], doc: dict,
+                  pits: dict[tuple[str, str], np.ndarray] | None = None) -> dict:
     """``OUT/predictions.parquet`` (ID, fold, true value, one column per feature set and
-    method), one PNG per result, and ``OUT/probe.json``; each file written atomically."""
+    method), per result a predicted-vs-true PNG and (given its out-of-fold ``pits``) a PIT
+    histogram, and ``OUT/probe.json``; each file written atomically."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from astroembed.catalog.atomic import atomic_path
-    from astroembed.plots import probe_plot
+    from astroembed.plots import pit_plot, probe_plot
 
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -70,6 +73,12 @@ def write_outputs(out: Path, data: ProbeData, fold: np.ndarray,
         probe_plot(data.y, pred, file, title=f"{data.target}: {features} {method}",
                    redshift=data.redshift, metrics=result)
         files["plots"].append(str(file))
+        if pits and (features, method) in pits:
+            file = out / f"probe_{data.target}_{features}_{method}_pit.png"
+            shown = {k: result[k] for k in ("crps", "pit_ks") if result.get(k) is not None}
+            pit_plot(pits[(features, method)], file,
+                     title=f"{data.target}: {features} {method} PIT", metrics=shown)
+            files["plots"].append(str(file))
     with atomic_path(out / "probe.json") as tmp:
         report = {"format": REPORT_FORMAT} | doc | {"outputs": files}
         tmp.write_text(json.dumps(report, indent=2, default=str))
