@@ -83,7 +83,7 @@ def render(doc: dict) -> None:
     first = doc["results"][0] if doc["results"] else {}
     labels = [k[len("coverage_"):] for k in first
               if k.startswith("coverage_") and not k.endswith("_std")]
-    cols += [f"cov{lb}" for lb in labels] + (["CRPS", "PIT KS"] if labels else [])
+    cols += ([f"cover {'/'.join(labels)}", "CRPS"] if labels else [])
     for c in cols:
         table.add_column(c, justify="left" if c in ("features", "method") else "right", no_wrap=True)
     for r in doc["results"]:
@@ -93,9 +93,9 @@ def render(doc: dict) -> None:
                     number(r["outlier_fraction"], ".3f"), number(r["bias"], "+.4f")]
         else:
             row.append(number(r["rmse"], ".4g", std=r["rmse_std"]))
-        row += [number(r.get(f"coverage_{lb}"), ".3f") for lb in labels]
         if labels:
-            row += [number(r.get("crps"), ".4g"), number(r.get("pit_ks"), ".3f")]
+            row += ["/".join(number(r.get(f"coverage_{lb}"), ".2f") for lb in labels),
+                    number(r.get("crps"), ".3g")]
         table.add_row(*row)
     console.print(table)
     sys.stdout.flush()  # the table before the notes below on a shared terminal

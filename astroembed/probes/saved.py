@@ -78,7 +78,8 @@ def save_best(cfg: ProbeConfig, data: ProbeData, results: list[dict], index: str
     features, method = best["features"], best["method"]
     x, y = data.features[features], data.y
     est = make_estimator(features, method, k=cfg.k, metric=cfg.metric, index=index,
-                         seed=cfg.seed, n_features=x.shape[1], n_train=len(y))
+                         seed=cfg.seed, n_features=x.shape[1], n_train=len(y),
+                         protocol=cfg.protocol)
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(blas_threads(method), user_api="blas"):
@@ -98,7 +99,7 @@ def save_best(cfg: ProbeConfig, data: ProbeData, results: list[dict], index: str
                    for m in modalities},
         "n_features": int(x.shape[1]), "n_train": int(len(y)), "k": cfg.k,
         "id_column": data.id_column,
-        "metric": cfg.metric, "index": index, "seed": cfg.seed,
+        "metric": cfg.metric, "index": index, "seed": cfg.seed, "protocol": cfg.protocol,
         "cv": {k: v for k, v in best.items() if k not in ("folds",)},
         "catalog": str(data_path(cfg)), "astroembed_version": astroembed_version(),
         "arrays": sorted(arrays), "mlp_layers": sum(1 for a in arrays if a.startswith("W")),

@@ -289,8 +289,10 @@ def test_astroclip_protocol_is_the_papers_setup(tmp_path):
 
     path, x, z = linear_catalog(tmp_path / "cat", n=500, dim=8)
     out = tmp_path / "out"
+    save = tmp_path / "saved"
     result = run("probe", "-c", path, "-e", "image", "-m", "knn,mlp", "--protocol", "astroclip",
-                 "--k", "5", "--metric", "cosine", "--no-baselines", "--out", out, "--json")
+                 "--k", "5", "--metric", "cosine", "--no-baselines", "--out", out, "--save", save,
+                 "--json")
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["protocol"] == "astroclip" and doc["k"] == 64 and doc["metric"] == "euclidean"
@@ -308,3 +310,8 @@ def test_astroclip_protocol_is_the_papers_setup(tmp_path):
     knn_result = next(r for r in doc["results"] if r["method"] == "knn")
     assert knn_result["r2"] == pytest.approx(r2_score(zz[test], expected), rel=1e-6)
     assert knn_result["coverage_68"] is not None
+    saved = SavedProbe.load(save)
+    assert saved.spec["protocol"] == "astroclip" and saved.spec["k"] == 64
+    assert saved.spec["calibration"]["n"] == 100  # the test rows' scores
+    if saved.spec["method"] == "mlp":
+        assert saved.spec["mlp_layers"] == 2  # [32] hidden + output
