@@ -77,16 +77,19 @@ def randomized_pit(cdf_below: np.ndarray, cdf_at: np.ndarray,
 
 
 def pit_histogram(pit: np.ndarray, bins: int = 10) -> list[float]:
-    """Density of the PIT values in ``bins`` equal bins of [0, 1] (1 everywhere when
+    """Density of the (finite) PIT values in ``bins`` equal bins of [0, 1] (1 everywhere when
     calibrated)."""
+    pit = np.asarray(pit, np.float64)
+    pit = pit[np.isfinite(pit)]
     counts, _ = np.histogram(np.clip(pit, 0.0, 1.0), bins=bins, range=(0.0, 1.0))
     return [float(c) for c in counts * bins / max(len(pit), 1)]
 
 
 def ks_uniform(pit: np.ndarray) -> float:
-    """Kolmogorov-Smirnov distance of the PIT values from U(0, 1):
+    """Kolmogorov-Smirnov distance of the (finite) PIT values from U(0, 1):
     ``max_i max(i/n - u_(i), u_(i) - (i-1)/n)``."""
-    u = np.sort(np.asarray(pit, np.float64))
+    u = np.asarray(pit, np.float64)
+    u = np.sort(u[np.isfinite(u)])
     n = len(u)
     if n == 0:
         return float("nan")

@@ -185,7 +185,7 @@ def _predict_tiles(info: CatalogInfo, probe: SavedProbe, outputs: dict, columns:
             centre[valid], scale[valid] = probe.predict_with_scale(
                 np.hstack(mats)[valid], None if ids is None else ids[valid])
         n_null += int((~valid).sum())
-        mask = ~valid
+        mask = ~(valid & np.isfinite(centre))  # no prediction: nulls, never an interval
         out = {}
         for name, (kind, level) in outputs.items():
             if kind == "point":

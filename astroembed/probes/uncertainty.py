@@ -122,26 +122,31 @@ def cross_calibrate(y: np.ndarray, centre: np.ndarray, scale: np.ndarray, group:
                     lower={t: np.full(n, np.nan) for t in levels},
                     upper={t: np.full(n, np.nan) for t in levels}, pit=np.full(n, np.nan))
     scores = (np.asarray(y, np.float64) - centre) / scale
+    finite = np.isfinite(scores)
     for g in np.unique(group[group >= 0]):
         rows = group == g
-        cal = Calibration(np.sort(scores[(group >= 0) & ~rows]))
+        others = scores[(group >= 0) & ~rows & finite]
+        if not len(others):
+            continue  # nothing to calibrate on: the rows keep NaN, never a made-up interval
+        cal = Calibration(np.sort(others))
         m, s = centre[rows], scale[rows]
         out.quantiles[rows] = cal.quantiles(m, s, QUANTILE_LEVELS)
         for t in levels:
             out.lower[t][rows], out.upper[t][rows] = cal.interval(m, s, t)
-        out.pit[rows] = cal.pit(y[rows], m, s, rng)
+        out.pit[rows] = np.where(finite[rows], cal.pit(y[rows], m, s, rng), np.nan)
     return out
 
 
 def distribution_metrics(y: np.ndarray, oof: OutOfFold, rows: np.ndarray,
                          levels) -> dict[str, float]:
     """Coverage and mean width per level, CRPS (quantile grid) and the PIT's KS distance
-    from uniform, over ``rows``."""
+    from uniform, over ``rows`` (a row without a prediction counts as not covered)."""
     out: dict[str, float] = {}
     for t in levels:
         out |= interval_metrics(y[rows], oof.lower[t][rows], oof.upper[t][rows], t)
-    out["crps"] = crps_quantiles(y[rows], oof.quantiles[rows], np.array(QUANTILE_LEVELS))
-    out["pit_ks"] = ks_uniform(oof.pit[rows])
+    ok = rows & np.isfinite(oof.pit)  # a row without a prediction has no distribution
+    out["crps"] = crps_quantiles(y[ok], oof.quantiles[ok], np.array(QUANTILE_LEVELS))
+    out["pit_ks"] = ks_uniform(oof.pit[ok])
     return out
 
 

@@ -315,3 +315,19 @@ def test_astroclip_protocol_is_the_papers_setup(tmp_path):
     assert saved.spec["calibration"]["n"] == 100  # the test rows' scores
     if saved.spec["method"] == "mlp":
         assert saved.spec["mlp_layers"] == 2  # [32] hidden + output
+
+
+def test_a_row_without_a_prediction_gets_no_distribution():
+    # row 0 has no prediction (NaN centre): it neither calibrates the others nor gets an
+    # interval, a PIT or a CRPS term; the rest are calibrated as without it
+    y = np.arange(12.0)
+    centre = np.where(np.arange(12) == 0, np.nan, y - 0.5)
+    group = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
+    oof = cross_calibrate(y, centre, np.ones(12), group, (0.5,), seed=0)
+    assert np.isnan(oof.pit[0]) and np.isnan(oof.lower[0.5][0])
+    assert np.isfinite(oof.pit[1:]).all() and np.isfinite(oof.quantiles[1:]).all()
+    # every score is 0.5, so every interval is [y, y]: all covered
+    from astroembed.probes.uncertainty import distribution_metrics
+
+    m = distribution_metrics(y, oof, np.arange(12) > 0, (0.5,))
+    assert m["coverage_50"] == 1.0 and m["crps"] == pytest.approx(0.0)
