@@ -233,7 +233,7 @@ def run_probe(cfg: ProbeConfig, progress: Progress | None = None,
         if progress:
             progress("probe", done, total)
 
-    results, predictions, pits, scales = [], {}, {}, {}
+    results, predictions, dists, scales = [], {}, {}, {}
     for features, method in plan:
         x = data.features[features]
         t0 = time.perf_counter()
@@ -249,7 +249,9 @@ def run_probe(cfg: ProbeConfig, progress: Progress | None = None,
             metrics |= distribution_metrics(data.y, oof, fold == f, levels)
         scored = groups >= 0
         predictions[(features, method)] = pred
-        pits[(features, method)] = oof.pit[scored]
+        if cfg.out:
+            oof.quantiles = oof.quantiles.astype(np.float32)  # as predict stores them
+            dists[(features, method)] = oof
         scales[(features, method)] = spread
         results.append({"features": features, "method": method} | summarise(per_fold)
                        | {"n_features": int(x.shape[1]),
@@ -267,7 +269,7 @@ def run_probe(cfg: ProbeConfig, progress: Progress | None = None,
     if cfg.save:
         doc["saved"] = save_best(cfg, data, results, index, predictions, scales, groups)
     if cfg.out:
-        doc["outputs"] = write_outputs(Path(cfg.out), data, fold, predictions, doc, pits)
+        doc["outputs"] = write_outputs(Path(cfg.out), data, fold, predictions, doc, dists)
     doc["seconds"] = round(time.perf_counter() - start, 3)
     return doc
 

@@ -254,8 +254,10 @@ def test_table_out_dir_predictions_and_plots(linear, tmp_path):
     assert result.exit_code == 0, result.output
     assert "image" in result.stdout and "σ_NMAD" in result.stdout
     table = pq.read_table(out / "predictions.parquet")
-    assert table.column_names == ["TARGETID", "fold", "Z", "pred_image_knn", "pred_image_linear",
-                                  "pred_both_knn", "pred_both_linear"]
+    runs = ["pred_image_knn", "pred_image_linear", "pred_both_knn", "pred_both_linear"]
+    assert table.column_names == ["TARGETID", "fold", "Z"] + [
+        c for run in runs for c in (run, f"{run}_quantiles", f"{run}_lower_68", f"{run}_upper_68",
+                                    f"{run}_lower_95", f"{run}_upper_95", f"{run}_pit")]
     assert sorted(table.column("TARGETID").to_pylist()) == list(range(1000, 1600))
     assert set(table.column("fold").to_pylist()) == {0, 1, 2, 3, 4}
     pngs = sorted(p.name for p in out.glob("*.png"))

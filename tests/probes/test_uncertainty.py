@@ -170,6 +170,18 @@ def test_report_has_distribution_metrics_for_every_feature_set(tmp_path):
         # split-conformal: out-of-fold coverage near nominal on 400 rows
         assert abs(r["coverage_90"] - 0.9) < 0.06
     assert (out / "probe_Z_image_knn_pit.png").read_bytes()[:4] == b"\x89PNG"
+    # the out-of-fold intervals written beside the predictions give the reported coverage
+    # (5 folds of 80 rows: the mean over folds is the mean over rows)
+    table = pq.read_table(out / "predictions.parquet")
+    y = table.column("Z").to_numpy()
+    for r in doc["results"]:
+        name = f"pred_{r['features']}_{r['method']}"
+        lo, hi = (table.column(f"{name}_{side}_90").to_numpy() for side in ("lower", "upper"))
+        assert np.mean((y >= lo) & (y <= hi)) == pytest.approx(r["coverage_90"], abs=1e-12)
+        q = np.stack(table.column(f"{name}_quantiles").to_pylist())
+        assert q.shape == (400, len(QUANTILE_LEVELS)) and np.all(np.diff(q, axis=1) >= 0)
+        assert r["pit_histogram"] == pytest.approx(
+            list(np.histogram(table.column(f"{name}_pit").to_numpy(), 10, (0, 1))[0] / 40))
 
 
 @pytest.mark.parametrize("level", ["0", "1", "1.5", "-0.2"])
@@ -300,6 +312,8 @@ def test_astroclip_protocol_is_the_papers_setup(tmp_path):
     table = pq.read_table(out / "predictions.parquet").to_pandas()
     test = table["fold"].to_numpy() == 0
     assert test.sum() == 100 and np.isnan(table["pred_image_knn"][~test]).all()
+    assert table["pred_image_knn_lower_68"][~test].isna().all()
+    assert table["pred_image_knn_lower_68"][test].notna().all()
     # the paper's zero-shot probe, by scikit-learn: scaler and k-NN fitted on the 80%
     xi = x[table["TARGETID"].to_numpy() - 1000]
     zz = table["Z"].to_numpy()
