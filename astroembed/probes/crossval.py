@@ -2,8 +2,10 @@
 
 See docs/architecture.md. A seeded, shuffled k-fold split, the same for every feature set,
 gives out-of-fold predictions for every usable row and per-fold metrics, reported as mean and
-fold-to-fold standard deviation. Each fold gets a fresh estimator fitted on the other folds
-only; :func:`cross_validate` can return the fitted estimators so a test can check that.
+fold-to-fold standard deviation; each fold's predictive distributions are calibrated on the
+other folds' out-of-fold residuals (:mod:`astroembed.probes.uncertainty`). ``--protocol
+astroclip`` replaces the folds by one seeded 80/20 split. Each fold gets a fresh estimator
+fitted on the other folds only; :func:`cross_validate` can return the fitted estimators so a test can check that.
 :func:`prepare_probe` checks every argument before any fitting; :func:`run_probe` runs the
 plan, then writes the report (:mod:`astroembed.probes.report`) and saves the best probe
 (:mod:`astroembed.probes.saved`).

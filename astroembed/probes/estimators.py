@@ -176,7 +176,7 @@ def predict_with_spread(est, x: np.ndarray, floor: float) -> tuple[np.ndarray, n
         y = knn.y_
     else:
         dist, idx = knn.kneighbors(xt)
-        y = np.asarray(knn._y, np.float64)
+        y = np.asarray(knn._y, np.float64)  # the fitted targets scikit-learn's predict uses
         if knn.weights is cosine_weights:
             dist = np.square(dist) / 2.0  # 1 - cos: weighted_mean's 1/d is cosine_weights
     return weighted_mean(dist, idx, y), neighbour_spread(idx, y, floor)

@@ -345,3 +345,32 @@ def test_a_row_without_a_prediction_gets_no_distribution():
 
     m = distribution_metrics(y, oof, np.arange(12) > 0, (0.5,))
     assert m["coverage_50"] == 1.0 and m["crps"] == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("features, metric, index", [
+    ("image", "cosine", "exact"), ("image", "euclidean", "exact"),
+    ("photometry", "cosine", "exact"), ("image", "cosine", "faiss")])
+def test_spread_comes_with_the_same_point_prediction(features, metric, index):
+    if index == "faiss":
+        pytest.importorskip("faiss")
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(600, 5)).astype(np.float32), rng.uniform(size=600)
+    est = make_estimator(features, "knn", k=10, metric=metric, index=index, seed=0,
+                         n_features=5, n_train=500)
+    est.fit(x[:500], y[:500])
+    pred, spread = predict_with_spread(est, x[500:], 0.0)
+    np.testing.assert_allclose(pred, est.predict(x[500:]), rtol=1e-12)
+    # the spread is the population standard deviation of the 10 neighbours' targets, found
+    # here by scikit-learn's brute force on the same transformed features
+    from sklearn.neighbors import NearestNeighbors
+    from sklearn.preprocessing import normalize
+
+    xt = est[:-1].transform(x)
+    if metric == "cosine" and features == "image":
+        xt = normalize(xt)
+    _, idx = NearestNeighbors(n_neighbors=10).fit(xt[:500]).kneighbors(xt[500:])
+    expected = y[:500][idx].std(axis=1)
+    if index == "faiss":  # approximate neighbours: most rows agree exactly
+        assert np.mean(np.isclose(spread, expected)) > 0.9
+    else:
+        np.testing.assert_allclose(spread, expected, rtol=1e-9)
