@@ -215,6 +215,10 @@ def probe(catalog: PathLike, target: str = "redshift", progress: Progress = None
     from astroembed.config import ProbeConfig
     from astroembed.probes.crossval import prepare_probe, run_probe
 
+    if isinstance(options.get("levels"), (int, float)):
+        options["levels"] = (options["levels"],)
+    elif options.get("levels") is not None:
+        options["levels"] = tuple(options["levels"])
     for key in ("method", "embedding"):
         if isinstance(options.get(key), str):
             options[key] = (options[key],)
@@ -233,13 +237,18 @@ def probe(catalog: PathLike, target: str = "redshift", progress: Progress = None
 
 
 def predict(catalog: PathLike, probe: PathLike, column: str | None = None,
-            overwrite: bool = False, progress: Progress = None) -> dict:
+            overwrite: bool = False, progress: Progress = None,
+            levels: tuple[float, ...] | None = None) -> dict:
     """Append the predictions of the probe saved in ``probe`` (by ``probe(..., save=DIR)``)
     as ``column`` (default ``pred_<target>``) to every tile of ``catalog``, each tile
-    rewritten atomically. Returns a summary (rows, tiles, nulls)."""
+    rewritten atomically; a calibrated probe adds ``<column>_quantiles`` and the central
+    intervals at ``levels`` (default 0.68 and 0.95). Returns a summary (rows, tiles, nulls,
+    columns, whether the probe was calibrated)."""
+    from astroembed.config import INTERVAL_LEVELS
     from astroembed.probes.predict import predict_catalog
 
-    return predict_catalog(catalog, probe, column=column, overwrite=overwrite, progress=progress)
+    return predict_catalog(catalog, probe, column=column, overwrite=overwrite, progress=progress,
+                           levels=INTERVAL_LEVELS if levels is None else tuple(levels))
 
 
 def search(catalog: PathLike, like: str | int | None = None, **options: Any) -> dict:

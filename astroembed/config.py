@@ -206,6 +206,19 @@ PROBE_METHODS = ("knn", "linear", "mlp")
 PROBE_EMBEDDINGS = ("image", "spectrum", "both")
 KNN_METRICS = ("cosine", "euclidean")
 INDEX_KINDS = ("auto", "exact", "faiss")
+PROBE_PROTOCOLS = ("kfold", "astroclip")
+#: Central interval levels of the predictive distributions (``--level``).
+INTERVAL_LEVELS = (0.68, 0.95)
+
+
+def check_levels(levels: tuple[float, ...]) -> None:
+    """ConfigError unless every interval level is a number strictly between 0 and 1."""
+    if not levels:
+        raise ConfigError("--level needs at least one interval level, e.g. 0.68.")
+    for level in levels:
+        if not isinstance(level, (int, float)) or not 0.0 < float(level) < 1.0:
+            raise ConfigError(f"--level {level}: an interval level is a fraction strictly "
+                              "between 0 and 1, e.g. 0.68 or 0.95.")
 
 
 def _choices(option: str, values: tuple[str, ...], allowed: tuple[str, ...]) -> None:
@@ -239,10 +252,14 @@ class ProbeConfig:
     out: str | None = None
     save: str | None = None
     overwrite: bool = False
+    levels: tuple[float, ...] = INTERVAL_LEVELS  # central intervals of the distributions
+    protocol: str = "kfold"  # kfold | astroclip (80/20 split, the paper's k-NN and MLPs)
 
     def validate(self) -> None:
         if not self.catalog:
             raise ConfigError("probe needs --catalog.")
+        _choices("protocol", (self.protocol,), PROBE_PROTOCOLS)
+        check_levels(tuple(self.levels))
         _choices("embedding", tuple(self.embedding), PROBE_EMBEDDINGS)
         _choices("method", tuple(self.method), PROBE_METHODS)
         if not self.method:
@@ -360,6 +377,7 @@ class PredictConfig:
 
     probe: str  # a directory written by `astroembed probe --save`
     column: str | None = None  # the new column's name (default: the probe's own)
+    levels: tuple[float, ...] = INTERVAL_LEVELS  # interval columns written (calibrated probes)
 
 
 @dataclass
@@ -479,6 +497,8 @@ def load_run_config(path) -> RunConfig:
                     raise ConfigError(f"{where} [probe]: '{key}' must be a name or a list of "
                                       f"names (got {pr[key]!r}).")
                 pr[key] = tuple(pr[key])
+        if isinstance(pr.get("levels"), list):
+            pr["levels"] = tuple(pr["levels"])
         for key in ("out", "save"):
             if pr.get(key):
                 pr[key] = _paths(pr[key], key, base, f"{where} [probe]")[0]
@@ -492,7 +512,10 @@ def load_run_config(path) -> RunConfig:
             raise ConfigError(f"{where} [predict]: 'probe' (a directory saved by `astroembed "
                               "probe --save`) is required.")
         pd_["probe"] = _paths(pd_["probe"], "probe", base, f"{where} [predict]")[0]
+        if isinstance(pd_.get("levels"), list):
+            pd_["levels"] = tuple(pd_["levels"])
         predict = from_mapping(PredictConfig, pd_, f"{where} [predict]")
+        check_levels(predict.levels)
     return RunConfig(images=images, spectra=spectra, catalog=catalog, crossmatch=crossmatch,
                      embed=embed, probe=probe, probe_targets=targets, predict=predict,
                      compute=compute, source=str(path.resolve()))

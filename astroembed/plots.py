@@ -85,6 +85,26 @@ def probe_plot(y_true: np.ndarray, y_pred: np.ndarray, file: str | os.PathLike, 
     return _save(fig, file)
 
 
+def pit_plot(pit: np.ndarray, file: str | os.PathLike, *, title: str = "",
+             metrics: dict | None = None, bins: int = 20) -> Path:
+    """Histogram of the (randomized) PIT values as a density: flat at 1 for a calibrated
+    predictive distribution; a U shape says too narrow, a hump too wide, a slope biased."""
+    pit = np.asarray(pit, np.float64)
+    pit = pit[np.isfinite(pit)]
+    fig = _figure(5, 3.8)
+    ax = fig.subplots()
+    ax.hist(pit, bins=bins, range=(0.0, 1.0), density=True, color="tab:blue", alpha=0.8)
+    ax.axhline(1.0, color="k", lw=1, ls="--", label="calibrated")
+    ax.set(xlim=(0, 1), xlabel="PIT", ylabel="density", title=title or "PIT")
+    ax.legend(loc="upper right", fontsize=8)
+    if metrics:
+        text = [f"{k.replace('_', ' ')} = {v:.3f}" for k, v in metrics.items()
+                if isinstance(v, float)]
+        ax.text(0.03, 0.03, "\n".join(text), transform=ax.transAxes, ha="left", va="bottom",
+                fontsize=8, bbox={"fc": "white", "alpha": 0.8, "lw": 0})
+    return _save(fig, file)
+
+
 def rgb_image(img: np.ndarray) -> np.ndarray:
     """A g, r, z cutout (3, H, W) in nanomaggies as an (H, W, 3) RGB image in [0, 1].
 

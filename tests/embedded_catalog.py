@@ -128,3 +128,14 @@ def baseline_catalog(path: Path, n: int = 400, seed: int = 0, dim: int = 8,
         "embedding_image": vector_column(noise),
     }
     return write_catalog(path, columns, seed=seed)
+
+
+def heteroscedastic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features ``x`` (N, 2) in [0, 1]: ``x[:, 0]`` sets the mean of the target, ``x[:, 1]`` the
+    width of its Gaussian noise (0.02 to 0.32), so an honest distribution must widen with it.
+    Returns ``(x, y, sigma)``."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(size=(n, 2))
+    sigma = 0.02 + 0.3 * x[:, 1]
+    y = 0.5 + 0.3 * np.sin(2 * np.pi * x[:, 0]) + sigma * rng.normal(size=n)
+    return x.astype(np.float32), y, sigma

@@ -16,6 +16,23 @@ ModelName = Annotated[Optional[str], typer.Option(help="Model name: use embeddin
 IdColumn = Annotated[Optional[str], typer.Option("--id-column", help="Object key (default: the catalog's, TARGETID).")]
 
 
+def split_levels(values: Optional[list[str]]) -> tuple[float, ...] | None:
+    """``--level 0.68,0.95 --level 0.9`` -> (0.68, 0.95, 0.9); None when not given. A value
+    that is not a number is a ConfigError (one line, exit 2)."""
+    from astroembed.errors import ConfigError
+
+    if not values:
+        return None
+    out = []
+    for part in split_choices(values):
+        try:
+            out.append(float(part))
+        except ValueError:
+            raise ConfigError(f"--level {part}: not a number; an interval level is a fraction "
+                              "strictly between 0 and 1, e.g. 0.68.") from None
+    return tuple(out)
+
+
 def split_choices(values: Optional[list[str]], everything: tuple[str, ...] | None = None) -> tuple[str, ...]:
     """``--x a,b --x c`` -> ("a", "b", "c"); "all" -> ``everything``; repeats dropped."""
     out: list[str] = []

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from astroembed.cli.app import app, user_errors
-from astroembed.cli.options import IdColumn, ModelName, json_flag, split_choices
+from astroembed.cli.options import IdColumn, ModelName, json_flag, split_choices, split_levels
 from astroembed.cli.progress import progress_bars
 from astroembed.cli.render import number, quiet, stderr, show
 
@@ -33,6 +33,8 @@ def probe(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Directory for predictions.parquet, PNG plots and probe.json.")] = None,
     save: Annotated[Optional[Path], typer.Option("--save", help="Save the best embedding probe (refitted on all rows) to this directory.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --save directory.")] = False,
+    level: Annotated[Optional[list[str]], typer.Option("--level", help="Central interval levels of the calibrated predictive distributions, in (0, 1) (comma list or repeated; default 0.68,0.95).")] = None,
+    protocol: Annotated[str, typer.Option(help="kfold (--folds cross-validation) | astroclip (one seeded 80/20 split; k-NN k=64 euclidean; MLP [32] for images, [64, 64] for spectra, 10 epochs, Adam lr 1e-3).")] = "kfold",
     as_json: AsJson = False,
 ) -> None:
     """Cross-validated probes: how well the embeddings predict a catalog quantity.
@@ -42,12 +44,14 @@ def probe(
     through the same k-NN: g, r, z magnitudes and colours, and a PCA of the raw spectra. Rows
     with ZWARN != 0 (redshift), a NaN target or a null embedding are left out and counted.
     Metrics per fold (mean ± fold-to-fold std): R^2, and for redshift sigma_NMAD, outlier
-    fraction (|dz|/(1+z) > 0.15) and bias.
+    fraction (|dz|/(1+z) > 0.15) and bias. Every probe also gives each row a predictive
+    distribution calibrated on held-out residuals (split-conformal): coverage and width of
+    its --level intervals, CRPS and the PIT histogram, out of fold.
 
     Example:  astroembed probe --catalog demo/matched --target redshift --method all --out demo/probe
     """
     import astroembed
-    from astroembed.config import PROBE_METHODS
+    from astroembed.config import INTERVAL_LEVELS, PROBE_METHODS
 
     with user_errors():
         with progress_bars() as progress:
@@ -56,7 +60,8 @@ def probe(
                 method=split_choices(method, PROBE_METHODS), folds=folds, k=k, metric=metric,
                 seed=seed, index=index, name=name, id_column=id_column, baselines=baselines,
                 out=str(out) if out else None, save=str(save) if save else None,
-                overwrite=overwrite)
+                overwrite=overwrite, protocol=protocol,
+                levels=split_levels(level) or INTERVAL_LEVELS)
         show(doc, as_json, render)
 
 
@@ -67,12 +72,18 @@ def render(doc: dict) -> None:
     from rich.table import Table
 
     console = Console(highlight=False)
-    table = Table(title=f"probe of {doc['target']}: {doc['n_rows']} rows, {doc['folds']}-fold CV, "
-                        f"mean±std over folds; k-NN k={doc['k']}, {doc['metric']} (baselines "
-                        f"euclidean), {doc['index']}",
+    split = (f"{doc['folds']}-fold CV, mean±std over folds"
+             if doc.get("protocol", "kfold") == "kfold"
+             else f"astroclip protocol: 80/20 split, {doc.get('n_test')} test rows")
+    table = Table(title=f"probe of {doc['target']}: {doc['n_rows']} rows, {split}; k-NN "
+                        f"k={doc['k']}, {doc['metric']} (baselines euclidean), {doc['index']}",
                   title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
     cols = ["features", "method", "R²"]
     cols += ["σ_NMAD", "outliers", "bias"] if doc["redshift"] else ["RMSE"]
+    first = doc["results"][0] if doc["results"] else {}
+    labels = [k[len("coverage_"):] for k in first
+              if k.startswith("coverage_") and not k.endswith("_std")]
+    cols += ([f"cover {'/'.join(labels)}", "CRPS"] if labels else [])
     for c in cols:
         table.add_column(c, justify="left" if c in ("features", "method") else "right", no_wrap=True)
     for r in doc["results"]:
@@ -82,6 +93,9 @@ def render(doc: dict) -> None:
                     number(r["outlier_fraction"], ".3f"), number(r["bias"], "+.4f")]
         else:
             row.append(number(r["rmse"], ".4g", std=r["rmse_std"]))
+        if labels:
+            row += ["/".join(number(r.get(f"coverage_{lb}"), ".2f") for lb in labels),
+                    number(r.get("crps"), ".3g")]
         table.add_row(*row)
     console.print(table)
     sys.stdout.flush()  # the table before the notes below on a shared terminal

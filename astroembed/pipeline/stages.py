@@ -176,6 +176,6 @@ def predict_stage(cfg: RunConfig, changed: bool) -> dict | None:
     if not cfg.predict or not changed:
         return None
     summary = predict_catalog(cfg.catalog, cfg.predict.probe, column=cfg.predict.column,
-                              overwrite=True)
+                              overwrite=True, levels=cfg.predict.levels)
     event("predict_done", "predict: column %s written", summary.get("column"), stage="predict")
     return summary

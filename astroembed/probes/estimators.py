@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.neural_network import MLPRegressor
 
 from astroembed.probes.features import BASELINES
 
@@ -19,6 +20,12 @@ BASELINE_METRIC = "euclidean"
 RIDGE_ALPHAS = tuple(np.logspace(-3, 4, 15))
 MLP_HIDDEN = (128,)
 PCA_COMPONENTS = 16
+#: ``--protocol astroclip``: the AstroCLIP paper's few-shot MLPs (hidden layers per feature
+#: set, 10 epochs of Adam at lr 1e-3) and its zero-shot k-NN (k=64, Euclidean, 1/distance).
+ASTROCLIP_MLP_HIDDEN = {"image": (32,), "spectrum": (64, 64), "both": (64, 64)}
+ASTROCLIP_MLP_EPOCHS = 10
+ASTROCLIP_K = 64
+ASTROCLIP_METRIC = "euclidean"
 
 
 class FaissKNNRegressor(RegressorMixin, BaseEstimator):
@@ -66,6 +73,20 @@ class FaissKNNRegressor(RegressorMixin, BaseEstimator):
     def predict(self, x: np.ndarray) -> np.ndarray:
         dist, idx = self.neighbours(x, self.n_neighbors)
         return weighted_mean(dist, idx, self.y_)
+
+
+class AstroclipMLP(MLPRegressor):
+    """An MLP trained for a fixed number of epochs (``--protocol astroclip``): stopping before
+    convergence is the protocol, not a warning."""
+
+    def fit(self, x, y):
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return super().fit(x, y)
 
 
 def weighted_mean(dist: np.ndarray, idx: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -116,6 +137,51 @@ def knn_regressor(k: int, metric: str, index: str, seed: int = 0):
     return KNeighborsRegressor(n_neighbors=k, weights="distance", algorithm="brute")
 
 
+def _knn_parts(est) -> tuple[list, object] | None:
+    """``(transform steps, k-NN regressor)`` of a fitted k-NN pipeline; None otherwise."""
+    from sklearn.neighbors import KNeighborsRegressor
+    from sklearn.pipeline import Pipeline
+
+    if not isinstance(est, Pipeline):
+        return None
+    steps = [step for _, step in est.steps[:-1]]
+    last = est.steps[-1][1]
+    if isinstance(last, Pipeline):
+        steps += [step for _, step in last.steps[:-1]]
+        last = last.steps[-1][1]
+    if isinstance(last, (KNeighborsRegressor, FaissKNNRegressor)):
+        return steps, last
+    return None
+
+
+def predict_with_spread(est, x: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Point predictions and the scale of each row's predictive distribution.
+
+    k-NN: the same distance-weighted mean as ``est.predict``, from one neighbour query whose
+    targets also give the scale (their standard deviation, at least ``floor``); ridge and
+    MLP: scale 1 (the calibration alone sets the width).
+    """
+    from astroembed.probes.uncertainty import neighbour_spread
+
+    parts = _knn_parts(est)
+    if parts is None:
+        pred = np.asarray(est.predict(x), np.float64)
+        return pred, np.ones(len(pred))
+    steps, knn = parts
+    xt = x
+    for step in steps:
+        xt = step.transform(xt)
+    if isinstance(knn, FaissKNNRegressor):
+        dist, idx = knn.neighbours(xt, knn.n_neighbors)
+        y = knn.y_
+    else:
+        dist, idx = knn.kneighbors(xt)
+        y = np.asarray(knn._y, np.float64)  # the fitted targets scikit-learn's predict uses
+        if knn.weights is cosine_weights:
+            dist = np.square(dist) / 2.0  # 1 - cos: weighted_mean's 1/d is cosine_weights
+    return weighted_mean(dist, idx, y), neighbour_spread(idx, y, floor)
+
+
 def blas_threads(method: str) -> int | None:
     """BLAS threads for fitting ``method``: 1 for ridge and MLP, whose small matrix products
     run many times slower with several OpenBLAS threads when the cores are busy; the
@@ -124,14 +190,14 @@ def blas_threads(method: str) -> int | None:
 
 
 def make_estimator(features: str, method: str, *, k: int, metric: str, index: str,
-                   seed: int, n_features: int, n_train: int):
+                   seed: int, n_features: int, n_train: int, protocol: str = "kfold"):
     """The unfitted estimator for one feature set and method: a Pipeline whose first step(s)
-    (imputer, PCA, standardiser) are fitted with the regressor on the training folds only."""
+    (imputer, PCA, standardiser) are fitted with the regressor on the training folds only.
+    ``protocol="astroclip"``: the paper's MLP (see :data:`ASTROCLIP_MLP_HIDDEN`)."""
     from sklearn.compose import TransformedTargetRegressor
     from sklearn.decomposition import PCA
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import RidgeCV
-    from sklearn.neural_network import MLPRegressor
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -149,6 +215,13 @@ def make_estimator(features: str, method: str, *, k: int, metric: str, index: st
         return Pipeline(steps + [("knn", knn_regressor(k, knn_metric, index, seed))])
     if method == "linear":
         return Pipeline(steps + [("ridge", RidgeCV(alphas=RIDGE_ALPHAS))])
+    if method == "mlp" and protocol == "astroclip":
+        mlp = AstroclipMLP(hidden_layer_sizes=ASTROCLIP_MLP_HIDDEN.get(features, (64, 64)),
+                           solver="adam", learning_rate_init=1e-3,
+                           max_iter=ASTROCLIP_MLP_EPOCHS, early_stopping=False,
+                           random_state=seed)
+        return TransformedTargetRegressor(regressor=Pipeline(steps + [("mlp", mlp)]),
+                                          transformer=StandardScaler())
     if method == "mlp":
         mlp = MLPRegressor(hidden_layer_sizes=MLP_HIDDEN, early_stopping=True,
                            validation_fraction=0.1, n_iter_no_change=10, max_iter=200,
@@ -158,5 +231,6 @@ def make_estimator(features: str, method: str, *, k: int, metric: str, index: st
     raise ValueError(f"unknown probe method {method!r}")
 
 
-__all__ = ["FaissKNNRegressor", "blas_threads", "cosine_weights", "knn_regressor",
+__all__ = ["ASTROCLIP_K", "ASTROCLIP_METRIC", "ASTROCLIP_MLP_EPOCHS", "ASTROCLIP_MLP_HIDDEN",
+           "AstroclipMLP", "FaissKNNRegressor", "blas_threads", "predict_with_spread", "cosine_weights", "knn_regressor",
            "make_estimator", "weighted_mean"]

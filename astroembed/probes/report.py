@@ -1,5 +1,5 @@
-"""What ``probe --out`` writes: ``predictions.parquet`` (out-of-fold predictions), one PNG
-per result and ``probe.json`` (the report); checked before any fitting, each file written
+"""What ``probe --out`` writes: ``predictions.parquet`` (out-of-fold predictions), two PNGs
+per result (predicted vs true, and the PIT histogram) and ``probe.json`` (the report); checked before any fitting, each file written
 atomically."""
 
 from __future__ import annotations
@@ -12,14 +12,17 @@ import numpy as np
 from astroembed.config import ProbeConfig
 from astroembed.errors import OutputError
 from astroembed.probes.features import ProbeData
+from astroembed.probes.metrics import level_label
+from astroembed.probes.uncertainty import OutOfFold
 
 REPORT_FORMAT = "astroembed-probe-report"  # probe.json of `probe --out`
 
 
 def output_names(target: str, runs: list[tuple[str, str]]) -> list[str]:
-    """The files ``--out`` receives: predictions, one plot per result, the report."""
+    """The files ``--out`` receives: predictions, two plots per result, the report."""
     return ["predictions.parquet", "probe.json",
-            *(f"probe_{target}_{features}_{method}.png" for features, method in runs)]
+            *(f"probe_{target}_{features}_{method}.png" for features, method in runs),
+            *(f"probe_{target}_{features}_{method}_pit.png" for features, method in runs)]
 
 
 def check_outputs(cfg: ProbeConfig, target: str, runs: list[tuple[str, str]]) -> None:
@@ -37,15 +40,38 @@ def check_outputs(cfg: ProbeConfig, target: str, runs: list[tuple[str, str]]) ->
         claim_directory(cfg.save, SAVED_PROBE, overwrite=cfg.overwrite, option="--save")
 
 
+def distribution_columns(name: str, oof: OutOfFold) -> dict:
+    """``<name>_quantiles`` (float32 list at the levels of
+    :data:`astroembed.probes.uncertainty.QUANTILE_LEVELS`), ``<name>_lower_<L>`` /
+    ``_upper_<L>`` and ``<name>_pit``, null where the row has no out-of-fold prediction:
+    the columns ``predict`` writes, plus the randomized PIT."""
+    import pyarrow as pa
+
+    q = np.asarray(oof.quantiles, np.float32)
+    missing = ~np.isfinite(q).all(axis=1)
+    out = {f"{name}_quantiles": pa.FixedSizeListArray.from_arrays(
+        pa.array(np.nan_to_num(q).ravel(), pa.float32()), q.shape[1],
+        mask=pa.array(missing))}
+    for level in oof.lower:
+        label = level_label(level)
+        out[f"{name}_lower_{label}"] = pa.array(oof.lower[level], mask=missing)
+        out[f"{name}_upper_{label}"] = pa.array(oof.upper[level], mask=missing)
+    out[f"{name}_pit"] = pa.array(oof.pit, mask=~np.isfinite(oof.pit))
+    return out
+
+
 def write_outputs(out: Path, data: ProbeData, fold: np.ndarray,
-                  predictions: dict[tuple[str, str], np.ndarray], doc: dict) -> dict:
-    """``OUT/predictions.parquet`` (ID, fold, true value, one column per feature set and
-    method), one PNG per result, and ``OUT/probe.json``; each file written atomically."""
+                  predictions: dict[tuple[str, str], np.ndarray], doc: dict,
+                  dists: dict[tuple[str, str], OutOfFold] | None = None) -> dict:
+    """``OUT/predictions.parquet`` (ID, fold, true value, per feature set and method the
+    out-of-fold prediction and, given its cross-calibrated distribution in ``dists``, its
+    quantiles, intervals and PIT), per result a predicted-vs-true PNG and a PIT histogram,
+    and ``OUT/probe.json``; each file written atomically."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from astroembed.catalog.atomic import atomic_path
-    from astroembed.plots import probe_plot
+    from astroembed.plots import pit_plot, probe_plot
 
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -55,8 +81,12 @@ def write_outputs(out: Path, data: ProbeData, fold: np.ndarray,
     if not out.is_dir():
         raise OutputError(f"{out}: exists and is not a directory; choose another --out.")
     columns = {data.id_column: data.ids, "fold": fold.astype(np.int16), data.target: data.y}
+    dists = dists or {}
     for (features, method), pred in predictions.items():
-        columns[f"pred_{features}_{method}"] = pred
+        name = f"pred_{features}_{method}"
+        columns[name] = pred
+        if (features, method) in dists:
+            columns |= distribution_columns(name, dists[(features, method)])
     table = pa.table(columns).replace_schema_metadata(
         {b"astroembed_probe": json.dumps({k: v for k, v in doc.items() if k != "results"},
                                          default=str).encode()})
@@ -70,6 +100,12 @@ def write_outputs(out: Path, data: ProbeData, fold: np.ndarray,
         probe_plot(data.y, pred, file, title=f"{data.target}: {features} {method}",
                    redshift=data.redshift, metrics=result)
         files["plots"].append(str(file))
+        if (features, method) in dists:
+            file = out / f"probe_{data.target}_{features}_{method}_pit.png"
+            shown = {k: result[k] for k in ("crps", "pit_ks") if result.get(k) is not None}
+            pit_plot(dists[(features, method)].pit, file,
+                     title=f"{data.target}: {features} {method} PIT", metrics=shown)
+            files["plots"].append(str(file))
     with atomic_path(out / "probe.json") as tmp:
         report = {"format": REPORT_FORMAT} | doc | {"outputs": files}
         tmp.write_text(json.dumps(report, indent=2, default=str))
@@ -77,4 +113,4 @@ def write_outputs(out: Path, data: ProbeData, fold: np.ndarray,
     return files
 
 
-__all__ = ["check_outputs", "output_names", "write_outputs"]
+__all__ = ["check_outputs", "distribution_columns", "output_names", "write_outputs"]

@@ -3,7 +3,10 @@ pickle, and loaded back to predict.
 
 ``MODEL/probe.json`` holds what it is, the embedding columns and model metadata it was
 trained on and its CV metrics; ``MODEL/arrays.npz`` the standardiser, the weights or the
-k-NN training set, loaded with ``allow_pickle=False``.
+k-NN training set, loaded with ``allow_pickle=False``. Version 2 adds the calibration of its
+predictive distribution (``calibration`` in probe.json, the sorted out-of-fold scores
+``calibration_scores`` in arrays.npz); a version 1 probe still predicts point values and
+reports itself uncalibrated.
 """
 
 from __future__ import annotations
@@ -23,11 +26,19 @@ from astroembed.probes.estimators import (
     make_estimator,
     weighted_mean,
 )
+from astroembed.probes.uncertainty import (
+    CALIBRATION_METHOD,
+    Calibration,
+    neighbour_spread,
+    scale_floor,
+)
 from astroembed.probes.features import BASELINES, ProbeData
 from astroembed.stamps import astroembed_version
 
 PROBE_FORMAT = "astroembed-probe"
-PROBE_VERSION = 1
+PROBE_VERSION = 2
+#: Versions :meth:`SavedProbe.load` reads (1: no calibration, point predictions only).
+READABLE_VERSIONS = (1, 2)
 
 
 def _best(results: list[dict]) -> dict:
@@ -55,8 +66,11 @@ def fitted_arrays(est, method: str) -> dict[str, np.ndarray]:
     return arrays
 
 
-def save_best(cfg: ProbeConfig, data: ProbeData, results: list[dict], index: str) -> dict:
-    """Refit the best embedding probe on every usable row and save it to ``cfg.save``."""
+def save_best(cfg: ProbeConfig, data: ProbeData, results: list[dict], index: str,
+              predictions: dict, scales: dict, groups: np.ndarray) -> dict:
+    """Refit the best embedding probe on every usable row and save it to ``cfg.save``, with
+    the calibration of its out-of-fold residuals (``predictions`` and ``scales`` per
+    ``(features, method)``; rows with ``groups`` >= 0 were predicted out of fold)."""
     from astroembed.catalog.atomic import atomic_directory
     from astroembed.catalog.outputs import SAVED_PROBE, claim_directory, may_replace
 
@@ -64,7 +78,8 @@ def save_best(cfg: ProbeConfig, data: ProbeData, results: list[dict], index: str
     features, method = best["features"], best["method"]
     x, y = data.features[features], data.y
     est = make_estimator(features, method, k=cfg.k, metric=cfg.metric, index=index,
-                         seed=cfg.seed, n_features=x.shape[1], n_train=len(y))
+                         seed=cfg.seed, n_features=x.shape[1], n_train=len(y),
+                         protocol=cfg.protocol)
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(blas_threads(method), user_api="blas"):
@@ -84,11 +99,20 @@ def save_best(cfg: ProbeConfig, data: ProbeData, results: list[dict], index: str
                    for m in modalities},
         "n_features": int(x.shape[1]), "n_train": int(len(y)), "k": cfg.k,
         "id_column": data.id_column,
-        "metric": cfg.metric, "index": index, "seed": cfg.seed,
+        "metric": cfg.metric, "index": index, "seed": cfg.seed, "protocol": cfg.protocol,
         "cv": {k: v for k, v in best.items() if k not in ("folds",)},
         "catalog": str(data_path(cfg)), "astroembed_version": astroembed_version(),
         "arrays": sorted(arrays), "mlp_layers": sum(1 for a in arrays if a.startswith("W")),
     }
+    scored = groups >= 0
+    cal = Calibration.from_residuals(y[scored], predictions[(features, method)][scored],
+                                     scales[(features, method)][scored])
+    arrays["calibration_scores"] = cal.scores
+    spec["arrays"] = sorted(arrays)
+    spec["calibration"] = {"method": CALIBRATION_METHOD, "n": int(len(cal.scores)),
+                           "scale": "neighbour_std" if method == "knn" else "constant",
+                           "scale_floor": scale_floor(y), "protocol": cfg.protocol,
+                           "levels": [float(t) for t in cfg.levels]}
     path = Path(cfg.save)
     claim_directory(path, SAVED_PROBE, overwrite=cfg.overwrite, option="--save")
     try:
@@ -130,10 +154,10 @@ class SavedProbe:
                 arrays = {k: npz[k] for k in npz.files}
         except (OSError, ValueError) as err:
             raise ModelError(f"{path}: unreadable saved probe ({err}).") from err
-        if spec.get("format") != PROBE_FORMAT or spec.get("version") != PROBE_VERSION:
+        if spec.get("format") != PROBE_FORMAT or spec.get("version") not in READABLE_VERSIONS:
             raise ModelError(f"{spec_file}: format {spec.get('format')!r} version "
                              f"{spec.get('version')!r}; expected {PROBE_FORMAT} version "
-                             f"{PROBE_VERSION}.")
+                             f"{' or '.join(map(str, READABLE_VERSIONS))}.")
         missing = [a for a in spec.get("arrays", []) if a not in arrays]
         if missing:
             raise ModelError(f"{array_file}: missing arrays {', '.join(missing)}.")
@@ -143,6 +167,14 @@ class SavedProbe:
     def modalities(self) -> list[str]:
         return list(self.spec["embedding_columns"])
 
+    @property
+    def calibration(self) -> Calibration | None:
+        """The predictive distribution's calibration; None for a probe saved without one."""
+        scores = self.arrays.get("calibration_scores")
+        if "calibration" not in self.spec or scores is None or not len(scores):
+            return None
+        return Calibration(np.asarray(scores, np.float64))
+
     def predict(self, x: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
         """Predictions for raw embeddings ``x`` (image then spectrum columns for ``both``).
 
@@ -150,13 +182,20 @@ class SavedProbe:
         leave-one-out (their own training row is not a neighbour): otherwise a k-NN probe
         applied to the catalog it was trained on would return the training targets exactly.
         """
+        return self.predict_with_scale(x, ids)[0]
+
+    def predict_with_scale(self, x: np.ndarray, ids: np.ndarray | None = None
+                           ) -> tuple[np.ndarray, np.ndarray]:
+        """``(centre, scale)`` of each row's predictive distribution (see :meth:`predict`;
+        scale: the k-NN neighbours' target spread, 1 for ridge and MLP)."""
         a, method = self.arrays, self.spec["method"]
         if x.shape[1] != self.spec["n_features"]:
             raise ModelError(f"{self.path}: the probe expects {self.spec['n_features']} "
                              f"embedding values per row, the catalog has {x.shape[1]}.")
         xs = (np.asarray(x, np.float64) - a["mean"]) / a["scale"]
+        ones = np.ones(len(xs))
         if method == "linear":
-            return xs @ a["coef"] + a["intercept"][0]
+            return xs @ a["coef"] + a["intercept"][0], ones
         if method == "mlp":
             h = xs
             layers = self.spec["mlp_layers"]
@@ -164,7 +203,7 @@ class SavedProbe:
                 h = h @ a[f"W{i}"] + a[f"b{i}"]
                 if i < layers - 1:
                     h = np.maximum(h, 0.0)
-            return h[:, 0] * a["y_scale"][0] + a["y_mean"][0]
+            return h[:, 0] * a["y_scale"][0] + a["y_mean"][0], ones
         if method == "knn":
             k = int(self.spec["k"])
             own = self._training_positions(ids, len(xs))
@@ -173,7 +212,9 @@ class SavedProbe:
                 hit = idx == own[:, None]
                 idx = np.where(hit, -1, idx)
                 idx[~hit.any(axis=1), -1] = -1  # rows not in training: keep k neighbours
-            return weighted_mean(dist, idx, a["train_y"])
+            floor = self.spec.get("calibration", {}).get("scale_floor", 0.0)
+            return (weighted_mean(dist, idx, a["train_y"]),
+                    neighbour_spread(idx, np.asarray(a["train_y"], np.float64), floor))
         raise ModelError(f"{self.path}: unknown probe method {method!r}.")
 
     def _training_positions(self, ids: np.ndarray | None, n: int) -> np.ndarray | None:

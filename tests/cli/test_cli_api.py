@@ -141,7 +141,24 @@ def test_probe(monkeypatch, tmp_path):
     assert kwargs == {"target": "FLUX_R", "progress": None, "embedding": ("image",),
                       "method": ("knn", "linear"), "folds": 5, "k": 8, "metric": "cosine",
                       "seed": 0, "index": "auto", "name": None, "id_column": None,
-                      "baselines": False, "out": "p", "save": None, "overwrite": False}
+                      "baselines": False, "out": "p", "save": None, "overwrite": False,
+                      "protocol": "kfold", "levels": (0.68, 0.95)}
+
+
+def test_probe_levels_and_protocol(monkeypatch, tmp_path):
+    _, kwargs = _invoke(monkeypatch, "probe",
+                        ["probe", "-c", str(tmp_path), "--level", "0.5,0.9", "--level", "0.99",
+                         "--protocol", "astroclip"])
+    assert kwargs["levels"] == (0.5, 0.9, 0.99) and kwargs["protocol"] == "astroclip"
+
+
+@pytest.mark.parametrize("command", [["probe"], ["predict", "--probe", "z"]])
+def test_a_level_that_is_not_a_number_is_one_line(monkeypatch, tmp_path, command):
+    fake = Fake()
+    monkeypatch.setattr(astroembed, command[0], fake)
+    out = runner.invoke(app, [command[0], "-c", str(tmp_path), *command[1:], "--level", "wide"])
+    assert out.exit_code == 2 and not fake.calls
+    assert "--level wide" in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
 
 def test_probe_method_all(monkeypatch, tmp_path):
@@ -155,7 +172,10 @@ def test_predict(monkeypatch, tmp_path):
     args, kwargs = _invoke(monkeypatch, "predict",
                            ["predict", "-c", str(tmp_path), "--probe", "z", "--column", "zz"])
     assert args == (tmp_path, Path("z"))
-    assert kwargs == {"column": "zz", "overwrite": False, "progress": None}
+    assert kwargs == {"column": "zz", "overwrite": False, "progress": None, "levels": None}
+    _, kwargs = _invoke(monkeypatch, "predict",
+                        ["predict", "-c", str(tmp_path), "--probe", "z", "--level", "0.9"])
+    assert kwargs["levels"] == (0.9,)
 
 
 @pytest.mark.parametrize("argv, expected", [

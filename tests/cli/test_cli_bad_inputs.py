@@ -154,6 +154,9 @@ CASES = [
     ("probe-save-parent-is-file", ["probe", "--catalog", "{embedded}", "--k", "5", "--save", "{file}/saved"]),
     ("probe-save-unwritable", ["probe", "--catalog", "{embedded}", "--k", "5", "--save", "/sys/astroembed-probe"]),
     ("probe-bad-int", ["probe", "--catalog", "{embedded}", "--folds", "five"]),
+    ("probe-level-one", ["probe", "--catalog", "{embedded}", "--level", "0.68,1", "--out", "{new}"]),
+    ("probe-level-not-a-number", ["probe", "--catalog", "{embedded}", "--level", "wide"]),
+    ("probe-unknown-protocol", ["probe", "--catalog", "{embedded}", "--protocol", "paper"]),
     # predict
     ("predict-probe-missing", ["predict", "--catalog", "{embedded}", "--probe", "{root}/" + NOT_THERE]),
     ("predict-probe-not-saved", ["predict", "--catalog", "{embedded}", "--probe", "{empty}"]),
@@ -162,6 +165,7 @@ CASES = [
     ("predict-no-embeddings", ["predict", "--catalog", "{matched}", "--probe", "{probe}"]),
     ("predict-missing-catalog", ["predict", "--catalog", "{root}/" + NOT_THERE, "--probe", "{probe}"]),
     ("predict-no-probe-option", ["predict", "--catalog", "{embedded}"]),
+    ("predict-level-zero", ["predict", "--catalog", "{embedded}", "--probe", "{probe}", "--level", "0"]),
     # search
     ("search-no-embeddings", ["search", "--catalog", "{matched}", "--like", "1"]),
     ("search-unknown-id", ["search", "--catalog", "{embedded}", "--like", "1"]),
@@ -254,6 +258,8 @@ EXPECT = {
     "probe-out-is-file": "--out {file}", "probe-out-parent-is-file": "--out {file}/probe",
     "probe-out-unwritable": "--out /proc", "probe-save-parent-is-file": "--save {file}/saved",
     "probe-save-unwritable": "--save /sys", "probe-bad-int": "--folds",
+    "probe-level-one": "--level 1.0", "probe-level-not-a-number": "--level wide",
+    "probe-unknown-protocol": "--protocol", "predict-level-zero": "--level 0.0",
     "predict-probe-missing": NOT_THERE, "predict-probe-not-saved": "{empty}",
     "predict-probe-is-file": "{file}", "predict-probe-is-catalog": "{matched}",
     "predict-no-embeddings": "{matched}", "predict-missing-catalog": NOT_THERE,

@@ -213,3 +213,32 @@ def test_encoder_defaults_are_the_shipped_models_architecture():
         (image.crop, spectrum.embed_dim, SPECTRUM_BIN)
     defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig(catalog="CAT", out="OUT"))))
     assert (defaults["spectrum"], defaults["image"]) == (shipped["spectrum"], shipped["image"])
+
+
+def test_interval_levels_and_protocol_in_a_pipeline(tmp_path):
+    path = write(tmp_path, MINIMAL + '[probe]\nlevels = [0.5, 0.9]\nprotocol = "astroclip"\n'
+                 '[predict]\nprobe = "p"\nlevels = [0.9]\n')
+    cfg = load_run_config(path)
+    assert cfg.probe.levels == (0.5, 0.9) and cfg.probe.protocol == "astroclip"
+    assert cfg.predict.levels == (0.9,)
+    cfg.probe.validate()
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[predict]\nprobe = \"p\"\nlevels = [1.5]\n", "--level 1.5"),
+    ("[predict]\nprobe = \"p\"\nlevel = [0.9]\n", "Did you mean 'levels'?"),
+])
+def test_bad_predict_levels_are_refused(tmp_path, text, words):
+    with pytest.raises(ConfigError, match=words.replace("?", r"\?")):
+        load_run_config(write(tmp_path, MINIMAL + text))
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"levels": (0.68, 1.0)}, "--level 1.0"), ({"levels": ()}, "at least one"),
+    ({"protocol": "paper"}, "protocol"),
+])
+def test_bad_probe_levels_and_protocol_are_refused(options, words):
+    from astroembed.config import ProbeConfig
+
+    with pytest.raises(ConfigError, match=words):
+        ProbeConfig(catalog="c", **options).validate()

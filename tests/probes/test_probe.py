@@ -254,12 +254,15 @@ def test_table_out_dir_predictions_and_plots(linear, tmp_path):
     assert result.exit_code == 0, result.output
     assert "image" in result.stdout and "σ_NMAD" in result.stdout
     table = pq.read_table(out / "predictions.parquet")
-    assert table.column_names == ["TARGETID", "fold", "Z", "pred_image_knn", "pred_image_linear",
-                                  "pred_both_knn", "pred_both_linear"]
+    runs = ["pred_image_knn", "pred_image_linear", "pred_both_knn", "pred_both_linear"]
+    assert table.column_names == ["TARGETID", "fold", "Z"] + [
+        c for run in runs for c in (run, f"{run}_quantiles", f"{run}_lower_68", f"{run}_upper_68",
+                                    f"{run}_lower_95", f"{run}_upper_95", f"{run}_pit")]
     assert sorted(table.column("TARGETID").to_pylist()) == list(range(1000, 1600))
     assert set(table.column("fold").to_pylist()) == {0, 1, 2, 3, 4}
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert len(pngs) == 4 and all((out / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    assert len(pngs) == 8 and all((out / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    assert sum(p.endswith("_pit.png") for p in pngs) == 4
     assert json.loads((out / "probe.json").read_text())["n_rows"] == 600
     assert not list(out.glob(".*"))  # no temporary files
 
