@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from astroembed.cli.app import app, user_errors
-from astroembed.cli.options import json_flag
+from astroembed.cli.options import CATALOG_ARGUMENT, json_flag, one_catalog, optional_catalog_option
 from astroembed.cli.render import print_json
 
 AsJson = json_flag("Print everything as JSON.")
 
+Catalog = optional_catalog_option("A catalog written by astroembed (HATS layout).")
 
-@app.command()
+
+@app.command(context_settings=CATALOG_ARGUMENT)
 def info(
-    catalog: Annotated[Path, typer.Argument(help="A catalog written by astroembed (HATS layout).")],
+    ctx: typer.Context,
+    catalog_opt: Catalog = None,
     tiles: Annotated[bool, typer.Option("--tiles", help="Print one ORDER/PIXEL per line (for job arrays).")] = False,
     as_json: AsJson = False,
 ) -> None:
@@ -25,11 +27,12 @@ def info(
     complete, partly embedded (after `embed --tile`) or incomplete (a run under way or
     interrupted); work files left beside it, with their sizes.
 
-    Example:  astroembed info demo/matched --tiles
+    Example:  astroembed info --catalog demo-output/matched --tiles
     """
     import astroembed
 
     with user_errors():
+        catalog = one_catalog(catalog_opt, ctx.args)
         facts = astroembed.info(catalog, tiles=tiles)
         if as_json:
             print_json(facts)

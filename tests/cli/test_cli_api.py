@@ -76,28 +76,48 @@ def test_crossmatch(monkeypatch, tmp_path):
                       "scheduler": None, "workers": 3, "processes": True, "overwrite": False}
 
 
-def test_convert(monkeypatch, tmp_path):
-    args, kwargs = _invoke(monkeypatch, "convert", ["convert", str(tmp_path)])
+@pytest.mark.parametrize("form", [["--catalog", "{cat}"], ["-c", "{cat}"], ["{cat}"],
+                                  ["{cat}", "--catalog", "{cat}"]])
+def test_convert(monkeypatch, tmp_path, form):
+    argv = [a.format(cat=tmp_path) for a in form]
+    args, kwargs = _invoke(monkeypatch, "convert", ["convert", *argv])
     assert args == (tmp_path,) and kwargs == {}
 
 
-def test_info(monkeypatch, tmp_path):
-    args, kwargs = _invoke(monkeypatch, "info", ["info", str(tmp_path)])
+@pytest.mark.parametrize("form", [["--catalog", "{cat}"], ["-c", "{cat}"], ["{cat}"],
+                                  ["{cat}", "-c", "{cat}/"]])
+def test_info(monkeypatch, tmp_path, form):
+    argv = [a.format(cat=tmp_path) for a in form]
+    args, kwargs = _invoke(monkeypatch, "info", ["info", *argv])
     assert args == (tmp_path,) and kwargs == {"tiles": False}
+
+
+@pytest.mark.parametrize("command", ["info", "convert"])
+@pytest.mark.parametrize("argv, message", [
+    (["a", "--catalog", "b"], "error: two different catalogs: --catalog b and the argument a; "
+                              "give one\n"),
+    (["a", "b"], "error: one catalog at a time, got 2: a b; name it with --catalog CAT\n"),
+    ([], "error: no catalog: name it with --catalog CAT (or -c CAT)\n"),
+])
+def test_catalog_named_twice_or_not_at_all(monkeypatch, command, argv, message):
+    fake = Fake()
+    monkeypatch.setattr(astroembed, command, fake)
+    out = runner.invoke(app, [command, *argv])
+    assert out.exit_code == 2 and out.stderr == message and fake.calls == []
 
 
 def test_info_tiles(monkeypatch, tmp_path):
     result = {"path": str(tmp_path), "tiles": [[5, 17], [6, 100]]}
-    args, kwargs = _invoke(monkeypatch, "info", ["info", str(tmp_path), "--tiles"], result)
+    args, kwargs = _invoke(monkeypatch, "info", ["info", "-c", str(tmp_path), "--tiles"], result)
     assert kwargs == {"tiles": True}
     monkeypatch.setattr(astroembed, "info", Fake(result))
-    out = runner.invoke(app, ["info", str(tmp_path), "--tiles"])
+    out = runner.invoke(app, ["info", "--catalog", str(tmp_path), "--tiles"])
     assert out.exit_code == 0 and out.stdout.split() == ["5/17", "6/100"]
 
 
 def test_embed(monkeypatch, tmp_path):
     args, kwargs = _invoke(monkeypatch, "embed",
-                           ["embed", "--catalog", str(tmp_path), "--tile", "5/17", "--tile",
+                           ["embed", "-c", str(tmp_path), "--tile", "5/17", "--tile",
                             "6/100", "--model", "m.onnx", "--modality", "image", "--force"])
     assert args == (tmp_path,)
     assert kwargs == {"progress": None, "tiles": ("5/17", "6/100"), "model": "m.onnx",
@@ -107,7 +127,7 @@ def test_embed(monkeypatch, tmp_path):
 
 def test_train(monkeypatch, tmp_path):
     args, kwargs = _invoke(monkeypatch, "train",
-                           ["train", "--catalog", str(tmp_path), "--out", "model", "--config",
+                           ["train", "-c", str(tmp_path), "--out", "model", "--config",
                             "t.toml", "--align-epochs", "2", "--resume"])
     assert args == (tmp_path, Path("model"))
     assert kwargs == {"config": Path("t.toml"), "resume": True, "progress": None, "seed": None,
