@@ -116,7 +116,7 @@ def _reflow_help(typer_app: typer.Typer) -> None:
 
 
 #: One module per command; each registers on `app` when imported, in the order `--help` lists.
-COMMANDS = ("simulate", "inspect", "crossmatch", "info", "convert", "embed", "probe", "predict",
+COMMANDS = ("simulate", "inspect", "crossmatch", "info", "head", "convert", "embed", "probe", "predict",
             "search", "train", "export", "import_model", "run", "doctor")
 
 

@@ -115,6 +115,41 @@ def test_info_tiles(monkeypatch, tmp_path):
     assert out.exit_code == 0 and out.stdout.split() == ["5/17", "6/100"]
 
 
+def test_info_schema(monkeypatch, tmp_path):
+    result = {"path": str(tmp_path), "columns": [
+        {"name": "Z", "type": "float64", "unit": "", "description": "redshift", "part": "main"},
+        {"name": "flux", "type": "fixed_size_list<float32>[4]", "unit": "1e-17 erg",
+         "description": "spectrum", "part": "pixels"}]}
+    args, kwargs = _invoke(monkeypatch, "info", ["info", "-c", str(tmp_path), "--schema"], result)
+    assert args == (tmp_path,) and kwargs == {"tiles": False}
+    monkeypatch.setattr(astroembed, "info", Fake(result))
+    out = runner.invoke(app, ["info", "-c", str(tmp_path), "--schema"], env={"COLUMNS": "200"})
+    rows = [line.split() for line in out.stdout.splitlines()[2:] if line.strip()][2:]
+    assert out.exit_code == 0 and [r[0] for r in rows] == ["Z", "flux"]
+    assert rows[1][-1] == "pixels" and "redshift" in rows[0]
+
+
+def test_head(monkeypatch, tmp_path):
+    result = {"path": str(tmp_path), "id_column": "TARGETID", "columns": ["TARGETID", "e"],
+              "rows": [{"TARGETID": 7, "e": {"length": 8, "head": [0.5, 0.25, 0.125]}}],
+              "total_rows": 1, "tile": None, "cone": None}
+    args, kwargs = _invoke(monkeypatch, "head", ["head", "-c", str(tmp_path)], result)
+    assert args == (tmp_path,)
+    assert kwargs == {"columns": None, "rows": 10, "tile": None, "cone": None, "id_column": None}
+    _, kwargs = _invoke(monkeypatch, "head",
+                        ["head", "--catalog", str(tmp_path), "--columns", "a,b", "--columns",
+                         "c", "-n", "3", "--tile", "5/17", "--id-column", "ROW_ID"], result)
+    assert kwargs == {"columns": ("a", "b", "c"), "rows": 3, "tile": "5/17", "cone": None,
+                      "id_column": "ROW_ID"}
+    _, kwargs = _invoke(monkeypatch, "head", ["head", "-c", str(tmp_path), "--cone", "1.5",
+                                              "-2", "30"], result)
+    assert kwargs["cone"] == (1.5, -2.0, 30.0)
+    monkeypatch.setattr(astroembed, "head", Fake(result))
+    out = runner.invoke(app, ["head", "-c", str(tmp_path)], env={"COLUMNS": "200"})
+    assert out.exit_code == 0 and "[0.5, 0.25, ...] (8)" in out.stdout
+    assert out.stdout.splitlines()[-2].split()[0] == "7"
+
+
 def test_embed(monkeypatch, tmp_path):
     args, kwargs = _invoke(monkeypatch, "embed",
                            ["embed", "-c", str(tmp_path), "--tile", "5/17", "--tile",
