@@ -56,7 +56,7 @@ LEFT = {
     "NOBS_Z": Column("", "number of z-band exposures"),
     "SERSIC": Column("", "Sersic index of the Tractor model"),
     "MASKBITS": Column("", "Legacy Survey mask bits (0: unmasked)"),
-    "image": Column("nanomaggy", "g, r, z cutout, (3, H, W); pixel extension"),
+    "image": Column("nanomaggy", "g, r, z cutout, (3, H, W)"),
 }
 
 #: DESI spectra and redshift columns (the cross-match's right side).
@@ -88,9 +88,9 @@ RIGHT = {
     "ZCAT_PRIMARY": Column("", "the target's primary spectrum"),
     "HEALPIX": Column("", "DESI HEALPix (nside 64, nested) of the coadd file"),
     "flux": Column("1e-17 erg/s/cm2/Angstrom",
-                   "spectrum on 3600..9824 Angstrom in 0.8 Angstrom steps; pixel extension"),
+                   "spectrum on 3600..9824 Angstrom in 0.8 Angstrom steps"),
     "ivar": Column("(1e-17 erg/s/cm2/Angstrom)^-2", "inverse variance of flux (0: no "
-                   "information); pixel extension"),
+                   "information)"),
 }
 
 #: Columns the cross-match and the catalog writer add.
