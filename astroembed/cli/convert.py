@@ -24,7 +24,7 @@ def convert(
     predictions included, and the pixels in their extension. The old catalog stays as it
     was until the new one is complete.
 
-    Example:  astroembed convert --catalog old/matched
+    Example:  astroembed convert --catalog old-catalog
     """
     import astroembed
 

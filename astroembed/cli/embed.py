@@ -38,7 +38,7 @@ def embed(
     column's metadata. Each tile is rewritten atomically; tiles already embedded with the
     same model are skipped (--force redoes them), so a killed run just runs again.
 
-    Example:  astroembed embed --catalog demo/matched --model models/mine-onnx
+    Example:  astroembed embed --catalog demo-output/matched --device cpu
     """
     import astroembed
 

@@ -44,7 +44,7 @@ def probe(
     Metrics per fold (mean ± fold-to-fold std): R^2, and for redshift sigma_NMAD, outlier
     fraction (|dz|/(1+z) > 0.15) and bias.
 
-    Example:  astroembed probe --catalog demo/matched --target redshift --method all --out demo/probe
+    Example:  astroembed probe --catalog demo-output/matched --target redshift --method all --out demo-output/probe
     """
     import astroembed
     from astroembed.config import PROBE_METHODS

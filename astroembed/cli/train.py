@@ -34,7 +34,7 @@ def train(
     Stage 1 pretrains the spectrum encoder by masked reconstruction; stage 2 aligns images
     and spectra with a symmetric InfoNCE loss. Checkpoints every epoch; --resume continues.
 
-    Example:  astroembed train --catalog demo/matched --out models/mine
+    Example:  astroembed train --catalog demo-output/matched --out demo-output/model
     """
     import astroembed
 
