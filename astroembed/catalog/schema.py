@@ -126,7 +126,12 @@ def describe_field(fld: pa.Field, suffixes: tuple[str, str] = DEFAULT_SUFFIXES) 
         return Column("", f"L2-normalised {meta.get('modality', '')} embedding by "
                           f"{meta['model_name']} {meta.get('model_version', '')}".replace("  ", " "))
     if "astroembed_probe" in meta:
-        probe = json.loads(meta["astroembed_probe"])
+        try:
+            probe = json.loads(meta["astroembed_probe"])
+        except ValueError:
+            probe = None
+        if not isinstance(probe, dict):  # written by hand or by another tool
+            return Column("", "a probe's prediction")
         features = probe.get("features") or ""
         features = features if isinstance(features, str) else "+".join(features)
         return Column("", f"{probe.get('method')} probe's prediction of {probe.get('target')} "

@@ -127,3 +127,14 @@ def test_info_schema_gives_unit_and_meaning(embedded_catalog):
     assert out.exit_code == 0
     lines = {line.split()[0]: line for line in out.stdout.splitlines() if line.strip()}
     assert "nanomaggy" in lines["FLUX_G_left"] and lines["flux"].rstrip().endswith("pixels")
+
+
+def test_a_prediction_column_with_unreadable_probe_metadata_is_still_described():
+    from astroembed.catalog.schema import describe_field
+
+    for text in (b"not json", b"[1, 2]"):
+        fld = pa.field("pred_Z", pa.float64(), metadata={b"astroembed_probe": text})
+        assert describe_field(fld).meaning == "a probe's prediction"
+    made = pa.field("pred_Z", pa.float64(), metadata={
+        b"astroembed_probe": b'{"target": "Z", "features": "spectrum", "method": "knn"}'})
+    assert describe_field(made).meaning == "knn probe's prediction of Z from the spectrum embedding"
