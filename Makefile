@@ -23,7 +23,7 @@ demo: install
 	$(VENV)/bin/astroembed simulate $(DEMO)/survey --n-galaxies 6000 --seed 0 --overwrite
 	$(VENV)/bin/astroembed crossmatch $(DEMO)/survey/legacysurvey $(DEMO)/survey/desi --out $(DEMO)/matched --overwrite
 	$(VENV)/bin/astroembed embed --catalog $(DEMO)/matched
-	$(VENV)/bin/astroembed probe --catalog $(DEMO)/matched --target redshift --method all --out $(DEMO)/probe
+	$(VENV)/bin/astroembed probe --catalog $(DEMO)/matched --target redshift --method all --out $(DEMO)/probe --save $(DEMO)/z_probe --overwrite
 
 test: install
 	$(PY) -m pytest -q

@@ -99,6 +99,25 @@ def info(catalog: PathLike, tiles: bool = False) -> dict:
     return describe_catalog(catalog)
 
 
+def head(catalog: PathLike, columns: Iterable[str] | None = None, rows: int = 10,
+         tile: str | tuple[int, int] | None = None,
+         cone: tuple[float, float, float] | None = None, id_column: str | None = None) -> dict:
+    """A few rows of a catalog: ``rows`` rows of ``columns`` (default: the object key, RA,
+    Dec, Z and the embeddings) from the first tiles, from one ``tile`` ("ORDER/PIXEL") or
+    within a ``cone`` (RA, Dec in degrees, radius in arcsec). Vector values come as
+    ``{"length", "head"}`` (their first values). Returns ``{"path", "id_column", "columns",
+    "rows", "total_rows", "tile", "cone"}``; ``rows`` are dicts keyed by column, and their
+    ``id_column`` values are what ``search(like=...)`` takes."""
+    from astroembed.catalog.layout import parse_tile
+    from astroembed.catalog.peek import head_rows
+
+    if isinstance(tile, str):
+        tile = parse_tile(tile)
+    return head_rows(catalog, columns=list(columns) if columns else None, rows=rows,
+                     tile=tile, cone=tuple(cone) if cone is not None else None,
+                     id_column=id_column)
+
+
 def convert(catalog: PathLike) -> dict:
     """Convert a catalog written in the single-table layout of earlier versions (pixels in
     every row) to the collection layout, in place: every column kept, embeddings and

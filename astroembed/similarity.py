@@ -293,7 +293,7 @@ class SearchCatalog:
         hits = np.flatnonzero(self.ids == key)
         if hits.size == 0:
             raise InputError(f"{self.info.path}: no object with {self.id_column} = {like} "
-                             f"among its {self.n} rows; `astroembed info {self.info.path}` "
+                             f"among its {self.n} rows; `astroembed info --catalog {self.info.path}` "
                              "shows the columns, and --id-column picks another key.")
         return int(hits[0])
 

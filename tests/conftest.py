@@ -62,3 +62,17 @@ def tiled_catalog(small_survey, tmp_path_factory) -> Path:
     astroembed.crossmatch(small_survey / "legacysurvey", small_survey / "desi", out,
                                   max_rows=40)
     return out
+
+
+@pytest.fixture(scope="session")
+def embedded_catalog(tiled_catalog, tiny_model, tmp_path_factory) -> Path:
+    """``tiled_catalog`` with image and spectrum embeddings of ``tiny_model``; copy it before
+    changing it."""
+    import shutil
+
+    import astroembed
+
+    out = tmp_path_factory.mktemp("embedded") / "matched"
+    shutil.copytree(tiled_catalog, out)
+    astroembed.embed(out, model=str(tiny_model))
+    return out

@@ -182,14 +182,19 @@ def leftover_work_files(path: str | os.PathLike) -> list[dict]:
 
 def _all_columns(info: CatalogInfo,
                  footers: dict[tuple[int, int], pq.FileMetaData]) -> list[dict]:
-    """Every column of the catalog or of any tile (a run under way may have added some)."""
+    """Every column of the catalog or of any tile (a run under way may have added some),
+    with its type, unit, meaning and part (main or pixels)."""
+    from astroembed.catalog.schema import DEFAULT_SUFFIXES, describe_columns
+
     fields = {f.name: f for f in info.schema}
     for footer in footers.values():
         for fld in footer.schema.to_arrow_schema():
             fields.setdefault(fld.name, fld)
-    return [{"name": f.name, "type": str(f.type),
-             "part": "pixels" if f.name in info.pixel_columns else "main"}
-            for f in fields.values()]
+    config = (info.provenance or {}).get("config") or {}
+    suffixes = tuple(config.get("suffixes") or DEFAULT_SUFFIXES) if isinstance(config, dict) \
+        else DEFAULT_SUFFIXES
+    return describe_columns(pa.schema(list(fields.values())), info.pixel_columns,
+                            suffixes)  # type: ignore[arg-type]
 
 
 def catalog_parts(info: CatalogInfo) -> dict[str, dict]:

@@ -152,7 +152,7 @@ def parse_tile(text: str) -> tuple[int, int]:
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
     if not match:
         raise InputError(f"--tile {text!r}: expected ORDER/PIXEL with two whole numbers, "
-                         "e.g. --tile 5/1234 (see `astroembed info CAT --tiles`).")
+                         "e.g. --tile 5/1234 (see `astroembed info --catalog CAT --tiles`).")
     order, pixel = int(match[1]), int(match[2])
     try:
         check_tile(order, pixel)

@@ -87,7 +87,7 @@ def properties_file(path: Path) -> Path:
         raise InputError(f"{path}: a catalog in the single-table layout of earlier astroembed "
                          "versions (pixels in every row); this version reads and updates the "
                          "collection layout only (docs/architecture.md). Convert it in place "
-                         f"with `astroembed convert {path}` (every column is kept).")
+                         f"with `astroembed convert --catalog {path}` (every column is kept).")
     raise InputError(f"{path}: not a catalog: no {MAIN_LABEL}. A catalog is a HATS collection "
                      f"({COLLECTION_FILE}, main/{PROPERTIES_FILE}, main/{DATASET_DIR}/...), as "
                      "`astroembed crossmatch` writes.")
@@ -243,7 +243,7 @@ def find_tile(info: CatalogInfo, order: int, pixel: int) -> tuple[int, int]:
     raise InputError(f"{name} is not a tile of {info.path} and no tile covers it (no data "
                      f"there). The catalog has {len(info.tiles)} tiles"
                      + (f": {format_tiles(info.tiles, 10)}" if info.tiles else "")
-                     + f"; `astroembed info {info.path} --tiles` lists them.")
+                     + f"; `astroembed info --catalog {info.path} --tiles` lists them.")
 
 
 def _read_file(file: Path, columns: list[str] | None) -> pa.Table:
@@ -267,7 +267,7 @@ def read_tile(path: str | os.PathLike, order: int, pixel: int,
     if not file.is_file():
         properties_file(Path(path))
         raise InputError(f"{path}: no tile {order}/{pixel} ({file} does not exist); "
-                         f"`astroembed info {path} --tiles` lists the tiles.")
+                         f"`astroembed info --catalog {path} --tiles` lists the tiles.")
     if columns is None:
         return _read_file(file, None)
     if not pixel_tile_path(path, order, pixel).is_file():

@@ -25,7 +25,7 @@ app = typer.Typer(
     help="Foundation-model embeddings for survey catalogs: cross-match Legacy Survey images "
     "with DESI spectra, embed them with ONNX encoders, probe and search.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
@@ -84,6 +84,25 @@ def main_options(
     log.setLevel(level)
 
 
+def _flags_show_no_type() -> None:
+    """Options that take no value (``--json``, ``--force``, ``-v``, ``--help``) show no type
+    in ``--help``: Typer prints ``<bool>`` (``<int>`` for a counter) after them, which reads
+    as if they wanted an argument. Options that take a value keep ``<int>``, ``<path>`` etc."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "flags_show_no_type", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx) -> str | None:
+        if self.is_flag or self.count:
+            return None
+        return shown(self, ctx)
+
+    display_type_rich.flags_show_no_type = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
 def _reflow_help(typer_app: typer.Typer) -> None:
     """Join the wrapped lines of each command's docstring paragraphs: Typer's rich help keeps
     single line breaks, which would otherwise break every line twice in an 80-column terminal."""
@@ -97,7 +116,7 @@ def _reflow_help(typer_app: typer.Typer) -> None:
 
 
 #: One module per command; each registers on `app` when imported, in the order `--help` lists.
-COMMANDS = ("simulate", "inspect", "crossmatch", "info", "convert", "embed", "probe", "predict",
+COMMANDS = ("simulate", "inspect", "crossmatch", "info", "head", "convert", "embed", "probe", "predict",
             "search", "train", "export", "import_model", "run", "doctor")
 
 
@@ -111,6 +130,7 @@ def _register_commands() -> None:
 
 _register_commands()
 _reflow_help(app)
+_flags_show_no_type()
 
 
 def _terminate_like_interrupt() -> None:

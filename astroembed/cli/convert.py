@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
-
 import typer
 
 from astroembed.cli.app import app, user_errors
-from astroembed.cli.options import json_flag
+from astroembed.cli.options import CATALOG_ARGUMENT, json_flag, one_catalog, optional_catalog_option
 from astroembed.cli.render import show
 
 AsJson = json_flag("Print what was converted as JSON.")
 
+Catalog = optional_catalog_option("A catalog in the single-table layout (pixels in every row).")
 
-@app.command()
+
+@app.command(context_settings=CATALOG_ARGUMENT)
 def convert(
-    catalog: Annotated[Path, typer.Argument(help="A catalog in the single-table layout (pixels in every row).")],
+    ctx: typer.Context,
+    catalog_opt: Catalog = None,
     as_json: AsJson = False,
 ) -> None:
     """Convert a catalog written by an earlier astroembed (pixels in every row) to the
@@ -24,12 +24,12 @@ def convert(
     predictions included, and the pixels in their extension. The old catalog stays as it
     was until the new one is complete.
 
-    Example:  astroembed convert old/matched
+    Example:  astroembed convert --catalog old-catalog
     """
     import astroembed
 
     with user_errors():
-        result = astroembed.convert(catalog)
+        result = astroembed.convert(one_catalog(catalog_opt, ctx.args))
         show(result, as_json, render)
 
 

@@ -44,7 +44,7 @@ def crossmatch(
     primary redshift); the summary counts what each cut removed. A killed run started again
     with the same arguments continues where it stopped.
 
-    Example:  astroembed crossmatch demo/survey/legacysurvey demo/survey/desi --out demo/matched
+    Example:  astroembed crossmatch demo-output/survey/legacysurvey demo-output/survey/desi --out demo-output/matched-1arcsec --radius 1.0
     """
     import astroembed
 

@@ -30,7 +30,7 @@ def doctor(
     device against onnxruntime on CPU (max abs difference after L2 normalisation) and its
     rows/s. Exits 1 if a requested device does not work or an encoder disagrees with CPU.
 
-    Example:  astroembed doctor --device cuda --model models/mine-onnx
+    Example:  astroembed doctor --device cpu,auto
     """
     import astroembed
 

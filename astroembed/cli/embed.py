@@ -18,8 +18,8 @@ AsJson = json_flag("Print the summary as JSON on stdout.")
 
 @app.command()
 def embed(
-    catalog: Annotated[Path, typer.Option("--catalog", help="Catalog to add embedding columns to (HATS, e.g. from crossmatch).")],
-    tile: Annotated[Optional[list[str]], typer.Option("--tile", help="Only this tile, ORDER/PIXEL; repeat for more (`astroembed info CAT --tiles` lists them). Default: every tile.")] = None,
+    catalog: Annotated[Path, typer.Option("--catalog", "-c", help="Catalog to add embedding columns to (HATS, e.g. from crossmatch).")],
+    tile: Annotated[Optional[list[str]], typer.Option("--tile", help="Only this tile, ORDER/PIXEL; repeat for more (`astroembed info --catalog CAT --tiles` lists them). Default: every tile.")] = None,
     model: Annotated[Optional[Path], typer.Option("--model", help="ONNX model directory (image.onnx, spectrum.onnx) or one .onnx file. Default: the model shipped with astroembed.")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Column suffix: embedding_<modality>_NAME, so several models can coexist.")] = None,
     modality: Annotated[str, typer.Option(help="image | spectrum | both.")] = "both",
@@ -38,7 +38,7 @@ def embed(
     column's metadata. Each tile is rewritten atomically; tiles already embedded with the
     same model are skipped (--force redoes them), so a killed run just runs again.
 
-    Example:  astroembed embed --catalog demo/matched --model models/mine-onnx
+    Example:  astroembed embed --catalog demo-output/matched --device cpu
     """
     import astroembed
 

@@ -29,7 +29,7 @@ def export(
     compared with fp32 on the same batch after L2 normalisation (max abs difference <=
     1e-2, reported and kept in model.json). `astroembed embed --model OUT` uses the result.
 
-    Example:  astroembed export models/mine --out models/mine-onnx --precision fp16
+    Example:  astroembed export demo-output/model --out demo-output/model-onnx --precision fp16
     """
     import astroembed
 

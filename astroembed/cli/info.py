@@ -3,41 +3,64 @@
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from astroembed.cli.app import app, user_errors
-from astroembed.cli.options import json_flag
+from astroembed.cli.options import CATALOG_ARGUMENT, json_flag, one_catalog, optional_catalog_option
 from astroembed.cli.render import print_json
 
 AsJson = json_flag("Print everything as JSON.")
 
+Catalog = optional_catalog_option("A catalog written by astroembed (HATS layout).")
 
-@app.command()
+
+@app.command(context_settings=CATALOG_ARGUMENT)
 def info(
-    catalog: Annotated[Path, typer.Argument(help="A catalog written by astroembed (HATS layout).")],
+    ctx: typer.Context,
+    catalog_opt: Catalog = None,
     tiles: Annotated[bool, typer.Option("--tiles", help="Print one ORDER/PIXEL per line (for job arrays).")] = False,
+    schema: Annotated[bool, typer.Option("--schema", help="Print every column with its type, unit and meaning (pixel-extension columns marked).")] = False,
     as_json: AsJson = False,
 ) -> None:
     """What a catalog holds: tiles, rows, columns, embeddings, provenance, and its state:
     complete, partly embedded (after `embed --tile`) or incomplete (a run under way or
     interrupted); work files left beside it, with their sizes.
 
-    Example:  astroembed info demo/matched --tiles
+    Example:  astroembed info --catalog demo-output/matched --schema
     """
     import astroembed
 
     with user_errors():
+        catalog = one_catalog(catalog_opt, ctx.args)
         facts = astroembed.info(catalog, tiles=tiles)
         if as_json:
             print_json(facts)
         elif tiles:
             for order, pixel in facts["tiles"]:
                 typer.echo(f"{order}/{pixel}")
+        elif schema:
+            render_schema(facts)
         else:
             render(facts)
+
+
+def render_schema(facts: dict) -> None:
+    """Every column as a table row: name, type, unit, meaning; pixel columns marked."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{facts['path']}: {len(facts['columns'])} columns (pixels: in the "
+                        "extension `pixels`, joined on ROW_ID)", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in ("column", "type", "unit", "meaning", "part"):
+        table.add_column(name, overflow="fold", no_wrap=name == "column")
+    for c in facts["columns"]:
+        table.add_row(c["name"], c["type"], c.get("unit") or "", c.get("description") or "",
+                      c.get("part", "main"))
+    Console(highlight=False).print(table)
 
 
 def render(facts: dict) -> None:

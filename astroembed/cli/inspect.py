@@ -28,7 +28,7 @@ def inspect(
     Every file is read in full, so a file that would fail a cross-match fails here first,
     with its name and what to fix. Exits 1 if any file cannot be read.
 
-    Example:  astroembed inspect demo/survey
+    Example:  astroembed inspect demo-output/survey
     """
     import astroembed
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -10,6 +11,40 @@ import typer
 def json_flag(help: str = "Print the summary as JSON on stdout.") -> type:  # noqa: A002
     """``--json``: print exactly what the API returned, as strict JSON."""
     return Annotated[bool, typer.Option("--json", help=help)]
+
+
+def catalog_option(help: str) -> type:  # noqa: A002
+    """``--catalog CAT`` / ``-c CAT``: how every command that reads a catalog names it."""
+    return Annotated[Path, typer.Option("--catalog", "-c", help=help)]
+
+
+def optional_catalog_option(help: str) -> type:  # noqa: A002
+    """``--catalog``/``-c`` for a command that also takes the catalog as its argument (the
+    older form, kept working): optional here, :func:`one_catalog` requires one of the two."""
+    return Annotated[Optional[Path], typer.Option("--catalog", "-c", show_default=False,
+                                                  help=help + " (required)")]
+
+
+#: Settings of a command that also takes the catalog as a positional argument, the older
+#: form of ``--catalog``: it arrives in ``ctx.args``, so ``--help`` shows only ``--catalog``.
+CATALOG_ARGUMENT = {"allow_extra_args": True}
+
+
+def one_catalog(option: Optional[Path], arguments: list[str]) -> Path:
+    """The catalog named by ``--catalog`` or the positional argument: one of them is needed,
+    and both may be given only when they name the same path."""
+    from astroembed.errors import ConfigError
+
+    if len(arguments) > 1:
+        raise ConfigError(f"one catalog at a time, got {len(arguments)}: "
+                          f"{' '.join(arguments)}; name it with --catalog CAT")
+    argument = Path(arguments[0]) if arguments else None
+    if option is None and argument is None:
+        raise ConfigError("no catalog: name it with --catalog CAT (or -c CAT)")
+    if option is not None and argument is not None and Path(option) != argument:
+        raise ConfigError(f"two different catalogs: --catalog {option} and the argument "
+                          f"{argument}; give one")
+    return option if option is not None else argument  # type: ignore[return-value]
 
 
 ModelName = Annotated[Optional[str], typer.Option(help="Model name: use embedding_<modality>_NAME columns.")]

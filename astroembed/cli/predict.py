@@ -32,7 +32,7 @@ def predict(
     point column only and says so. Rows without the embeddings the probe needs get null. A k-NN probe predicts the rows it
     was trained on (same ID) leave-one-out, so its column is not the training targets copied.
 
-    Example:  astroembed predict --catalog demo/matched --probe demo/z_probe
+    Example:  astroembed predict --catalog demo-output/matched --probe demo-output/z_probe
     """
     import astroembed
 

@@ -48,7 +48,7 @@ def probe(
     distribution calibrated on held-out residuals (split-conformal): coverage and width of
     its --level intervals, CRPS and the PIT histogram, out of fold.
 
-    Example:  astroembed probe --catalog demo/matched --target redshift --method all --out demo/probe
+    Example:  astroembed probe --catalog demo-output/matched --target redshift --method all --out demo-output/probe
     """
     import astroembed
     from astroembed.config import INTERVAL_LEVELS, PROBE_METHODS

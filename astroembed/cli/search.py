@@ -17,7 +17,7 @@ AsJson = json_flag("Print the result as JSON on stdout.")
 @app.command()
 def search(
     catalog: Annotated[Path, typer.Option("--catalog", "-c", help="Catalog with embedding columns.")],
-    like: Annotated[Optional[str], typer.Option("--like", help="ID of the query object (the catalog's ID column).")] = None,
+    like: Annotated[Optional[str], typer.Option("--like", help="ID of the query object (the catalog's ID column; `astroembed head --catalog CAT` shows some).")] = None,
     from_modality: Annotated[str, typer.Option("--from", help="Query embedding: image | spectrum.")] = "image",
     to_modality: Annotated[Optional[str], typer.Option("--to", help="Searched embedding: image | spectrum (default: as --from).")] = None,
     k: Annotated[int, typer.Option("-k", "--k", help="Neighbours to show.")] = 10,
@@ -36,7 +36,7 @@ def search(
     spectrum is flagged as the partner). --evaluate reports how often each object's own
     partner is found across modalities (top-1, top-10, top-1%): a model-quality metric.
 
-    Example:  astroembed search --catalog demo/matched --like 39627652591521042 --from image --to spectrum
+    Example:  astroembed search --catalog demo-output/matched --like 39627798406496259 --from image --to spectrum
     """
     import astroembed
 

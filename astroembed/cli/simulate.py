@@ -29,7 +29,7 @@ def simulate(
     Galaxies (BGS-like, r < 19.5, z ~ 0.01-0.6) with DESI coadds and redshift catalogs,
     Legacy Survey sweeps and g,r,z cutouts, and truth.parquet with every true property.
 
-    Example:  astroembed simulate demo/survey --n-galaxies 2000 --seed 0
+    Example:  astroembed simulate demo-output/survey-2k --n-galaxies 2000 --seed 1
     """
     import astroembed
 

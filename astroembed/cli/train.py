@@ -17,7 +17,7 @@ AsJson = json_flag("Print the training summary as JSON on stdout.")
 
 @app.command()
 def train(
-    catalog: Annotated[Path, typer.Option("--catalog", help="Cross-matched catalog with images and spectra.")],
+    catalog: Annotated[Path, typer.Option("--catalog", "-c", help="Cross-matched catalog with images and spectra.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model directory (checkpoints, model.pt, training.json).")],
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML file with training settings (keys of TrainConfig).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in OUT.")] = False,
@@ -34,7 +34,7 @@ def train(
     Stage 1 pretrains the spectrum encoder by masked reconstruction; stage 2 aligns images
     and spectra with a symmetric InfoNCE loss. Checkpoints every epoch; --resume continues.
 
-    Example:  astroembed train --catalog demo/matched --out models/mine
+    Example:  astroembed train --catalog demo-output/matched --out demo-output/model
     """
     import astroembed
 

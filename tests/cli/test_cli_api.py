@@ -76,28 +76,83 @@ def test_crossmatch(monkeypatch, tmp_path):
                       "scheduler": None, "workers": 3, "processes": True, "overwrite": False}
 
 
-def test_convert(monkeypatch, tmp_path):
-    args, kwargs = _invoke(monkeypatch, "convert", ["convert", str(tmp_path)])
+@pytest.mark.parametrize("form", [["--catalog", "{cat}"], ["-c", "{cat}"], ["{cat}"],
+                                  ["{cat}", "--catalog", "{cat}"]])
+def test_convert(monkeypatch, tmp_path, form):
+    argv = [a.format(cat=tmp_path) for a in form]
+    args, kwargs = _invoke(monkeypatch, "convert", ["convert", *argv])
     assert args == (tmp_path,) and kwargs == {}
 
 
-def test_info(monkeypatch, tmp_path):
-    args, kwargs = _invoke(monkeypatch, "info", ["info", str(tmp_path)])
+@pytest.mark.parametrize("form", [["--catalog", "{cat}"], ["-c", "{cat}"], ["{cat}"],
+                                  ["{cat}", "-c", "{cat}/"]])
+def test_info(monkeypatch, tmp_path, form):
+    argv = [a.format(cat=tmp_path) for a in form]
+    args, kwargs = _invoke(monkeypatch, "info", ["info", *argv])
     assert args == (tmp_path,) and kwargs == {"tiles": False}
+
+
+@pytest.mark.parametrize("command", ["info", "convert"])
+@pytest.mark.parametrize("argv, message", [
+    (["a", "--catalog", "b"], "error: two different catalogs: --catalog b and the argument a; "
+                              "give one\n"),
+    (["a", "b"], "error: one catalog at a time, got 2: a b; name it with --catalog CAT\n"),
+    ([], "error: no catalog: name it with --catalog CAT (or -c CAT)\n"),
+])
+def test_catalog_named_twice_or_not_at_all(monkeypatch, command, argv, message):
+    fake = Fake()
+    monkeypatch.setattr(astroembed, command, fake)
+    out = runner.invoke(app, [command, *argv])
+    assert out.exit_code == 2 and out.stderr == message and fake.calls == []
 
 
 def test_info_tiles(monkeypatch, tmp_path):
     result = {"path": str(tmp_path), "tiles": [[5, 17], [6, 100]]}
-    args, kwargs = _invoke(monkeypatch, "info", ["info", str(tmp_path), "--tiles"], result)
+    args, kwargs = _invoke(monkeypatch, "info", ["info", "-c", str(tmp_path), "--tiles"], result)
     assert kwargs == {"tiles": True}
     monkeypatch.setattr(astroembed, "info", Fake(result))
-    out = runner.invoke(app, ["info", str(tmp_path), "--tiles"])
+    out = runner.invoke(app, ["info", "--catalog", str(tmp_path), "--tiles"])
     assert out.exit_code == 0 and out.stdout.split() == ["5/17", "6/100"]
+
+
+def test_info_schema(monkeypatch, tmp_path):
+    result = {"path": str(tmp_path), "columns": [
+        {"name": "Z", "type": "float64", "unit": "", "description": "redshift", "part": "main"},
+        {"name": "flux", "type": "fixed_size_list<float32>[4]", "unit": "1e-17 erg",
+         "description": "spectrum", "part": "pixels"}]}
+    args, kwargs = _invoke(monkeypatch, "info", ["info", "-c", str(tmp_path), "--schema"], result)
+    assert args == (tmp_path,) and kwargs == {"tiles": False}
+    monkeypatch.setattr(astroembed, "info", Fake(result))
+    out = runner.invoke(app, ["info", "-c", str(tmp_path), "--schema"], env={"COLUMNS": "200"})
+    rows = [line.split() for line in out.stdout.splitlines()[2:] if line.strip()][2:]
+    assert out.exit_code == 0 and [r[0] for r in rows] == ["Z", "flux"]
+    assert rows[1][-1] == "pixels" and "redshift" in rows[0]
+
+
+def test_head(monkeypatch, tmp_path):
+    result = {"path": str(tmp_path), "id_column": "TARGETID", "columns": ["TARGETID", "e"],
+              "rows": [{"TARGETID": 7, "e": {"length": 8, "head": [0.5, 0.25, 0.125]}}],
+              "total_rows": 1, "tile": None, "cone": None}
+    args, kwargs = _invoke(monkeypatch, "head", ["head", "-c", str(tmp_path)], result)
+    assert args == (tmp_path,)
+    assert kwargs == {"columns": None, "rows": 10, "tile": None, "cone": None, "id_column": None}
+    _, kwargs = _invoke(monkeypatch, "head",
+                        ["head", "--catalog", str(tmp_path), "--columns", "a,b", "--columns",
+                         "c", "-n", "3", "--tile", "5/17", "--id-column", "ROW_ID"], result)
+    assert kwargs == {"columns": ("a", "b", "c"), "rows": 3, "tile": "5/17", "cone": None,
+                      "id_column": "ROW_ID"}
+    _, kwargs = _invoke(monkeypatch, "head", ["head", "-c", str(tmp_path), "--cone", "1.5",
+                                              "-2", "30"], result)
+    assert kwargs["cone"] == (1.5, -2.0, 30.0)
+    monkeypatch.setattr(astroembed, "head", Fake(result))
+    out = runner.invoke(app, ["head", "-c", str(tmp_path)], env={"COLUMNS": "200"})
+    assert out.exit_code == 0 and "[0.5, 0.25, ...] (8)" in out.stdout
+    assert out.stdout.splitlines()[-2].split()[0] == "7"
 
 
 def test_embed(monkeypatch, tmp_path):
     args, kwargs = _invoke(monkeypatch, "embed",
-                           ["embed", "--catalog", str(tmp_path), "--tile", "5/17", "--tile",
+                           ["embed", "-c", str(tmp_path), "--tile", "5/17", "--tile",
                             "6/100", "--model", "m.onnx", "--modality", "image", "--force"])
     assert args == (tmp_path,)
     assert kwargs == {"progress": None, "tiles": ("5/17", "6/100"), "model": "m.onnx",
@@ -107,7 +162,7 @@ def test_embed(monkeypatch, tmp_path):
 
 def test_train(monkeypatch, tmp_path):
     args, kwargs = _invoke(monkeypatch, "train",
-                           ["train", "--catalog", str(tmp_path), "--out", "model", "--config",
+                           ["train", "-c", str(tmp_path), "--out", "model", "--config",
                             "t.toml", "--align-epochs", "2", "--resume"])
     assert args == (tmp_path, Path("model"))
     assert kwargs == {"config": Path("t.toml"), "resume": True, "progress": None, "seed": None,
