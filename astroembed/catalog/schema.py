@@ -134,8 +134,16 @@ def describe_field(fld: pa.Field, suffixes: tuple[str, str] = DEFAULT_SUFFIXES) 
             return Column("", "a probe's prediction")
         features = probe.get("features") or ""
         features = features if isinstance(features, str) else "+".join(features)
-        return Column("", f"{probe.get('method')} probe's prediction of {probe.get('target')} "
-                          f"from the {features} embedding")
+        what = (f"{probe.get('method')} probe's prediction of {probe.get('target')} "
+                f"from the {features} embedding")
+        kind = meta.get("astroembed_prediction", "point")
+        if kind == "quantiles":
+            return Column("", f"quantiles of the calibrated predictive distribution at levels "
+                              f"{meta.get('astroembed_quantile_levels', '')} ({what})")
+        if kind in ("lower", "upper"):
+            return Column("", f"{kind} end of the central "
+                              f"{meta.get('astroembed_interval_level', '')} interval ({what})")
+        return Column("", what)
     return Column("", "kept from the input files")
 
 

@@ -84,17 +84,21 @@ def test_every_column_added_later_is_documented(predicted):
     added = _table("added columns")
     main, _ = _schemas(predicted)
     later = [f for f in main if f.name not in documented]
-    assert {f.name for f in later} == {"embedding_image", "embedding_spectrum", "pred_Z"}
-    patterns = {re.sub(r"<[^>]+>", ".+", name): row for name, row in added.items()}
+    assert {f.name for f in later} == {"embedding_image", "embedding_spectrum", "pred_Z",
+                                       "pred_Z_quantiles", "pred_Z_lower_68", "pred_Z_upper_68",
+                                       "pred_Z_lower_95", "pred_Z_upper_95"}
+    # the most specific documented name a column fits (pred_<target> fits pred_Z_lower_68 too)
+    patterns = sorted(((re.sub(r"<[^>]+>", "[^_]+", name), row) for name, row in added.items()),
+                      key=lambda item: -len(item[0]))
     for fld in later:
         row = added.get(fld.name) or next(
-            row for pattern, row in patterns.items() if re.fullmatch(pattern, fld.name))
+            row for pattern, row in patterns if re.fullmatch(pattern, fld.name))
         assert _matches(row["type"], fld.type, dim=8), (fld.name, row["type"], fld.type)
         assert row["part"] == "main"
     probe_target = (main.field("pred_Z").metadata or {})[b"astroembed_probe"].decode()
     assert '"target": "Z"' in probe_target
     for name in added:  # each documented pattern is one a command writes
-        assert any(re.fullmatch(re.sub(r"<[^>]+>", ".+", name), f.name) for f in later) or \
+        assert any(re.fullmatch(re.sub(r"<[^>]+>", "[^_]+", name), f.name) for f in later) or \
             name == "embedding_<modality>_<NAME>", name
 
 
