@@ -38,6 +38,8 @@ SETTINGS = {
     "10,000": "the SDSS reference sample's size",
     "5.5": "the size in GB of the CUDA build of torch",
     "3.11": "the Python version",
+    "1.23": "the lowest onnxruntime version the cpu extra accepts",
+    "1.25": "the lowest onnxruntime-gpu version the gpu extra accepts",
 }
 
 #: Decimals (3.14, -0.5) and numbers with thousands separators (20,000); not versions (1.4.0).
