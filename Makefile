@@ -8,7 +8,7 @@ DEMO   ?= demo-output
 # multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test test-fast test-gpu docs bench bench-crossmatch bench-encoders bench-embed bench-probe model model-scores clean
+.PHONY: install demo test test-fast test-gpu docs bench bench-crossmatch bench-encoders bench-embed bench-probe bench-demo model model-scores clean
 
 install: $(STAMP)
 
@@ -53,7 +53,10 @@ docs: install
 # Each part alone: make bench-crossmatch | bench-embed | bench-encoders | bench-probe.
 # bench-embed also measures how the pixel arrays are stored (bench/parquet_encoding.py).
 BENCH_SIZES ?= 1e5,1e6,1e7
-bench: bench-crossmatch bench-encoders bench-embed bench-probe
+bench: bench-crossmatch bench-encoders bench-embed bench-probe bench-demo
+
+bench-demo: install
+	$(PY) bench/demo_bench.py
 
 bench-crossmatch: install
 	$(PY) -m pip install --quiet -e ".[cpu,train,test,bench]"
