@@ -54,6 +54,13 @@ def user_errors() -> Iterator[None]:
         typer.echo(f"interrupted ({name}) before any output was complete; nothing was kept.",
                    err=True)
         raise typer.Exit(130) from None
+    except BrokenPipeError:
+        # The reader of stdout left (`astroembed info ... | head`): not an error of ours.
+        # Exit as a tool killed by SIGPIPE would, without Python's report at shutdown.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(141) from None
     except Exception as exc:  # a bug, or a system failure no check foresaw
         log.debug("unexpected error", exc_info=True)
         typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)

@@ -138,3 +138,22 @@ def test_a_prediction_column_with_unreadable_probe_metadata_is_still_described()
     made = pa.field("pred_Z", pa.float64(), metadata={
         b"astroembed_probe": b'{"target": "Z", "features": "spectrum", "method": "knn"}'})
     assert describe_field(made).meaning == "knn probe's prediction of Z from the spectrum embedding"
+
+
+def test_a_reader_that_leaves_early_is_not_an_error(tiled_catalog):
+    """`astroembed info --catalog CAT | head -0`: the pipe is closed before anything is written;
+    the command ends quietly, as a tool stopped by SIGPIPE does."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "astroembed.cli", "info", "--catalog", str(tiled_catalog)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=dict(os.environ, PYTHONPATH=str(root)))
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert proc.returncode == 141, stderr
+    assert stderr == ""
