@@ -85,11 +85,23 @@ def _export_one(module, example: tuple, names: list[str], path: Path, metadata: 
                                     opset_version=ONNX_OPSET,
                                     custom_translation_table=translation_table())
     model = program.model_proto
+    without_build_traces(model)
     del model.metadata_props[:]
     for key, value in metadata.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, str(value)
     onnx.save_model(model, str(path))
+
+
+def without_build_traces(model) -> None:
+    """Drop what the torch exporter records on each node (its Python stack trace, naming files
+    on the machine that exported, the module classes and FX names): nothing runs on it, and a
+    model file that travels should not carry the paths of the machine that built it."""
+    for graph in (model.graph, *model.functions):
+        for node in graph.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+    model.graph.doc_string = ""
 
 
 def training_data_text(summary: dict) -> str:

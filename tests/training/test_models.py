@@ -559,3 +559,21 @@ def test_image_export_form_matches_trained_form(heads, widths, crop):
     with torch.no_grad():
         expected, got = enc(image), export_form(enc)(image)
     assert float((got - expected).abs().max()) < 1e-5
+
+
+@pytest.mark.parametrize("where", ["exported", "shipped"])
+def test_model_files_carry_no_paths_of_the_machine_that_built_them(exported, where):
+    """torch's exporter records a Python stack trace on every node (file paths of the build
+    machine); exported and shipped files keep none of it."""
+    import onnx
+
+    from astroembed.runtime.modelfile import DEFAULT_MODEL_DIR
+
+    directory = exported[0] if where == "exported" else DEFAULT_MODEL_DIR
+    files = sorted(Path(directory).glob("*.onnx"))
+    assert len(files) == 2
+    for file in files:
+        data = file.read_bytes()
+        assert b"site-packages" not in data and b'File "/' not in data, file
+        model = onnx.load(str(file))
+        assert not [n.name for n in model.graph.node if len(n.metadata_props) or n.doc_string]
