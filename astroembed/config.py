@@ -254,6 +254,7 @@ class ProbeConfig:
     overwrite: bool = False
     levels: tuple[float, ...] = INTERVAL_LEVELS  # central intervals of the distributions
     protocol: str = "kfold"  # kfold | astroclip (80/20 split, the paper's k-NN and MLPs)
+    keep_stars: bool = False  # a star's redshift is ~0 whatever it looks like: left out
 
     def validate(self) -> None:
         if not self.catalog:

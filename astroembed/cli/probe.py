@@ -35,6 +35,7 @@ def probe(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --save directory.")] = False,
     level: Annotated[Optional[list[str]], typer.Option("--level", help="Central interval levels of the calibrated predictive distributions, in (0, 1) (comma list or repeated; default 0.68,0.95).")] = None,
     protocol: Annotated[str, typer.Option(help="kfold (--folds cross-validation) | astroclip (one seeded 80/20 split; k-NN k=64 euclidean; MLP [32] for images, [64, 64] for spectra, 10 epochs, Adam lr 1e-3).")] = "kfold",
+    keep_stars: Annotated[bool, typer.Option("--keep-stars", help="Keep rows whose SPECTYPE is STAR in a redshift probe (left out by default: a star's redshift is ~0).")] = False,
     as_json: AsJson = False,
 ) -> None:
     """Cross-validated probes: how well the embeddings predict a catalog quantity.
@@ -42,7 +43,8 @@ def probe(
     Distance-weighted k-NN (zero-shot), ridge (penalty by inner CV) and a small early-stopped
     MLP on standardised embeddings (fitted on the training folds only), against baselines run
     through the same k-NN: g, r, z magnitudes and colours, and a PCA of the raw spectra. Rows
-    with ZWARN != 0 (redshift), a NaN target or a null embedding are left out and counted.
+    with ZWARN != 0 or SPECTYPE STAR (redshift), a NaN target or a null embedding are left
+    out and counted.
     Metrics per fold (mean ± fold-to-fold std): R^2, and for redshift sigma_NMAD, outlier
     fraction (|dz|/(1+z) > 0.15) and bias. Every probe also gives each row a predictive
     distribution calibrated on held-out residuals (split-conformal): coverage and width of
@@ -60,7 +62,7 @@ def probe(
                 method=split_choices(method, PROBE_METHODS), folds=folds, k=k, metric=metric,
                 seed=seed, index=index, name=name, id_column=id_column, baselines=baselines,
                 out=str(out) if out else None, save=str(save) if save else None,
-                overwrite=overwrite, protocol=protocol,
+                overwrite=overwrite, protocol=protocol, keep_stars=keep_stars,
                 levels=split_levels(level) or INTERVAL_LEVELS)
         show(doc, as_json, render)
 

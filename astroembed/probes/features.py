@@ -33,6 +33,20 @@ SPECTRUM_BIN = 32
 FLUX_FLOOR = 0.01
 
 
+def _spectype_column(names: list[str]) -> str | None:
+    """DESI's ``SPECTYPE`` or, after a cross-match that suffixed it, ``SPECTYPE_right``."""
+    return next((c for c in ("SPECTYPE", "SPECTYPE_right") if c in names), None)
+
+
+def star_mask(column) -> np.ndarray:
+    """True where the spectral type is ``STAR`` (any case, padded as FITS strings are);
+    False for other types and nulls."""
+    values = column.to_pylist()
+    return np.array([isinstance(v, (str, bytes)) and
+                     (v.decode() if isinstance(v, bytes) else v).strip().upper() == "STAR"
+                     for v in values], bool)
+
+
 def _band_column(names: list[str], stem: str) -> str | None:
     """``FLUX_G`` or, when both cross-match sides had it, the Legacy Survey ``FLUX_G_left``."""
     return next((c for c in (stem, f"{stem}_left") if c in names), None)
@@ -123,8 +137,9 @@ def _wanted_features(cfg: ProbeConfig, present: list[str], name: str | None) -> 
 def load_probe_data(cfg: ProbeConfig, info: CatalogInfo | None = None) -> ProbeData:
     """Read the target, IDs, embeddings and baseline features; drop and count unusable rows.
 
-    Rows are excluded when ZWARN != 0 (a redshift target only), when the target is NaN or
-    null, or when an embedding used is null; every feature set is then probed on the same
+    Rows are excluded when ZWARN != 0 or the spectral type is STAR (a redshift target only;
+    a star's redshift is zero whatever its image or spectrum looks like, and ``keep_stars``
+    keeps them), when the target is NaN or null, or when an embedding used is null; every feature set is then probed on the same
     rows and folds, so their metrics compare like with like.
     """
     info = info or read_catalog_info(cfg.catalog)
@@ -137,10 +152,13 @@ def load_probe_data(cfg: ProbeConfig, info: CatalogInfo | None = None) -> ProbeD
     emb = resolve_embeddings(info, modalities, cfg.name)
     idc = resolve_id_column(info, cfg.id_column)
     zwarn = "ZWARN" if redshift and "ZWARN" in info.schema.names else None
+    spectype = (_spectype_column(info.schema.names)
+                if redshift and not cfg.keep_stars else None)
     phot = photometry_columns(info) if cfg.baselines else None
     spectra = "flux" if cfg.baselines and "flux" in info.schema.names else None
     ivar = "ivar" if spectra and "ivar" in info.schema.names else None
-    columns = list(dict.fromkeys([idc, target, *([zwarn] if zwarn else []), *emb.values(),
+    columns = list(dict.fromkeys([idc, target, *([zwarn] if zwarn else []),
+                                  *([spectype] if spectype else []), *emb.values(),
                                   *(phot.values() if phot else []),
                                   *([spectra] if spectra else []), *([ivar] if ivar else [])]))
 
@@ -150,6 +168,8 @@ def load_probe_data(cfg: ProbeConfig, info: CatalogInfo | None = None) -> ProbeD
         if zwarn:
             zw = scalars(table.column(zwarn))
             out["zwarn_bad"] = ~(zw == 0)
+        if spectype:
+            out["star"] = star_mask(table.column(spectype))
         for modality, column in emb.items():
             out[modality], out[f"{modality}_valid"] = vectors(table.column(column))
         if phot:
@@ -165,10 +185,13 @@ def load_probe_data(cfg: ProbeConfig, info: CatalogInfo | None = None) -> ProbeD
     arrays = read_arrays(info, columns, convert)
     n = len(arrays["y"])
     keep = np.ones(n, bool)
-    excluded = {"ZWARN": 0, "nan": 0, "no_embedding": 0}
+    excluded = {"ZWARN": 0, "star": 0, "nan": 0, "no_embedding": 0}
     if zwarn:
         excluded["ZWARN"] = int(arrays["zwarn_bad"].sum())
         keep &= ~arrays["zwarn_bad"]
+    if spectype:
+        excluded["star"] = int((keep & arrays["star"]).sum())
+        keep &= ~arrays["star"]
     bad_y = ~np.isfinite(arrays["y"])
     excluded["nan"] = int((keep & bad_y).sum())
     keep &= ~bad_y
@@ -199,4 +222,4 @@ def load_probe_data(cfg: ProbeConfig, info: CatalogInfo | None = None) -> ProbeD
 
 
 __all__ = ["BASELINES", "ProbeData", "load_probe_data", "photometry_columns",
-           "photometry_features", "rebin_spectra"]
+           "photometry_features", "rebin_spectra", "star_mask"]

@@ -191,13 +191,13 @@ def test_probe(monkeypatch, tmp_path):
     args, kwargs = _invoke(monkeypatch, "probe",
                            ["probe", "-c", str(tmp_path), "--target", "FLUX_R", "-e", "image",
                             "-m", "knn,linear", "-m", "knn", "--k", "8", "--no-baselines",
-                            "--out", "p"])
+                            "--out", "p", "--keep-stars"])
     assert args == (tmp_path,)
     assert kwargs == {"target": "FLUX_R", "progress": None, "embedding": ("image",),
                       "method": ("knn", "linear"), "folds": 5, "k": 8, "metric": "cosine",
                       "seed": 0, "index": "auto", "name": None, "id_column": None,
                       "baselines": False, "out": "p", "save": None, "overwrite": False,
-                      "protocol": "kfold", "levels": (0.68, 0.95)}
+                      "protocol": "kfold", "keep_stars": True, "levels": (0.68, 0.95)}
 
 
 def test_probe_levels_and_protocol(monkeypatch, tmp_path):

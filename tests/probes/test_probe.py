@@ -223,8 +223,52 @@ def test_unusable_rows_are_excluded_and_counted(tmp_path):
     write_catalog(tmp_path / "cat", {"TARGETID": np.arange(n, dtype=np.int64), "Z": z,
                                      "ZWARN": zwarn, "embedding_image": vector_column(x, valid)})
     doc = run_probe(ProbeConfig(catalog=str(tmp_path / "cat"), k=8, baselines=False))
-    assert doc["excluded"] == {"ZWARN": 7, "nan": 3, "no_embedding": 5}
+    assert doc["excluded"] == {"ZWARN": 7, "star": 0, "nan": 3, "no_embedding": 5}
     assert doc["n_rows"] == n - 15 and doc["n_catalog_rows"] == n
+
+
+def _catalog_with_stars(path: Path) -> tuple[Path, np.ndarray]:
+    """200 rows, of which rows 0-11 are stars (SPECTYPE as FITS pads it, suffixed as a
+    cross-match writes it) and row 3 is also ZWARN != 0; returns the star flags."""
+    n = 200
+    rng = np.random.default_rng(9)
+    spectype = np.array(["GALAXY    "] * n, dtype=object)
+    spectype[:12] = "STAR      "
+    spectype[12:15] = "QSO       "
+    zwarn = np.zeros(n, np.int64)
+    zwarn[3] = 4
+    write_catalog(path, {"TARGETID": np.arange(n, dtype=np.int64),
+                         "Z_right": np.where(np.arange(n) < 12, 1e-4, rng.uniform(0.05, 0.5, n)),
+                         "ZWARN": zwarn, "SPECTYPE_right": spectype,
+                         "embedding_image": vector_column(rng.normal(size=(n, 8)))})
+    return path, np.arange(n) < 12
+
+
+def test_stars_are_left_out_of_a_redshift_probe_and_counted(tmp_path):
+    path, star = _catalog_with_stars(tmp_path / "cat")
+    doc = run_probe(ProbeConfig(catalog=str(path), k=8, baselines=False))
+    assert doc["target"] == "Z_right"
+    assert doc["excluded"] == {"ZWARN": 1, "star": 11, "nan": 0, "no_embedding": 0}
+    assert doc["n_rows"] == 200 - 12
+    kept = run_probe(ProbeConfig(catalog=str(path), k=8, baselines=False, keep_stars=True))
+    assert kept["excluded"]["star"] == 0 and kept["n_rows"] == 200 - 1
+
+
+def test_keep_stars_on_the_command_line(tmp_path):
+    path, _ = _catalog_with_stars(tmp_path / "cat")
+    out = tmp_path / "report"
+    result = run("probe", "-c", path, "--k", "8", "--no-baselines", "--keep-stars", "--out", out)
+    assert result.exit_code == 0, result.output
+    ids = pq.read_table(out / "predictions.parquet").column("TARGETID").to_pylist()
+    assert set(range(12)) - {3} <= set(ids)
+    result = run("probe", "-c", path, "--k", "8", "--no-baselines", "--json")
+    assert json.loads(result.stdout)["excluded"]["star"] == 11
+
+
+def test_stars_stay_in_a_probe_of_another_target(tmp_path):
+    path, _ = _catalog_with_stars(tmp_path / "cat")
+    doc = run_probe(ProbeConfig(catalog=str(path), target="TARGETID", k=8, baselines=False))
+    assert doc["excluded"]["star"] == 0 and doc["n_rows"] == 200
 
 
 # ----------------------------------------------------------------------------- CLI, JSON, outputs
