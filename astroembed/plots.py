@@ -14,8 +14,9 @@ import numpy as np
 
 from astroembed.catalog.atomic import atomic_path
 
-#: Above this many points the probe plots bin (hexbin) instead of scattering.
-SCATTER_MAX = 50_000
+#: Above this many points the probe plots show a density (hexbin, log colour scale): a
+#: scatter of thousands of points is a blot that hides where most of them lie.
+SCATTER_MAX = 2_000
 OUTLIER_DZ = 0.15
 
 
@@ -37,24 +38,27 @@ def _save(fig, file: str | os.PathLike) -> Path:
     return file
 
 
-def _points(ax, x: np.ndarray, y: np.ndarray) -> None:
+def _points(ax, x: np.ndarray, y: np.ndarray, label: str = "rows"):
+    """Many points as a hexbin density with a log colour scale (returned, for a colour bar);
+    up to :data:`SCATTER_MAX` as translucent dots, so overlaps still show."""
     if len(x) > SCATTER_MAX:
-        ax.hexbin(x, y, gridsize=120, bins="log", mincnt=1, cmap="viridis")
-    else:
-        ax.scatter(x, y, s=3 if len(x) > 2000 else 8, alpha=0.5, lw=0, rasterized=True)
+        return ax.hexbin(x, y, gridsize=80, bins="log", mincnt=1, cmap="viridis")
+    ax.scatter(x, y, s=8, alpha=0.5, lw=0, rasterized=True, label=label)
+    return None
 
 
-def probe_plot(y_true: np.ndarray, y_pred: np.ndarray, file: str | os.PathLike, *,
-               title: str = "", redshift: bool = False, metrics: dict | None = None) -> Path:
-    """Predicted vs true with the 1:1 line (and, for redshift, the |dz|/(1+z) = 0.15 outlier
-    bounds), and the residuals vs true (dz/(1+z) for redshift)."""
+def probe_figure(y_true: np.ndarray, y_pred: np.ndarray, *, title: str = "",
+                 redshift: bool = False, metrics: dict | None = None):
+    """The figure of :func:`probe_plot` (a matplotlib Figure, not yet written)."""
     y_true = np.asarray(y_true, np.float64)
     y_pred = np.asarray(y_pred, np.float64)
     ok = np.isfinite(y_true) & np.isfinite(y_pred)
     t, p = y_true[ok], y_pred[ok]
     fig = _figure(10, 4.6)
     ax1, ax2 = fig.subplots(1, 2)
-    _points(ax1, t, p)
+    density = _points(ax1, t, p)
+    if density is not None:
+        fig.colorbar(density, ax=ax1, label="rows per cell", pad=0.01)
     lo, hi = (float(min(t.min(), p.min())), float(max(t.max(), p.max()))) if t.size else (0.0, 1.0)
     pad = 0.03 * (hi - lo or 1.0)
     lo, hi = (max(lo - pad, 0.0) if redshift and lo >= 0 else lo - pad), hi + pad
@@ -64,10 +68,11 @@ def probe_plot(y_true: np.ndarray, y_pred: np.ndarray, file: str | os.PathLike, 
         ax1.plot(line, line + OUTLIER_DZ * (1 + line), "r--", lw=0.8,
                  label=f"|dz|/(1+z) = {OUTLIER_DZ}")
         ax1.plot(line, line - OUTLIER_DZ * (1 + line), "r--", lw=0.8)
-    ax1.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="true", ylabel="predicted", title=title)
+    names = ("true z", "predicted z") if redshift else ("true", "predicted")
+    ax1.set(xlim=(lo, hi), ylim=(lo, hi), xlabel=names[0], ylabel=names[1], title=title)
     ax1.legend(loc="upper left", fontsize=8)
     if metrics:
-        text = [f"R$^2$ = {metrics['r2']:.4f} ± {metrics['r2_std']:.4f}"]
+        text = [f"N = {t.size}", f"R$^2$ = {metrics['r2']:.4f} ± {metrics['r2_std']:.4f}"]
         if redshift and metrics.get("sigma_nmad") is not None:
             text += [f"σ_NMAD = {metrics['sigma_nmad']:.4f}",
                      f"outliers = {metrics['outlier_fraction']:.3f}",
@@ -80,9 +85,59 @@ def probe_plot(y_true: np.ndarray, y_pred: np.ndarray, file: str | os.PathLike, 
     if redshift:
         for sign in (1, -1):
             ax2.axhline(sign * OUTLIER_DZ, color="r", ls="--", lw=0.8)
-    ax2.set(xlabel="true", ylabel="dz / (1 + z)" if redshift else "predicted - true",
+    ax2.set(xlabel=names[0], ylabel="dz / (1 + z)" if redshift else "predicted - true",
             title="residuals")
-    return _save(fig, file)
+    return fig
+
+
+def probe_plot(y_true: np.ndarray, y_pred: np.ndarray, file: str | os.PathLike, *,
+               title: str = "", redshift: bool = False, metrics: dict | None = None) -> Path:
+    """Predicted vs true with the 1:1 line (and, for redshift, the |dz|/(1+z) = 0.15 outlier
+    bounds), and the residuals vs true (dz/(1+z) for redshift), as a PNG."""
+    return _save(probe_figure(y_true, y_pred, title=title, redshift=redshift,
+                              metrics=metrics), file)
+
+
+def summary_metrics(redshift: bool) -> list[tuple[str, str, bool]]:
+    """What the summary figure compares: ``(key, label, higher_is_better)`` per panel, R^2
+    always, sigma_NMAD and the outlier fraction for redshift, the RMSE otherwise."""
+    if redshift:
+        return [("r2", "R$^2$", True), ("sigma_nmad", "σ_NMAD", False),
+                ("outlier_fraction", "outlier fraction", False)]
+    return [("r2", "R$^2$", True), ("rmse", "RMSE", False)]
+
+
+def summary_figure(results: list[dict], *, title: str = "", redshift: bool = False):
+    """One bar per result (feature set x method) in each metric's panel, grouped by feature
+    set and coloured by method, with the fold-to-fold spread as error bars: every probe of a
+    run compared at a glance."""
+    panels = summary_metrics(redshift)
+    features = list(dict.fromkeys(r["features"] for r in results))
+    methods = list(dict.fromkeys(r["method"] for r in results))
+    width = 0.8 / max(len(methods), 1)
+    fig = _figure(max(4.0, 1.1 * len(features) + 1.5) * len(panels) / 1.6, 3.8)
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    for ax, (key, label, higher) in zip(axes, panels):
+        for j, method in enumerate(methods):
+            rows = [r for r in results if r["method"] == method]
+            x = [features.index(r["features"]) + (j - (len(methods) - 1) / 2) * width
+                 for r in rows]
+            values = [np.nan if r.get(key) is None else r[key] for r in rows]
+            spread = [np.nan if r.get(f"{key}_std") is None else r[f"{key}_std"] for r in rows]
+            ax.bar(x, values, width, yerr=spread, capsize=2, color=f"C{j}", label=method)
+        ax.set_xticks(range(len(features)), features, rotation=30, ha="right", fontsize=8)
+        ax.set_title(f"{label} ({'higher' if higher else 'lower'} is better)", fontsize=9)
+        ax.grid(axis="y", lw=0.4, alpha=0.5)
+    axes[0].legend(fontsize=8, title="method", title_fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def summary_plot(results: list[dict], file: str | os.PathLike, *, title: str = "",
+                 redshift: bool = False) -> Path:
+    """:func:`summary_figure` as a PNG."""
+    return _save(summary_figure(results, title=title, redshift=redshift), file)
 
 
 def pit_plot(pit: np.ndarray, file: str | os.PathLike, *, title: str = "",

@@ -120,7 +120,7 @@ def _is_probe_report(root: Path) -> bool:
 
 
 def _probe_report_owns(root: Path, rel: str) -> bool:
-    return (rel in ("probe.json", "predictions.parquet") or bool(re.match(r"^probe_[^/]+\.png$", rel))
+    return (rel in ("probe.json", "predictions.parquet", "summary.png") or bool(re.match(r"^probe_[^/]+\.png$", rel))
             or bool(_TMP.search(rel)))
 
 

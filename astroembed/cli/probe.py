@@ -110,8 +110,9 @@ def render(doc: dict) -> None:
     for note in doc["notes"]:
         err.print(f"note: {note}", highlight=False)
     if doc["outputs"]:
-        err.print(f"wrote {doc['outputs']['predictions']} and {len(doc['outputs']['plots'])} plots",
-                  highlight=False)
+        outputs = doc["outputs"]
+        err.print(f"wrote {outputs['predictions']}, {len(outputs['plots'])} plots and "
+                  f"{outputs.get('summary_plot', 'no summary plot')}", highlight=False)
     if doc["saved"]:
         s = doc["saved"]
         err.print(f"saved the {s['features']} {s['method']} probe (R^2 {s['r2']:.4f}) to {s['path']}",

@@ -305,7 +305,8 @@ def test_table_out_dir_predictions_and_plots(linear, tmp_path):
     assert sorted(table.column("TARGETID").to_pylist()) == list(range(1000, 1600))
     assert set(table.column("fold").to_pylist()) == {0, 1, 2, 3, 4}
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert len(pngs) == 8 and all((out / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    assert len(pngs) == 9 and all((out / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    assert "summary.png" in pngs
     assert sum(p.endswith("_pit.png") for p in pngs) == 4
     assert json.loads((out / "probe.json").read_text())["n_rows"] == 600
     assert not list(out.glob(".*"))  # no temporary files
