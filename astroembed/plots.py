@@ -176,37 +176,56 @@ def rgb_image(img: np.ndarray) -> np.ndarray:
     return np.clip(rgb, 0.0, 1.0)
 
 
-def search_plot(file: str | os.PathLike, rows: list[dict], images: dict[int, np.ndarray],
-                spectra: dict[int, np.ndarray], wave: np.ndarray | None = None,
-                title: str = "") -> Path:
-    """The query (first entry of ``rows``) and its neighbours, one per line: the cutout as a
-    colour image and the spectrum as a curve, labelled with ID, similarity and redshift.
+#: DESI coadd flux density, the unit of the catalog's ``flux`` column.
+FLUX_LABEL = "flux [10$^{-17}$ erg s$^{-1}$ cm$^{-2}$ Å$^{-1}$]"
+WAVE_LABEL = "wavelength [Å]"
+PARTNER_COLOUR = "tab:red"
 
-    ``images`` and ``spectra`` map catalog row -> array; either may be empty (the catalog
-    then lacks that column) and the plot shows what there is.
-    """
+
+def _row_label(i: int, item: dict) -> str:
+    """``query ID ...`` or ``#rank ID ...`` with similarity, redshift and the partner flag."""
+    label = f"{'query' if i == 0 else '#' + str(item.get('rank', i))} ID {item['id']}"
+    if i and item.get("similarity") is not None:
+        label += f"\nsim {item['similarity']:.3f}"
+    if item.get("Z") is not None:
+        label += f"  z {item['Z']:.3f}"
+    if i and item.get("partner"):
+        label += "\nquery's own partner"
+    return label
+
+
+def _mark_partner(ax) -> None:
+    """A thick coloured frame: the result is the query object itself, seen in the other
+    modality (what a good cross-modal model ranks first)."""
+    for spine in ax.spines.values():
+        spine.set_edgecolor(PARTNER_COLOUR)
+        spine.set_linewidth(2.5)
+
+
+def search_figure(rows: list[dict], images: dict[int, np.ndarray],
+                  spectra: dict[int, np.ndarray], wave: np.ndarray | None = None,
+                  title: str = ""):
+    """The figure of :func:`search_plot` (a matplotlib Figure, not yet written): per row an
+    image axes then a spectrum axes, whichever there are data for."""
     n = len(rows)
-    ncols = int(bool(images)) + int(bool(spectra))
-    if ncols == 0:
-        ncols = 1
     widths = ([1] if images else []) + ([4] if spectra else []) or [1]
-    fig = _figure(2.0 * sum(widths) if spectra else 2.5, 1.5 * n + 0.5)
+    fig = _figure(2.0 * sum(widths) + 0.6 if spectra else 2.5, 1.5 * n + 0.6)
     grid = fig.add_gridspec(n, len(widths), width_ratios=widths)
     for i, item in enumerate(rows):
-        label = f"{'query' if i == 0 else '#' + str(item.get('rank', i))} ID {item['id']}"
-        if i and item.get("similarity") is not None:
-            label += f"\nsim {item['similarity']:.3f}"
-        if item.get("Z") is not None:
-            label += f"  z {item['Z']:.3f}"
+        label = _row_label(i, item)
+        partner = bool(i and item.get("partner"))
+        colour = PARTNER_COLOUR if partner else "black"
         col = 0
         row = item["row"]
-        if images:
+        if images or not spectra:
             ax = fig.add_subplot(grid[i, col])
             if row in images:
                 ax.imshow(rgb_image(images[row]), origin="lower", interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+            ax.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center", color=colour)
+            if partner:
+                _mark_partner(ax)
             col += 1
         if spectra:
             ax = fig.add_subplot(grid[i, col])
@@ -216,12 +235,31 @@ def search_plot(file: str | os.PathLike, rows: list[dict], images: dict[int, np.
                 smooth = np.convolve(np.nan_to_num(flux), np.ones(9) / 9, mode="same")
                 ax.plot(x, smooth, lw=0.5, color="C0" if i else "k")
             ax.tick_params(labelsize=6)
+            ax.set_ylabel(FLUX_LABEL, fontsize=5.5)
             if not images:
-                ax.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+                ax.yaxis.set_label_position("right")
+                ax.annotate(label, (-0.08, 0.5), xycoords="axes fraction", ha="right",
+                            va="center", fontsize=7, color=colour)
+            if partner:
+                _mark_partner(ax)
             if i < n - 1:
                 ax.set_xticklabels([])
             else:
-                ax.set_xlabel("wavelength [Å]" if wave is not None else "pixel", fontsize=7)
+                ax.set_xlabel(WAVE_LABEL if wave is not None else "pixel", fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
-    return _save(fig, file)
+    return fig
+
+
+def search_plot(file: str | os.PathLike, rows: list[dict], images: dict[int, np.ndarray],
+                spectra: dict[int, np.ndarray], wave: np.ndarray | None = None,
+                title: str = "") -> Path:
+    """The query (first entry of ``rows``) and its neighbours, one per line: the cutout as a
+    colour image and the spectrum as a curve (wavelength in Å, flux in 1e-17 erg/s/cm²/Å),
+    labelled with ID, similarity and redshift; the query's own partner (a cross-modal result
+    that is the query object itself) framed and labelled in red.
+
+    ``images`` and ``spectra`` map catalog row -> array; either may be empty (the catalog
+    then lacks that column) and the plot shows what there is.
+    """
+    return _save(search_figure(rows, images, spectra, wave, title), file)

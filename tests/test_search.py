@@ -221,3 +221,46 @@ def test_faiss_missing_gives_a_clear_error(partners, monkeypatch):
     ids, _ = _all(partners, "embedding_image")
     result = run("search", "--catalog", partners, "--like", int(ids[0]), "--index", "faiss")
     assert result.exit_code == 2 and "pip install faiss-cpu" in result.stderr
+
+
+def _rows_with_partner() -> list[dict]:
+    """A query and three results, the second of which is the query's own partner."""
+    return [{"id": 10, "row": 0, "Z": 0.1},
+            {"id": 11, "row": 1, "rank": 1, "similarity": 0.9, "Z": 0.2, "partner": False},
+            {"id": 10, "row": 0, "rank": 2, "similarity": 0.8, "Z": 0.1, "partner": True},
+            {"id": 12, "row": 2, "rank": 3, "similarity": 0.7, "Z": None, "partner": False}]
+
+
+def test_montage_spectra_carry_units_and_the_partner_is_framed():
+    from astroembed.plots import search_figure
+
+    rng = np.random.default_rng(4)
+    images = {r: rng.uniform(0, 5, (3, 16, 16)) for r in range(3)}
+    spectra = {r: rng.normal(size=500) for r in range(3)}
+    wave = 3600.0 + 0.8 * np.arange(500)
+    fig = search_figure(_rows_with_partner(), images, spectra, wave)
+    assert len(fig.axes) == 8  # an image and a spectrum per row
+    image_axes, spectrum_axes = fig.axes[0::2], fig.axes[1::2]
+    for ax in spectrum_axes:
+        assert ax.get_ylabel() == "flux [10$^{-17}$ erg s$^{-1}$ cm$^{-2}$ Å$^{-1}$]"
+    assert spectrum_axes[-1].get_xlabel() == "wavelength [Å]"
+    np.testing.assert_allclose(spectrum_axes[0].get_lines()[0].get_xdata(), wave)
+    for i, (image, spectrum) in enumerate(zip(image_axes, spectrum_axes)):
+        partner = i == 2
+        for ax in (image, spectrum):
+            widths = {s.get_linewidth() for s in ax.spines.values()}
+            assert (widths == {2.5}) is partner, (i, widths)
+        assert ("partner" in image.get_ylabel()) is partner
+        assert (image.yaxis.label.get_color() == "tab:red") is partner
+
+
+def test_montage_without_images_labels_rows_beside_the_spectra():
+    from astroembed.plots import search_figure
+
+    spectra = {r: np.ones(100) for r in range(3)}
+    fig = search_figure(_rows_with_partner(), {}, spectra, None)
+    assert len(fig.axes) == 4
+    assert fig.axes[-1].get_xlabel() == "pixel"
+    labels = [[t.get_text() for t in ax.texts] for ax in fig.axes]
+    assert all(len(t) == 1 for t in labels) and "partner" in labels[2][0]
+    assert not any("partner" in t[0] for i, t in enumerate(labels) if i != 2)
