@@ -6,8 +6,8 @@ imported by the functions that need them, so ``import astroembed`` (and ``astroe
 stays fast.
 
 Functions that do long work take ``progress``: ``None``, or a callable
-``progress(stage, done, total)`` (``train`` adds a dict of metrics; ``simulate`` passes one
-message string) called as the work advances.
+``progress(stage, done, total)`` (``train`` adds a dict of metrics) called as the work
+advances.
 """
 
 from __future__ import annotations

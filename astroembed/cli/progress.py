@@ -12,11 +12,11 @@ Update = Callable[..., None]
 
 
 @contextlib.contextmanager
-def progress_bars() -> Iterator[Update | None]:
+def progress_bars(show: bool = True) -> Iterator[Update | None]:
     """Yield the ``progress(stage, done, total, metrics=None)`` callback the API functions
-    take (None with -q): one bar per stage, rows/s on a stage named ``rows`` and the running
-    loss when ``metrics`` carry one."""
-    if quiet():
+    take (None with -q, or when ``show`` is False): one bar per stage, rows/s on a stage
+    named ``rows`` and the running loss when ``metrics`` carry one."""
+    if quiet() or not show:
         yield None
         return
     bars: dict[str, int] = {}
@@ -54,25 +54,3 @@ def _progress():
 
     return Progress(TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(),
                     RateOrLoss(), TimeElapsedColumn(), console=stderr())
-
-
-@contextlib.contextmanager
-def status(action: str) -> Iterator[Callable[[str], None] | None]:
-    """Yield a ``progress(message)`` callback (None with -q) for work reported as messages
-    rather than counts: a spinner reading "ACTION MESSAGE...", shown from the first message."""
-    if quiet():
-        yield None
-        return
-    holder: list = []
-
-    def update(message: str) -> None:
-        if not holder:
-            holder.append(stderr().status(f"{action}..."))
-            holder[0].start()
-        holder[0].update(f"{action} {message}...")
-
-    try:
-        yield update
-    finally:
-        if holder:
-            holder[0].stop()

@@ -9,7 +9,7 @@ import typer
 
 from astroembed.cli.app import app, user_errors
 from astroembed.cli.options import json_flag
-from astroembed.cli.progress import status
+from astroembed.cli.progress import progress_bars
 from astroembed.cli.render import show
 
 AsJson = json_flag("Print the summary as JSON on stdout.")
@@ -34,7 +34,7 @@ def simulate(
     import astroembed
 
     with user_errors():
-        with status("simulating") as progress:
+        with progress_bars(show=not as_json) as progress:  # --json: a machine reads it
             summary = astroembed.simulate(out, n_galaxies=n_galaxies, seed=seed,
                                           cutout_size=cutout_size, overwrite=overwrite,
                                           progress=progress)

@@ -8,6 +8,8 @@ The same noiseless r-band model gives the fraction of light a 1.5" DESI fibre co
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from scipy.special import gamma, gammaincinv
 
@@ -104,8 +106,11 @@ def _fibre_fraction(conv: np.ndarray) -> np.ndarray:
 
 def make_cutouts(rng: np.random.Generator, size: int, fluxes: dict[str, np.ndarray],
                  r_eff: np.ndarray, n: np.ndarray, q: np.ndarray, pa: np.ndarray,
-                 is_point: np.ndarray, batch: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """Cutouts for N objects in batches (bounded memory). Returns (images, fibre fraction)."""
+                 is_point: np.ndarray, batch: int = 128,
+                 progress: Callable[[int, int], None] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Cutouts for N objects in batches (bounded memory), ``progress(done, N)`` after each
+    batch. Returns (images, fibre fraction)."""
     count = len(r_eff)
     images = np.empty((count, 3, size, size), dtype=np.float32)
     fibre = np.empty(count)
@@ -119,4 +124,6 @@ def make_cutouts(rng: np.random.Generator, size: int, fluxes: dict[str, np.ndarr
         if pts.any():
             models[pts] = point_sources(size, int(pts.sum()), dx[pts], dy[pts])
         images[sl], fibre[sl] = observe_stamps(models, {b: f[sl] for b, f in fluxes.items()}, size, rng)
+        if progress is not None:
+            progress(sl.stop, count)
     return images, fibre

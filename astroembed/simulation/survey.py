@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,6 +33,9 @@ from astroembed.simulation import images as img
 from astroembed.simulation import spectra as spec
 from astroembed.simulation.population import DECAM, Galaxies, Stars, sample_galaxies, sample_stars
 from astroembed.simulation.sed import galaxy_sed, star_sed
+
+#: ``progress(stage, done, total)``, as the other long commands take it.
+Progress = Callable[[str, int, int], None]
 
 NSIDE = 64
 RELEASE = 9010  # Legacy Survey DR9, south
@@ -146,8 +150,12 @@ class Objects:
 
 
 def write_survey(out: str | Path, config: SimulationConfig, overwrite: bool = False,
-                 progress=None) -> dict:
+                 progress: Progress | None = None) -> dict:
     """Simulate a survey into ``out``, which appears complete or not at all.
+
+    ``progress(stage, done, total)`` follows the two long stages: ``objects`` (cutouts
+    rendered, out of every imaged object) and ``fibres`` (spectra observed and written, out
+    of every DESI fibre of every survey).
 
     An existing ``out`` is replaced only when it is a survey this simulator wrote, holding
     nothing else, and only with ``overwrite``; the swap happens once the new survey is
@@ -161,16 +169,16 @@ def write_survey(out: str | Path, config: SimulationConfig, overwrite: bool = Fa
     return summary
 
 
-def _simulate(out: Path, config: SimulationConfig, progress=None) -> dict:
+def _simulate(out: Path, config: SimulationConfig, progress: Progress | None = None) -> dict:
     """Simulate and write everything into the empty directory ``out``."""
     rng = np.random.default_rng(config.seed)
     half, dmin, dmax, area = sky_box(config.n_galaxies, config.dec_centre)
 
-    def step(msg: str) -> None:
-        if progress is not None:
-            progress(msg)
+    def stage(name: str) -> Callable[[int, int], None] | None:
+        if progress is None:
+            return None
+        return lambda done, total: progress(name, done, total)
 
-    step("galaxies")
     gal = sample_galaxies(rng, config.n_galaxies)
     n_star = max(1, int(round(STAR_FRACTION * config.n_galaxies)))
     stars = sample_stars(rng, n_star)
@@ -185,7 +193,6 @@ def _simulate(out: Path, config: SimulationConfig, progress=None) -> dict:
     ra_ls, dec_ls = offset_positions(rng, ra, dec, 0.03)
     brickid, brickname = bricks(ra_ls, dec_ls)
     objid = _objids(brickid, ra_ls)
-    step("images")
     flux_true = {b[-1]: 10 ** (-0.4 * (mags[b] - 22.5)) * mw_transmission(ebv, b[-1]) for b in DECAM}
     r_eff = np.r_[gal.r_eff, np.zeros(n_star)]
     sersic = np.r_[gal.sersic_n, np.ones(n_star)]
@@ -193,12 +200,11 @@ def _simulate(out: Path, config: SimulationConfig, progress=None) -> dict:
     pa = np.r_[gal.pos_angle, np.zeros(n_star)]
     r_eff_safe = np.where(is_star, 1.0, r_eff)
     cutouts, fibre_frac = img.make_cutouts(rng, config.cutout_size, flux_true, r_eff_safe, sersic,
-                                           q, pa, is_star)
+                                           q, pa, is_star, progress=stage("objects"))
     ls = _legacysurvey_table(rng, ra_ls, dec_ls, brickid, brickname, objid, flux_true, ebv,
                              is_star, gal, r_eff, sersic, fibre_frac)
 
     # DESI: who gets a fibre, positions with ~0.2" offsets, spectra and redshifts.
-    step("spectra")
     r_obs = mags["decam2014-r"]
     targeted = np.where(is_star, (r_obs < 19.5) & (rng.random(n_obj) < STAR_SPEC_FRACTION),
                         rng.random(n_obj) < FIBRE_COMPLETENESS)
@@ -206,9 +212,9 @@ def _simulate(out: Path, config: SimulationConfig, progress=None) -> dict:
     tid = targetid(RELEASE, brickid, objid)
     desi = _desi_targets(rng, np.flatnonzero(targeted), tid, ra_desi, dec_desi, ls, is_star, z_true)
     model = _fibre_model(gal, stars, is_star, fibre_frac, ebv)
-    files = _write_all(out, config, rng, ls, cutouts, desi, model, half, dmin, dmax)
+    files = _write_all(out, config, rng, ls, cutouts, desi, model, half, dmin, dmax,
+                       stage("fibres"))
 
-    step("truth")
     truth = _truth_table(is_star, gal, stars, z_true, ra, dec, ra_ls, dec_ls, ra_desi, dec_desi,
                          brickid, objid, tid, targeted, desi, mags, ebv, fibre_frac)
     _write_parquet(out / ANSWER_KEY, truth)
@@ -354,7 +360,8 @@ def _redshifts(rng, desi, arms_snr, sel) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------- writing
 
 
-def _write_all(out, config, rng, ls, cutouts, desi, model, half, dmin, dmax) -> list[str]:
+def _write_all(out, config, rng, ls, cutouts, desi, model, half, dmin, dmax,
+               progress: Callable[[int, int], None] | None = None) -> list[str]:
     import healpy as hp
 
     files: list[str] = []
@@ -378,7 +385,9 @@ def _write_all(out, config, rng, ls, cutouts, desi, model, half, dmin, dmax) -> 
     # DESI: one coadd + redrock file per healpix (main/bright), and sv3/bright for re-observations.
     hpx = hp.ang2pix(NSIDE, desi["TARGET_RA"], desi["TARGET_DEC"], nest=True, lonlat=True)
     zrows: dict[tuple[str, str], list[dict]] = {}
-    for survey, fibres in (("main", np.ones(len(hpx), bool)), ("sv3", desi["_sv3"])):
+    surveys = (("main", np.ones(len(hpx), bool)), ("sv3", desi["_sv3"]))
+    done, total = 0, int(sum(fibres.sum() for _, fibres in surveys))
+    for survey, fibres in surveys:
         program = "bright"
         for pix in np.unique(hpx[fibres]):
             sel = np.flatnonzero(fibres & (hpx == pix))
@@ -396,6 +405,9 @@ def _write_all(out, config, rng, ls, cutouts, desi, model, half, dmin, dmax) -> 
             files += [str(coadd.relative_to(out)), str(redrock.relative_to(out))]
             zrows.setdefault((survey, program), []).append(
                 dict(fm=fm, z=zres, hpx=np.full(len(sel), pix), tsnr=depth * np.maximum(snr, 0)))
+            done += len(sel)
+            if progress is not None:
+                progress(done, total)
     files += _write_zcatalogs(out, zrows)
     return files
 

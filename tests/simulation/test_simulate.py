@@ -306,3 +306,37 @@ def test_redrock_positions_from_its_fibermap(small_survey):
         with fits.open(f) as h:
             assert np.allclose(z["TARGET_RA"].to_numpy(), h["FIBERMAP"].data["TARGET_RA"])
         assert z["SURVEY"].to_pylist() == ["main"] * z.num_rows
+
+
+def test_progress_counts_rise_to_every_object_and_fibre(tmp_path):
+    calls: list[tuple[str, int, int]] = []
+    out = tmp_path / "survey"
+    summary = astroembed.simulate(out, n_galaxies=300, seed=5, cutout_size=16,
+                                  progress=lambda *args: calls.append(args))
+    assert [c[0] for c in calls] == sorted((c[0] for c in calls), key=["objects", "fibres"].index)
+    fibres = sum(len(fits.getdata(f, "FIBERMAP"))
+                 for f in _files(out / "desi", "coadd-*.fits"))
+    assert fibres > summary["n_fibres"]  # main and the sv3 re-observations
+    for stage, total in (("objects", summary["n_imaging"]), ("fibres", fibres)):
+        done = [d for s, d, t in calls if s == stage]
+        assert {t for s, _, t in calls if s == stage} == {total}
+        assert len(done) > 1 and all(b > a for a, b in zip(done, done[1:]))
+        assert done[-1] == total
+
+
+def test_simulate_draws_its_bars_on_stderr_and_none_with_json_or_quiet(tmp_path):
+    from typer.testing import CliRunner
+
+    from astroembed.cli import app
+
+    runner = CliRunner()
+    args = ["--n-galaxies", "30", "--seed", "2", "--cutout-size", "16"]
+    shown = runner.invoke(app, ["simulate", str(tmp_path / "a"), *args])
+    assert shown.exit_code == 0, shown.output
+    assert "objects" in shown.stderr and "fibres" in shown.stderr
+    assert "Simulated 30 galaxies" in shown.stdout
+    for argv in (["simulate", str(tmp_path / "b"), *args, "--json"],
+                 ["-q", "simulate", str(tmp_path / "c"), *args]):
+        result = runner.invoke(app, argv)
+        assert result.exit_code == 0, result.output
+        assert result.stderr == ""
