@@ -30,7 +30,7 @@ def probe(
     name: ModelName = None,
     id_column: IdColumn = None,
     baselines: Annotated[bool, typer.Option("--baselines/--no-baselines", help="Also probe photometry and a PCA of the raw spectra.")] = True,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Directory for predictions.parquet, PNG plots and probe.json.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Directory for predictions.parquet, PNG plots (two per result, and summary.png) and probe.json; a rerun removes the files its earlier report there listed and it no longer writes.")] = None,
     save: Annotated[Optional[Path], typer.Option("--save", help="Save the best embedding probe (refitted on all rows) to this directory.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --save directory.")] = False,
     level: Annotated[Optional[list[str]], typer.Option("--level", help="Central interval levels of the calibrated predictive distributions, in (0, 1) (comma list or repeated; default 0.68,0.95).")] = None,
