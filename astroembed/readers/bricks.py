@@ -38,6 +38,8 @@ from astroembed.errors import InputError
 __all__ = [
     "BRICK_BANDS",
     "BrickStamps",
+    "assign_bricks",
+    "attach_brick_stamps",
     "brick_path",
     "cut_stamps",
     "find_bricks",
@@ -251,3 +253,93 @@ def _paste(stamp: np.ndarray, block: np.ndarray, r0: int, x0: int, y0: int, widt
     xa, xb = max(x0, 0), min(x0 + size, width)
     if ya < yb and xa < xb:
         stamp[ya - y0:yb - y0, xa - x0:xb - x0] = block[ya - r0:yb - r0, xa:xb]
+
+
+def _brick_grids(bricks: dict[str, dict[str, Path]]) -> dict[str, tuple[object, tuple[int, int]]]:
+    """Brick -> (WCS, (height, width)) of its g image (headers only)."""
+    grids = {}
+    for brick, files in bricks.items():
+        with contextlib.ExitStack() as stack:
+            band = _open_band(_band_files(brick, files)[0], stack)
+            grids[brick] = (band.wcs, band.shape)
+    return grids
+
+
+def assign_bricks(ra: np.ndarray, dec: np.ndarray, bricks: dict[str, dict[str, Path]],
+                  names: Sequence[str | None] | None = None) -> np.ndarray:
+    """The brick each object's stamp comes from (object array; None where no brick has it).
+
+    ``names`` (a catalog's BRICKNAME) decides where given and present under the directory:
+    Tractor assigns each object to the brick whose unique area holds it. Otherwise the
+    brick whose image holds the position farthest from its edges (the most complete stamp).
+    """
+    ra = np.atleast_1d(np.asarray(ra, np.float64))
+    dec = np.atleast_1d(np.asarray(dec, np.float64))
+    out = np.full(ra.size, None, dtype=object)
+    if names is not None:
+        for i, name in enumerate(names):
+            if name is not None and str(name).strip() in bricks:
+                out[i] = str(name).strip()
+    todo = np.flatnonzero(out == None)  # noqa: E711 (element-wise on an object array)
+    if todo.size == 0:
+        return out
+    from astropy.coordinates import SkyCoord
+
+    best = np.full(todo.size, -np.inf)
+    sky = SkyCoord(ra[todo], dec[todo], unit="deg")
+    for brick, (wcs, (height, width)) in sorted(_brick_grids(bricks).items()):
+        x, y = (np.atleast_1d(np.asarray(v, np.float64)) for v in wcs.world_to_pixel(sky))
+        margin = np.minimum.reduce([x + 0.5, width - 0.5 - x, y + 0.5, height - 0.5 - y])
+        better = np.isfinite(margin) & (margin > 0) & (margin > best)
+        best[better] = margin[better]
+        out[todo[better]] = brick
+    return out
+
+
+def attach_brick_stamps(catalog, root: str | os.PathLike, size: int):
+    """Add brick stamps to catalog rows: ``image`` (3, size, size) g, r, z nanomaggies,
+    ``stamp_covered_fraction`` (float32, 0..1), ``stamp_brick`` (string) and
+    ``stamp_offset_x``/``stamp_offset_y`` (float32, pixels: object minus stamp centre).
+
+    Rows that no brick under ``root`` holds get nulls. Each brick's files are opened once.
+    """
+    import pyarrow as pa
+
+    from astroembed.readers.fitsutil import find_column
+    from astroembed.readers.legacysurvey import _positions, images_to_arrow, image_type
+
+    bricks = find_bricks(root)
+    if not bricks:
+        raise InputError(f"{root}: no brick images (coadd/<ddd>/<brick>/legacysurvey-<brick>-"
+                         "image-<band>.fits.fz) found. Pass the directory that holds coadd/.")
+    ra, dec = _positions(catalog)
+    name_col = find_column(catalog.column_names, "BRICKNAME")
+    names = (catalog.column(name_col).to_pylist() if name_col is not None else None)
+    chosen = assign_bricks(ra, dec, bricks, names)
+    n = catalog.num_rows
+    images = np.zeros((n, 3, size, size), dtype=np.float32)
+    covered = np.zeros(n, dtype=np.float32)
+    off_x = np.zeros(n, dtype=np.float32)
+    off_y = np.zeros(n, dtype=np.float32)
+    has = chosen != None  # noqa: E711 (element-wise on an object array)
+    for brick in sorted(set(chosen[has])):
+        rows = np.flatnonzero(chosen == brick)
+        stamps = cut_stamps(brick, bricks[brick], ra[rows], dec[rows], size)
+        images[rows], covered[rows] = stamps.images, stamps.covered
+        off_x[rows], off_y[rows] = stamps.offset_x, stamps.offset_y
+    missing = pa.array(~has)
+    image = images_to_arrow(images)
+    image = pa.ExtensionArray.from_storage(
+        image_type(size, size), pa.FixedSizeListArray.from_arrays(
+            image.storage.values, 3 * size * size, mask=missing))
+    columns = {
+        "image": image,
+        "stamp_covered_fraction": pa.array(covered, mask=~has),
+        "stamp_brick": pa.array(list(chosen), type=pa.string()),
+        "stamp_offset_x": pa.array(off_x, mask=~has),
+        "stamp_offset_y": pa.array(off_y, mask=~has),
+    }
+    out = catalog.drop_columns([c for c in columns if c in catalog.column_names])
+    for name, column in columns.items():
+        out = out.append_column(pa.field(name, column.type), column)
+    return out

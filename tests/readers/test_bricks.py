@@ -201,3 +201,55 @@ def test_simulated_brick(tmp_path):
         peak = np.unravel_index(np.argmax(stamps.images[i, 1]), (25, 25))
         assert abs(peak[0] - (12 + stamps.offset_y[i])) <= 1.0
         assert abs(peak[1] - (12 + stamps.offset_x[i])) <= 1.0
+
+
+def two_bricks(root: Path) -> dict[str, dict[str, Path]]:
+    """Two overlapping 120 x 100 bricks side by side in RA (centres 0.0065 deg apart)."""
+    return {"1500p020": synthetic_brick(root, "1500p020", 150.0, 2.0, seed=4),
+            "1501p020": synthetic_brick(root, "1501p020", 150.0065, 2.0, seed=5)}
+
+
+def cutout2d_stamp(files: dict[str, Path], ra: float, dec: float, size: int) -> np.ndarray:
+    planes = []
+    for band in "grz":
+        data, wcs = decompressed(files[band])
+        planes.append(Cutout2D(data, SkyCoord(ra, dec, unit="deg"), (size, size), wcs=wcs,
+                               mode="partial", fill_value=0).data)
+    return np.stack(planes)
+
+
+def test_attach_by_brickname_and_by_position(tmp_path):
+    import pyarrow as pa
+
+    from astroembed.readers.bricks import attach_brick_stamps
+
+    bricks = two_bricks(tmp_path)
+    # row 0 lies on both bricks, nearer the centre of 1501p020, but its BRICKNAME says
+    # 1500p020; row 1 has no name: the brick holding it farthest from the edges wins;
+    # row 2 is on no brick
+    ra = [150.0040, 150.0043, 151.0]
+    dec = [2.0, 2.0005, 2.0]
+    catalog = pa.table({"RA": ra, "DEC": dec, "BRICKNAME": ["1500p020", None, "1500p020"]})
+    with pytest.raises(InputError, match="lies outside brick 1500p020"):
+        attach_brick_stamps(catalog, tmp_path, 16)
+    catalog = pa.table({"RA": ra, "DEC": dec, "BRICKNAME": ["1500p020", None, "9999p999"]})
+    out = attach_brick_stamps(catalog, tmp_path, 16)
+    assert out.column("stamp_brick").to_pylist() == ["1500p020", "1501p020", None]
+    storage = out.column("image").combine_chunks().storage
+    images = storage.flatten().to_numpy().reshape(-1, 3, 16, 16)
+    for i in (0, 1):
+        brick = out.column("stamp_brick")[i].as_py()
+        assert np.array_equal(images[i], cutout2d_stamp(bricks[brick], ra[i], dec[i], 16))
+    assert out.column("image").null_count == 1 and not out.column("image")[2].is_valid
+    covered = out.column("stamp_covered_fraction").to_pylist()
+    assert covered[0] < 1.0 and covered[1] == 1.0 and covered[2] is None
+    assert out.schema.field("image").type.shape == [3, 16, 16]
+
+
+def test_attach_without_brick_images(tmp_path):
+    import pyarrow as pa
+
+    from astroembed.readers.bricks import attach_brick_stamps
+
+    with pytest.raises(InputError, match="no brick images"):
+        attach_brick_stamps(pa.table({"RA": [1.0], "DEC": [2.0]}), tmp_path, 16)
