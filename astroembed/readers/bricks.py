@@ -44,6 +44,7 @@ __all__ = [
     "cut_stamps",
     "find_bricks",
     "is_brick_directory",
+    "read_brick_index",
     "stamp_bounds",
 ]
 
@@ -75,6 +76,24 @@ def find_bricks(root: str | os.PathLike) -> dict[str, dict[str, Path]]:
         if m and path.parent.name == m["brick"] and path.parent.parent.name == m["brick"][:3]:
             found.setdefault(m["brick"], {})[m["band"]] = path
     return found
+
+
+def read_brick_index(path: str | os.PathLike):
+    """One row per brick under ``path``: ``BRICKNAME`` and the ``BANDS`` it has (e.g. 'grz').
+
+    What ``read_any`` returns for a brick directory: the stamps themselves are cut per
+    object, for the objects a cross-match has (:func:`attach_brick_stamps`).
+    """
+    import pyarrow as pa
+
+    bricks = find_bricks(path)
+    if not bricks:
+        raise InputError(f"{path}: no brick images (coadd/<ddd>/<brick>/legacysurvey-<brick>-"
+                         "image-<band>.fits.fz) found. Pass the directory that holds coadd/.")
+    meta = {b"source": Path(path).name.encode(), b"kind": b"ls_bricks"}
+    return pa.table({"BRICKNAME": list(bricks),
+                     "BANDS": ["".join(sorted(b, key="grz".find)) for b in bricks.values()]}
+                    ).replace_schema_metadata(meta)
 
 
 def is_brick_directory(path: str | os.PathLike) -> bool:
@@ -269,48 +288,56 @@ def assign_bricks(ra: np.ndarray, dec: np.ndarray, bricks: dict[str, dict[str, P
                   names: Sequence[str | None] | None = None) -> np.ndarray:
     """The brick each object's stamp comes from (object array; None where no brick has it).
 
-    ``names`` (a catalog's BRICKNAME) decides where given and present under the directory:
-    Tractor assigns each object to the brick whose unique area holds it. Otherwise the
-    brick whose image holds the position farthest from its edges (the most complete stamp).
+    ``names`` (a catalog's BRICKNAME) decides where given, present under the directory and
+    holding the position (Tractor assigns each object to the brick whose unique area holds
+    it). Otherwise the brick whose image holds the position farthest from its edges (the
+    most complete stamp).
     """
+    from astropy.coordinates import SkyCoord
+
     ra = np.atleast_1d(np.asarray(ra, np.float64))
     dec = np.atleast_1d(np.asarray(dec, np.float64))
     out = np.full(ra.size, None, dtype=object)
-    if names is not None:
-        for i, name in enumerate(names):
-            if name is not None and str(name).strip() in bricks:
-                out[i] = str(name).strip()
-    todo = np.flatnonzero(out == None)  # noqa: E711 (element-wise on an object array)
-    if todo.size == 0:
+    if ra.size == 0:
         return out
-    from astropy.coordinates import SkyCoord
-
-    best = np.full(todo.size, -np.inf)
-    sky = SkyCoord(ra[todo], dec[todo], unit="deg")
+    named = [str(n).strip() if n is not None else None for n in
+             (names if names is not None else [None] * ra.size)]
+    best = np.full(ra.size, -np.inf)
+    sky = SkyCoord(ra, dec, unit="deg")
     for brick, (wcs, (height, width)) in sorted(_brick_grids(bricks).items()):
         x, y = (np.atleast_1d(np.asarray(v, np.float64)) for v in wcs.world_to_pixel(sky))
-        margin = np.minimum.reduce([x + 0.5, width - 0.5 - x, y + 0.5, height - 0.5 - y])
-        better = np.isfinite(margin) & (margin > 0) & (margin > best)
+        with np.errstate(invalid="ignore"):
+            margin = np.minimum.reduce([x + 0.5, width - 0.5 - x, y + 0.5, height - 0.5 - y])
+            inside = np.isfinite(margin) & (margin > 0)
+        # its own brick wins over any other that holds the object
+        own = inside & np.array([n == brick for n in named])
+        margin = np.where(own, np.inf, margin)
+        better = inside & (margin > best)
         best[better] = margin[better]
-        out[todo[better]] = brick
+        out[better] = brick
     return out
 
 
-def attach_brick_stamps(catalog, root: str | os.PathLike, size: int):
+def attach_brick_stamps(catalog, roots: str | os.PathLike | Sequence[str | os.PathLike],
+                        size: int):
     """Add brick stamps to catalog rows: ``image`` (3, size, size) g, r, z nanomaggies,
     ``stamp_covered_fraction`` (float32, 0..1), ``stamp_brick`` (string) and
     ``stamp_offset_x``/``stamp_offset_y`` (float32, pixels: object minus stamp centre).
 
-    Rows that no brick under ``root`` holds get nulls. Each brick's files are opened once.
+    Rows that no brick under ``roots`` (one directory or several; where two hold a brick,
+    the first wins) holds get nulls. Each brick's files are opened once.
     """
     import pyarrow as pa
 
     from astroembed.readers.fitsutil import find_column
     from astroembed.readers.legacysurvey import _positions, images_to_arrow, image_type
 
-    bricks = find_bricks(root)
+    roots = [roots] if isinstance(roots, (str, os.PathLike)) else list(roots)
+    bricks: dict[str, dict[str, Path]] = {}
+    for root in reversed(roots):
+        bricks.update(find_bricks(root))
     if not bricks:
-        raise InputError(f"{root}: no brick images (coadd/<ddd>/<brick>/legacysurvey-<brick>-"
+        raise InputError(f"{', '.join(map(str, roots))}: no brick images (coadd/<ddd>/<brick>/legacysurvey-<brick>-"
                          "image-<band>.fits.fz) found. Pass the directory that holds coadd/.")
     ra, dec = _positions(catalog)
     name_col = find_column(catalog.column_names, "BRICKNAME")

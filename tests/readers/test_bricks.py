@@ -229,12 +229,15 @@ def test_attach_by_brickname_and_by_position(tmp_path):
     # row 2 is on no brick
     ra = [150.0040, 150.0043, 151.0]
     dec = [2.0, 2.0005, 2.0]
-    catalog = pa.table({"RA": ra, "DEC": dec, "BRICKNAME": ["1500p020", None, "1500p020"]})
-    with pytest.raises(InputError, match="lies outside brick 1500p020"):
-        attach_brick_stamps(catalog, tmp_path, 16)
-    catalog = pa.table({"RA": ra, "DEC": dec, "BRICKNAME": ["1500p020", None, "9999p999"]})
-    out = attach_brick_stamps(catalog, tmp_path, 16)
-    assert out.column("stamp_brick").to_pylist() == ["1500p020", "1501p020", None]
+    for third in ("9999p999", "1500p020"):  # a brick absent, or one not holding it
+        catalog = pa.table({"RA": ra, "DEC": dec, "BRICKNAME": ["1500p020", None, third]})
+        out = attach_brick_stamps(catalog, tmp_path, 16)
+        assert out.column("stamp_brick").to_pylist() == ["1500p020", "1501p020", None]
+    # a BRICKNAME that does not hold the position counts as absent
+    catalog = pa.table({"RA": [150.0040, 150.0065], "DEC": [2.0, 2.0],
+                        "BRICKNAME": ["1500p020", "1500p020"]})
+    assert attach_brick_stamps(catalog, tmp_path, 16).column("stamp_brick").to_pylist() == [
+        "1500p020", "1501p020"]
     storage = out.column("image").combine_chunks().storage
     images = storage.flatten().to_numpy().reshape(-1, 3, 16, 16)
     for i in (0, 1):
