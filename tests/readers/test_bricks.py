@@ -256,3 +256,20 @@ def test_attach_without_brick_images(tmp_path):
 
     with pytest.raises(InputError, match="no brick images"):
         attach_brick_stamps(pa.table({"RA": [1.0], "DEC": [2.0]}), tmp_path, 16)
+
+
+def test_a_brick_directory_is_one_input(tmp_path):
+    from astroembed.readers import detect_kind, read_any
+    from astroembed.readers.inventory import input_files
+
+    root = tmp_path / "legacysurvey"
+    synthetic_brick(root, "1500p020", 150.0, 2.0)
+    sweep = root / "sweep" / "sweep-150p000-160p005.fits"
+    sweep.parent.mkdir()
+    sweep.write_bytes(b"placeholder")
+    assert input_files([tmp_path]) == [root, sweep]
+    assert input_files([root / "coadd"]) == [root / "coadd"]
+    assert detect_kind(root) == detect_kind(root / "coadd") == "ls_bricks"
+    kind, table = read_any(root)
+    assert kind == "ls_bricks"
+    assert table.to_pylist() == [{"BRICKNAME": "1500p020", "BANDS": "grz"}]
