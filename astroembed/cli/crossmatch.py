@@ -17,7 +17,7 @@ AsJson = json_flag("Print the summary as JSON on stdout.")
 
 @app.command()
 def crossmatch(
-    images: Annotated[Path, typer.Argument(help="Legacy Survey side (left): catalogs + cutouts, or a table with RA/Dec; file or directory.")],
+    images: Annotated[Path, typer.Argument(help="Legacy Survey side (left): catalogs + cutouts or brick coadds, or a table with RA/Dec; file or directory.")],
     spectra: Annotated[Path, typer.Argument(help="DESI side (right): coadds + redshift catalogs, or a table with RA/Dec; file or directory.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Catalog directory to write (HATS layout).")],
     radius: Annotated[float, typer.Option(help="Match radius, arcsec.")] = 1.0,
