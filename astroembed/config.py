@@ -137,8 +137,11 @@ class SimulationConfig:
     seed: int = 0
     cutout_size: int = 64
     dec_centre: float = 2.0
+    bricks: int = 0  # brick coadds written for the most populated bricks (0: none)
 
     def validate(self) -> None:
+        if not 0 <= self.bricks <= 20:
+            raise ConfigError(f"--bricks must be between 0 and 20 (got {self.bricks}).")
         if self.n_galaxies < 1:
             raise ConfigError(f"--n-galaxies must be at least 1 (got {self.n_galaxies}).")
         if not 16 <= self.cutout_size <= 512:

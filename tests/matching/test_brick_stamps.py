@@ -118,3 +118,31 @@ def test_stamp_columns_are_documented(with_bricks):
         assert stamp_columns[name].type == types[type_], name
         assert part == "main"
         assert (unit, meaning) == describe_field(stamp_columns[name]), name
+
+
+def test_simulated_survey_bricks(small_survey, tmp_path):
+    """``simulate(bricks=1)``: the same survey plus one real-size brick, in which every
+    object of that brick has a complete stamp holding its catalogued flux."""
+    from astroembed.readers.bricks import cut_stamps, find_bricks
+
+    out = tmp_path / "survey"
+    summary = astroembed.simulate(out, n_galaxies=200, seed=7, cutout_size=32, bricks=1)
+    bricks = find_bricks(out / "legacysurvey")
+    assert len(bricks) == 1
+    (name, files), = bricks.items()
+    coadd = sorted(str(p.relative_to(out)) for p in (out / "legacysurvey" / "coadd").rglob("*.fz"))
+    assert sorted(f for f in summary["files"] if "/coadd/" in f and "legacysurvey" in f) == coadd
+    for sweep in sorted((small_survey / "legacysurvey" / "sweep").rglob("*.fits")):
+        twin = out / sweep.relative_to(small_survey)
+        assert twin.read_bytes() == sweep.read_bytes()
+    rows = sweep_rows(out)
+    mine = np.flatnonzero(np.asarray(rows.column("BRICKNAME").to_pylist()) == name)
+    assert mine.size >= 2
+    ra, dec = rows.column("RA").to_numpy()[mine], rows.column("DEC").to_numpy()[mine]
+    stamps = cut_stamps(name, files, ra, dec, 32)
+    assert (stamps.covered == 1.0).all()
+    compact = rows.column("SHAPE_R").to_numpy()[mine] < 0.8
+    flux_r = rows.column("FLUX_R").to_numpy()[mine]
+    assert compact.any()
+    ratio = stamps.images[compact, 1].sum(axis=(1, 2)) / flux_r[compact]
+    assert 0.8 < np.median(ratio) < 1.1
