@@ -108,11 +108,15 @@ def left_side(staging: str, tile: tuple[int, int], plan: Plan | None = None,
 
 def _brick_stamps(catalog: pa.Table, roots: list[str], size: int) -> pa.Table:
     """Stamps from the brick directories ``roots`` for the own rows; margin rows get the
-    same columns, null."""
+    same columns, null. An object no brick holds keeps its cutout when that has the stamps'
+    shape (one image column holds one shape)."""
     from astroembed.readers.bricks import attach_brick_stamps
 
     own = np.flatnonzero(~catalog.column("_margin").to_numpy(zero_copy_only=False))
     stamped = attach_brick_stamps(catalog.take(pa.array(own)), roots, size)
+    if "image" in catalog.column_names:
+        stamped = _keep_cutouts(stamped, catalog.column("image").combine_chunks().take(
+            pa.array(own)))
     added = [c for c in stamped.column_names if c not in catalog.column_names or c == "image"]
     rows = np.full(catalog.num_rows, -1, np.int64)
     rows[own] = np.arange(own.size)
@@ -123,6 +127,22 @@ def _brick_stamps(catalog: pa.Table, roots: list[str], size: int) -> pa.Table:
         out = out.append_column(stamped.schema.field(name), column.take(take) if own.size
                                 else _nulls_like(column, catalog.num_rows))
     return out
+
+
+def _keep_cutouts(stamped: pa.Table, cutouts: pa.Array) -> pa.Table:
+    """``stamped`` with ``cutouts`` (same rows) as the image where no brick gave a stamp."""
+    image = stamped.column("image").combine_chunks()
+    if cutouts.type != image.type:
+        return stamped
+    use = (stamped.column("stamp_brick").is_null().to_numpy(zero_copy_only=False)
+           & cutouts.is_valid().to_numpy(zero_copy_only=False))
+    if not use.any():
+        return stamped
+    n = len(image)
+    pick = np.where(use, n + np.arange(n), np.arange(n))
+    storage = pa.concat_arrays([image.storage, cutouts.storage]).take(pa.array(pick))
+    merged = pa.ExtensionArray.from_storage(image.type, storage)
+    return stamped.set_column(stamped.column_names.index("image"), "image", merged)
 
 
 def _nulls_like(column: pa.Array, n: int) -> pa.Array:

@@ -28,12 +28,13 @@ def sweep_rows(survey: Path) -> pa.Table:
         for f in files)
 
 
-def stamp_of(files: dict[str, Path], ra: float, dec: float) -> np.ndarray:
+def stamp_of(files: dict[str, Path], ra: float, dec: float, size: int = SIZE) -> np.ndarray:
+    """The oracle: astropy's Cutout2D of each decompressed band, 0 outside the brick."""
     planes = []
     for band in "grz":
         with fits.open(files[band]) as hdul:
             data, wcs = np.array(hdul[1].data), WCS(hdul[1].header)
-        planes.append(Cutout2D(data, SkyCoord(ra, dec, unit="deg"), (SIZE, SIZE), wcs=wcs,
+        planes.append(Cutout2D(data, SkyCoord(ra, dec, unit="deg"), (size, size), wcs=wcs,
                                mode="partial", fill_value=0).data)
     return np.stack(planes)
 
@@ -62,7 +63,7 @@ def with_bricks(small_survey, tmp_path_factory):
     out = tmp_path_factory.mktemp("matched") / "cat"
     astroembed.crossmatch([small_survey / "legacysurvey" / "sweep", root], small_survey / "desi",
                           out, how="left", cutout_size=SIZE)
-    return out, bricks, [(names[i], ra[i], dec[i]) for i in picked]
+    return out, bricks, [(names[i], ra[i], dec[i]) for i in picked], root
 
 
 def main_rows(catalog: Path) -> pa.Table:
@@ -71,7 +72,7 @@ def main_rows(catalog: Path) -> pa.Table:
 
 
 def test_objects_get_stamps_from_their_own_brick(with_bricks):
-    catalog, bricks, picked = with_bricks
+    catalog, bricks, picked, _ = with_bricks
     main = main_rows(catalog)
     ra_col = "RA_left" if "RA_left" in main.column_names else "RA"
     dec_col = "DEC_left" if "DEC_left" in main.column_names else "DEC"
@@ -96,6 +97,35 @@ def test_objects_get_stamps_from_their_own_brick(with_bricks):
     assert min(covered) < 1.0 and max(covered) == 1.0
 
 
+def test_objects_no_brick_holds_keep_their_cutouts(with_bricks, small_survey, tmp_path):
+    from astroembed.readers import read_cutout_stack
+
+    _, bricks, picked, root = with_bricks
+    out = tmp_path / "cat"
+    ls = small_survey / "legacysurvey"
+    astroembed.crossmatch([ls / "sweep", ls / "cutouts", root], small_survey / "desi", out,
+                          how="left", cutout_size=32)
+    main = main_rows(out)
+    stacks = pa.concat_tables(read_cutout_stack(f) for f in sorted(ls.glob("cutouts/*.h5")))
+    stack_images = stacks.column("image").combine_chunks().to_numpy_ndarray()
+    stack_xy = np.c_[stacks.column("RA").to_numpy(), stacks.column("DEC").to_numpy()]
+    ra_col = "RA_left" if "RA_left" in main.column_names else "RA"
+    dec_col = "DEC_left" if "DEC_left" in main.column_names else "DEC"
+    row_ids = main.column("ROW_ID").to_pylist()
+    images = astroembed.pixels(out, row_ids, ["image"]).column("image").combine_chunks()
+    images = images.storage.flatten().to_numpy().reshape(-1, 3, 32, 32)
+    bricked = 0
+    for k, name in enumerate(main.column("stamp_brick").to_pylist()):
+        ra, dec = main.column(ra_col)[k].as_py(), main.column(dec_col)[k].as_py()
+        if name is None:
+            j = int(np.argmin(np.hypot(*(stack_xy - [ra, dec]).T)))
+            assert np.array_equal(images[k], stack_images[j])
+        else:
+            bricked += 1
+            assert np.array_equal(images[k], stamp_of(bricks[name], ra, dec, 32))
+    assert bricked >= len(picked)
+
+
 def documented_brick_columns() -> dict[str, list[str]]:
     """Rows of the brick columns table in docs/outputs.md: column -> [type, unit, part, meaning]."""
     text = (Path(__file__).resolve().parents[2] / "docs" / "outputs.md").read_text()
@@ -108,7 +138,7 @@ def documented_brick_columns() -> dict[str, list[str]]:
 def test_stamp_columns_are_documented(with_bricks):
     from astroembed.catalog.schema import describe_field
 
-    catalog, _, _ = with_bricks
+    catalog, _, _, _ = with_bricks
     documented = documented_brick_columns()
     main = pq.read_schema(sorted((catalog / "main" / "dataset").rglob("Npix=*.parquet"))[0])
     stamp_columns = {f.name: f for f in main if f.name.startswith("stamp_")}
