@@ -27,16 +27,19 @@ Progress = Callable[..., None] | None
 
 
 def simulate(out: PathLike, n_galaxies: int = 2000, seed: int = 0, cutout_size: int = 64,
-             overwrite: bool = False, progress: Progress = None) -> dict:
+             overwrite: bool = False, progress: Progress = None, bricks: int = 0) -> dict:
     """Write a simulated mini-survey in the real DESI and Legacy Survey formats to ``out``.
 
     The arguments and ``out`` are checked before anything is written, and the directory
-    appears complete or not at all. Returns a summary (counts, sky area, files).
+    appears complete or not at all. ``bricks`` > 0 also writes that many brick coadds
+    (3600 x 3600, the most populated bricks first). Returns a summary (counts, sky area,
+    files).
     """
     from astroembed.catalog.paths import check_output_dir
     from astroembed.simulation.survey import write_survey
 
-    cfg = SimulationConfig(n_galaxies=n_galaxies, seed=seed, cutout_size=cutout_size)
+    cfg = SimulationConfig(n_galaxies=n_galaxies, seed=seed, cutout_size=cutout_size,
+                           bricks=bricks)
     cfg.validate()
     check_output_dir(out, "OUT")
     return write_survey(out, cfg, overwrite=overwrite, progress=progress)

@@ -137,8 +137,11 @@ class SimulationConfig:
     seed: int = 0
     cutout_size: int = 64
     dec_centre: float = 2.0
+    bricks: int = 0  # brick coadds written for the most populated bricks (0: none)
 
     def validate(self) -> None:
+        if not 0 <= self.bricks <= 20:
+            raise ConfigError(f"--bricks must be between 0 and 20 (got {self.bricks}).")
         if self.n_galaxies < 1:
             raise ConfigError(f"--n-galaxies must be at least 1 (got {self.n_galaxies}).")
         if not 16 <= self.cutout_size <= 512:
@@ -180,6 +183,7 @@ class CrossmatchConfig:
     workers: int | None = None  # None: 2 local workers, or in-process for small inputs
     processes: bool = False  # threads measured faster on 2 cores (see README)
     overwrite: bool = False
+    cutout_size: int = 64  # pixels: stamps cut from brick coadds among the IMAGES
 
     def validate(self) -> None:
         if not self.radius > 0:
@@ -200,6 +204,9 @@ class CrossmatchConfig:
             raise ConfigError(f"--workers must be at least 1 (got {self.workers}).")
         if not self.images or not self.spectra or not self.out:
             raise ConfigError("crossmatch needs IMAGES, SPECTRA and --out.")
+        if not 16 <= self.cutout_size <= 512:
+            raise ConfigError(
+                f"--cutout-size must be between 16 and 512 pixels (got {self.cutout_size}).")
 
 
 PROBE_METHODS = ("knn", "linear", "mlp")

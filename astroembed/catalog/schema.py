@@ -57,6 +57,12 @@ LEFT = {
     "SERSIC": Column("", "Sersic index of the Tractor model"),
     "MASKBITS": Column("", "Legacy Survey mask bits (0: unmasked)"),
     "image": Column("nanomaggy", "g, r, z cutout, (3, H, W)"),
+    "stamp_brick": Column("", "brick coadd the stamp was cut from (null: no brick holds the "
+                              "object)"),
+    "stamp_covered_fraction": Column("", "fraction of the stamp's pixels inside the brick "
+                                         "(the rest are 0)"),
+    "stamp_offset_x": Column("pixel", "object's x (along RA) minus the stamp centre"),
+    "stamp_offset_y": Column("pixel", "object's y (along Dec) minus the stamp centre"),
 }
 
 #: DESI spectra and redshift columns (the cross-match's right side).

@@ -17,7 +17,7 @@ AsJson = json_flag("Print the summary as JSON on stdout.")
 
 @app.command()
 def crossmatch(
-    images: Annotated[Path, typer.Argument(help="Legacy Survey side (left): catalogs + cutouts, or a table with RA/Dec; file or directory.")],
+    images: Annotated[Path, typer.Argument(help="Legacy Survey side (left): catalogs + cutouts or brick coadds, or a table with RA/Dec; file or directory.")],
     spectra: Annotated[Path, typer.Argument(help="DESI side (right): coadds + redshift catalogs, or a table with RA/Dec; file or directory.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Catalog directory to write (HATS layout).")],
     radius: Annotated[float, typer.Option(help="Match radius, arcsec.")] = 1.0,
@@ -36,6 +36,7 @@ def crossmatch(
     workers: Annotated[Optional[int], typer.Option(help="Local Dask workers (default 2; inputs under 64 MB run in-process unless given).")] = None,
     processes: Annotated[bool, typer.Option("--processes/--threads", help="Local workers as processes or threads.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing catalog.")] = False,
+    cutout_size: Annotated[int, typer.Option("--cutout-size", help="Width and height, in pixels, of the stamps cut from brick coadds (coadd/<ddd>/<brick>/) among IMAGES.")] = 64,
     as_json: AsJson = False,
 ) -> None:
     """Cross-match Legacy Survey objects with DESI spectra by HEALPix tile into a HATS catalog.
@@ -57,7 +58,7 @@ def crossmatch(
                 keep_all_spectra=keep_all_spectra,
                 suffixes=tuple(s.strip() for s in suffixes.split(",")), id_column=id_column,
                 max_bytes=max_bytes, max_rows=max_rows, scheduler=scheduler, workers=workers,
-                processes=processes, overwrite=overwrite)
+                processes=processes, overwrite=overwrite, cutout_size=cutout_size)
         show(summary, as_json, render, out)
 
 

@@ -22,6 +22,7 @@ def simulate(
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives identical files.")] = 0,
     cutout_size: Annotated[int, typer.Option("--cutout-size", help="Cutout width and height in 0.262\" pixels.")] = 64,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it already holds data.")] = False,
+    bricks: Annotated[int, typer.Option("--bricks", help="Also write this many brick coadds (legacysurvey/coadd/, 3600x3600 per band), the most populated bricks first.")] = 0,
     as_json: AsJson = False,
 ) -> None:
     """Write a simulated mini-survey in the real DESI and Legacy Survey file formats.
@@ -37,7 +38,7 @@ def simulate(
         with progress_bars(show=not as_json) as progress:  # --json: a machine reads it
             summary = astroembed.simulate(out, n_galaxies=n_galaxies, seed=seed,
                                           cutout_size=cutout_size, overwrite=overwrite,
-                                          progress=progress)
+                                          progress=progress, bricks=bricks)
         show(summary, as_json, render, out)
 
 

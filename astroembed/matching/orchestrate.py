@@ -62,7 +62,8 @@ def _tile_options(cfg: CrossmatchConfig):
     from astroembed.matching.tilematch import TileOptions
 
     return TileOptions(radius=cfg.radius, mode=cfg.mode, how=cfg.how, match_on=cfg.match_on,
-                       compare_ids=cfg.compare_ids, suffixes=tuple(cfg.suffixes))
+                       compare_ids=cfg.compare_ids, suffixes=tuple(cfg.suffixes),
+                       cutout_size=cfg.cutout_size)
 
 
 def crossmatch(cfg: CrossmatchConfig, progress: Progress | None = None,

@@ -37,7 +37,7 @@ class InputFile:
 
     path: str
     side: str  # "left" (Legacy Survey) or "right" (DESI)
-    role: str  # catalog | images | spectra | redshifts | table
+    role: str  # catalog | images | bricks | spectra | redshifts | table
     kind: str  # astroembed.readers kind
     size: int
     mtime: float
@@ -71,7 +71,7 @@ class StageResult:
 
 _ROLE_OF_KIND = {
     "left": {"ls_catalog": "catalog", "table": "catalog", "ls_cutout_stack": "images",
-             "ls_cutout_fits": "images"},
+             "ls_cutout_fits": "images", "ls_bricks": "bricks"},
     "right": {"desi_spectra": "spectra", "desi_redshifts": "redshifts", "table": "table"},
 }
 
@@ -154,6 +154,8 @@ def stage_input(f: InputFile, staging: str, keep_all: bool = False) -> list[Stag
     ``keep_all`` turns the fibre-level quality cuts off (``--keep-all-spectra``). Chunks
     already staged by an interrupted run are not redone.
     """
+    if f.role == "bricks":  # stamps are cut per tile, for the catalog rows it holds
+        return []
     done = Path(staging) / "inputs" / f"{f.key}.json"
     if done.exists():
         return [StageResult.from_json(line) for line in done.read_text().splitlines()]

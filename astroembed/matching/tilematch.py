@@ -34,6 +34,7 @@ class TileOptions:
     match_on: str
     compare_ids: bool
     suffixes: tuple[str, str]
+    cutout_size: int = 64  # stamps cut from brick coadds
 
 
 @dataclass
@@ -77,9 +78,15 @@ def _has_role(plan: Plan | None, side: str, role: str) -> bool:
     return plan is not None and any(f["side"] == side and f["role"] == role for f in plan.inputs)
 
 
-def left_side(staging: str, tile: tuple[int, int], plan: Plan | None = None) -> pa.Table | None:
+def left_side(staging: str, tile: tuple[int, int], plan: Plan | None = None,
+              cutout_size: int = 64) -> pa.Table | None:
     """Catalog rows of the tile (own + margin) with cutouts attached where there are any
-    (an all-null ``image`` column when the run has cutouts but none reach this tile)."""
+    (an all-null ``image`` column when the run has cutouts but none reach this tile).
+
+    With brick coadds among the inputs, the tile's own rows get stamps cut from them
+    (replacing any cutout) and the stamp columns; margin rows produce no output and get
+    nulls, so no stamp is cut twice.
+    """
     from astroembed.readers import attach_cutouts
 
     catalog = read_fragments(staging, tile, "left-catalog")
@@ -92,7 +99,56 @@ def left_side(staging: str, tile: tuple[int, int], plan: Plan | None = None) -> 
         cutouts = images.drop_columns([c for c in images.column_names
                                        if c in INTERNAL or c == "_healpix_29"])
         catalog = attach_cutouts(catalog, cutouts, max_sep_arcsec=IMAGE_JOIN_ARCSEC)
+    bricks = [f["path"] for f in (plan.inputs if plan is not None else ())
+              if f["side"] == "left" and f["role"] == "bricks"]
+    if bricks:
+        catalog = _brick_stamps(catalog, bricks, cutout_size)
     return catalog
+
+
+def _brick_stamps(catalog: pa.Table, roots: list[str], size: int) -> pa.Table:
+    """Stamps from the brick directories ``roots`` for the own rows; margin rows get the
+    same columns, null. An object no brick holds keeps its cutout when that has the stamps'
+    shape (one image column holds one shape)."""
+    from astroembed.readers.bricks import attach_brick_stamps
+
+    own = np.flatnonzero(~catalog.column("_margin").to_numpy(zero_copy_only=False))
+    stamped = attach_brick_stamps(catalog.take(pa.array(own)), roots, size)
+    if "image" in catalog.column_names:
+        stamped = _keep_cutouts(stamped, catalog.column("image").combine_chunks().take(
+            pa.array(own)))
+    added = [c for c in stamped.column_names if c not in catalog.column_names or c == "image"]
+    rows = np.full(catalog.num_rows, -1, np.int64)
+    rows[own] = np.arange(own.size)
+    take = pa.array(np.where(rows < 0, 0, rows), mask=rows < 0)
+    out = catalog.drop_columns([c for c in added if c in catalog.column_names])
+    for name in added:
+        column = stamped.column(name).combine_chunks()
+        out = out.append_column(stamped.schema.field(name), column.take(take) if own.size
+                                else _nulls_like(column, catalog.num_rows))
+    return out
+
+
+def _keep_cutouts(stamped: pa.Table, cutouts: pa.Array) -> pa.Table:
+    """``stamped`` with ``cutouts`` (same rows) as the image where no brick gave a stamp."""
+    image = stamped.column("image").combine_chunks()
+    if cutouts.type != image.type:
+        return stamped
+    use = (stamped.column("stamp_brick").is_null().to_numpy(zero_copy_only=False)
+           & cutouts.is_valid().to_numpy(zero_copy_only=False))
+    if not use.any():
+        return stamped
+    n = len(image)
+    pick = np.where(use, n + np.arange(n), np.arange(n))
+    storage = pa.concat_arrays([image.storage, cutouts.storage]).take(pa.array(pick))
+    merged = pa.ExtensionArray.from_storage(image.type, storage)
+    return stamped.set_column(stamped.column_names.index("image"), "image", merged)
+
+
+def _nulls_like(column: pa.Array, n: int) -> pa.Array:
+    if isinstance(column.type, pa.ExtensionType):
+        return pa.ExtensionArray.from_storage(column.type, pa.nulls(n, column.type.storage_type))
+    return pa.nulls(n, column.type)
 
 
 def right_side(staging: str, tile: tuple[int, int], own_counts: Counter,
@@ -223,7 +279,7 @@ def build_tile(tile: tuple[int, int], staging: str, catalog: str, plan: Plan,
         result.skipped = True
         return result
     result = TileResult(tile)
-    left = left_side(staging, tile, plan)
+    left = left_side(staging, tile, plan, opts.cutout_size)
     right = right_side(staging, tile, result.dropped, keep_all, plan)
     if left is None or left.num_rows == 0:
         done.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,8 @@ ls_cutout_fits     FITS with a 3-D image and no tables         :func:`legacysurv
 ls_catalog         FITS table with RA, DEC, FLUX_G/R/Z and     :func:`legacysurvey.read_catalog`
                    BRICKID/OBJID/BRICKNAME/TYPE/MW_TRANSMISSION
 ls_cutout_stack    HDF5 with an ``images`` data set            :func:`legacysurvey.read_cutout_stack`
+ls_bricks          directory with ``coadd/<ddd>/<brick>/``     :func:`bricks.read_brick_index`
+                   ``legacysurvey-<brick>-image-<band>.fits.fz``
 table              Parquet, Parquet/HATS directory, or any     :func:`tables.read_table`
                    FITS table with RA/DEC or TARGET_RA/DEC
 =================  ==========================================  ==============================
@@ -33,7 +35,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from astroembed.errors import InputError
-from astroembed.readers import desi, legacysurvey, tables
+from astroembed.readers import bricks, desi, legacysurvey, tables
+from astroembed.readers.bricks import is_brick_directory, read_brick_index
 from astroembed.readers.desi import (
     N_WAVE,
     WAVE_START,
@@ -63,10 +66,12 @@ __all__ = [
     "WAVE_START",
     "WAVE_STEP",
     "attach_cutouts",
+    "bricks",
     "desi",
     "detect_kind",
     "image_type",
     "is_desi_redshifts",
+    "is_brick_directory",
     "is_desi_spectra",
     "is_hats_catalog",
     "is_ls_catalog",
@@ -89,7 +94,7 @@ __all__ = [
 ]
 
 KINDS = ("desi_spectra", "desi_redshifts", "ls_catalog", "ls_cutout_fits",
-         "ls_cutout_stack", "table")
+         "ls_cutout_stack", "ls_bricks", "table")
 
 _READERS = {
     "desi_spectra": read_spectra,
@@ -97,6 +102,7 @@ _READERS = {
     "ls_catalog": read_catalog,
     "ls_cutout_fits": read_cutout_fits,
     "ls_cutout_stack": read_cutout_stack,
+    "ls_bricks": read_brick_index,
     "table": read_table,
 }
 
@@ -110,9 +116,11 @@ def detect_kind(path: str | os.PathLike) -> str:
     if p.is_dir():
         if is_table(p):
             return "table"
+        if is_brick_directory(p):
+            return "ls_bricks"
         raise InputError(
-            f"{p}: is a directory but not a HATS catalog (hats.properties + dataset/) or a "
-            "directory of Parquet files."
+            f"{p}: is a directory but not a HATS catalog (hats.properties + dataset/), a "
+            "directory of Parquet files or of Legacy Survey brick coadds (coadd/)."
         )
     check_file(p)
     if is_fits(p):

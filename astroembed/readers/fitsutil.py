@@ -95,7 +95,9 @@ def _check_structure(hdul: fits.HDUList, path: Path) -> None:
         if info is None:  # pragma: no cover - only for HDUs not read from a file
             continue
         data_start = int(info["datLoc"])
-        need = data_start + int(hdu.size)
+        # A compressed image's ``size`` is its decompressed size; on disk it spans datSpan.
+        stored = info["datSpan"] if isinstance(hdu, fits.CompImageHDU) else hdu.size
+        need = data_start + int(stored)
         if need > size:
             raise InputError(
                 f"{where(path, hdu_label(hdu, i))}: the file is truncated: this HDU needs "

@@ -21,17 +21,23 @@ SKIP_NAMES = {"simulation.json"}
 def input_files(paths: list[str | os.PathLike]) -> list[Path]:
     """Expand directories into the files under them (hidden files skipped); keep files as given.
 
-    A HATS catalog or Parquet dataset directory counts as one input.
+    A HATS catalog or Parquet dataset directory counts as one input, and so does a
+    directory of brick coadds (the one holding ``coadd/``): stamps are cut from it per object.
     """
-    from astroembed.readers import is_table
+    from astroembed.readers import is_brick_directory, is_table
 
     out: list[Path] = []
     for p in map(Path, paths):
         if not p.exists():
             raise InputError(f"{p}: no such file or directory.")
-        if p.is_dir() and not is_table(p):
+        if p.is_dir() and p.name == "coadd" and is_brick_directory(p):
+            out.append(p)
+        elif p.is_dir() and not is_table(p):
             for root, dirs, files in os.walk(p):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                if "coadd" in dirs and is_brick_directory(root):
+                    out.append(Path(root))
+                    dirs.remove("coadd")
                 out += [Path(root) / f for f in sorted(files)
                         if not f.startswith(".") and f not in SKIP_NAMES]
         else:
@@ -63,6 +69,8 @@ def describe_file(path: Path) -> dict:
                     z_median=float(np.median(z[good])) if good.any() else None)
     elif kind == "ls_catalog":
         info.update(types=dict(Counter(table["TYPE"].fill_null("").to_pylist())))
+    elif kind == "ls_bricks":
+        info.update(bricks=table.column("BRICKNAME").to_pylist())
     elif kind in ("ls_cutout_stack", "ls_cutout_fits"):
         info.update(image_shape=list(table.schema.field("image").type.shape))
     else:

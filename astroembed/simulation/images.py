@@ -75,8 +75,11 @@ def point_sources(size: int, count: int, dx: np.ndarray, dy: np.ndarray) -> np.n
 
 
 def observe_stamps(models: np.ndarray, fluxes: dict[str, np.ndarray], size: int,
-                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                   rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
     """Convolve unit-flux models with each band's PSF, bin, add sky noise.
+
+    ``rng`` None leaves the noise out: galaxies rendered into a larger image (a brick) get
+    the sky noise once, over the whole image.
 
     Returns (images (N, 3, size, size) float32 nanomaggies, fibre fraction in r (N,)).
     """
@@ -91,7 +94,9 @@ def observe_stamps(models: np.ndarray, fluxes: dict[str, np.ndarray], size: int,
         if band == "r":
             fibre = _fibre_fraction(conv)
         crop = conv[:, lo:hi, lo:hi].reshape(n, size, OVERSAMPLE, size, OVERSAMPLE).sum(axis=(2, 4))
-        noisy = crop * fluxes[band][:, None, None] + rng.normal(0, SKY_SIGMA[band], crop.shape)
+        noisy = crop * fluxes[band][:, None, None]
+        if rng is not None:
+            noisy = noisy + rng.normal(0, SKY_SIGMA[band], crop.shape)
         out[:, k] = noisy.astype(np.float32)
     return out, fibre
 

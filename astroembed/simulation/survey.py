@@ -9,6 +9,8 @@ real and simulated data)::
     legacysurvey/sweep/9.0/sweep-{ra0}{p|m}{dec0}-{ra1}{p|m}{dec1}.fits
     legacysurvey/cutouts/cutouts-{sweep box}.h5       (all objects, like the SSL datasets)
     legacysurvey/cutouts/fits/cutout_ra{RA}_dec{DEC}_grz.fits   (a few, as the cutout service)
+    legacysurvey/coadd/{brick[:3]}/{brick}/legacysurvey-{brick}-image-{g,r,z}.fits.fz
+                           (with --bricks: brick coadds, -invvar-{g,r,z} and -maskbits beside)
     truth.parquet          every object's true properties and its IDs in both surveys
     simulation.json        seed, sizes and software versions
 
@@ -52,6 +54,7 @@ BAD_STATUS_FRACTION = 0.015
 SV3_FRACTION = 0.03  # targets re-observed in sv3 (duplicates resolved by ZCAT_PRIMARY)
 N_CUTOUT_FITS = 5
 SKY_BIT = 59
+BRICK_PIXELS = 3600  # a brick coadd's width and height (0.262 deg at 0.262"/pixel)
 ZWARN_SMALL_DELTA_CHI2 = 4
 ZWARN_BAD_TARGET = 512
 ZWARN_SKY = 1
@@ -92,6 +95,12 @@ def bricks(ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Returns (BRICKID, BRICKNAME), following the DR9 survey-bricks scheme: rows numbered from
     the south pole, bricks counted along each row from RA = 0, names from the brick centre.
     """
+    brickid, names, _, _ = brick_grid(ra, dec)
+    return brickid, names
+
+
+def brick_grid(ra: np.ndarray, dec: np.ndarray):
+    """(BRICKID, BRICKNAME, RA centre, Dec centre) of each position's brick (see bricks)."""
     rows = np.arange(721)
     dec_c = -90.0 + 0.25 * rows
     n_ra = np.maximum(1, np.round(360.0 * np.cos(np.radians(dec_c)) / 0.25)).astype(int)
@@ -103,7 +112,7 @@ def bricks(ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ra_c = (col + 0.5) * 360.0 / nr
     names = np.array([f"{int(a * 10):04d}{'p' if d >= 0 else 'm'}{int(round(abs(d) * 10)):03d}"
                       for a, d in zip(ra_c, dec_c[row])])
-    return first_id[row] + col, names
+    return first_id[row] + col, names, ra_c, dec_c[row]
 
 
 def sweep_name(ra: float, dec: float) -> str:
@@ -214,6 +223,9 @@ def _simulate(out: Path, config: SimulationConfig, progress: Progress | None = N
     model = _fibre_model(gal, stars, is_star, fibre_frac, ebv)
     files = _write_all(out, config, rng, ls, cutouts, desi, model, half, dmin, dmax,
                        stage("fibres"))
+    if config.bricks:
+        files += _write_bricks(out, config, ra_ls, dec_ls, flux_true, r_eff_safe, sersic, q, pa,
+                               is_star, stage("bricks"))
 
     truth = _truth_table(is_star, gal, stars, z_true, ra, dec, ra_ls, dec_ls, ra_desi, dec_desi,
                          brickid, objid, tid, targeted, desi, mags, ebv, fibre_frac)
@@ -230,6 +242,29 @@ def _simulate(out: Path, config: SimulationConfig, progress: Progress | None = N
     with atomic_path(out / SIMULATION_FILE) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _write_bricks(out: Path, config: SimulationConfig, ra, dec, flux, r_eff, sersic, q, pa,
+                  is_point, progress: Callable[[int, int], None] | None = None) -> list[str]:
+    """Full-size brick coadds (3600 x 3600) for the ``config.bricks`` most populated bricks,
+    every object rendered into the bricks whose image holds it. Their own random stream, so
+    asking for bricks leaves every other file as it would be without them."""
+    from astroembed.simulation.bricks import write_brick
+
+    rng = np.random.default_rng([config.seed, 1])
+    _, names, ra_c, dec_c = brick_grid(ra, dec)
+    unique, first, counts = np.unique(names, return_index=True, return_counts=True)
+    order = np.lexsort((unique, -counts))[:config.bricks]
+    files = []
+    for n, k in enumerate(order, start=1):
+        i = first[k]
+        written = write_brick(out / "legacysurvey", str(unique[k]), float(ra_c[i]),
+                              float(dec_c[i]), ra, dec, flux, r_eff, sersic, q, pa, is_point,
+                              rng, width=BRICK_PIXELS)
+        files += [str(p.relative_to(out)) for p in sorted(written["g"].parent.iterdir())]
+        if progress:
+            progress(n, len(order))
+    return files
 
 
 def _objids(brickid: np.ndarray, ra: np.ndarray) -> np.ndarray:

@@ -45,7 +45,7 @@ def test_simulate(monkeypatch, tmp_path):
                             "--cutout-size", "16", "--overwrite"])
     assert args == (tmp_path / "s",)
     assert kwargs == {"n_galaxies": 7, "seed": 3, "cutout_size": 16, "overwrite": True,
-                      "progress": None}
+                      "progress": None, "bricks": 0}
 
 
 def test_inspect(monkeypatch, tmp_path):
@@ -66,14 +66,15 @@ def test_crossmatch(monkeypatch, tmp_path):
     args, kwargs = _invoke(monkeypatch, "crossmatch",
                            ["crossmatch", "ls", "desi", "--out", str(tmp_path / "m"), "--radius",
                             "2", "--mode", "all", "--suffixes", "_a, _b", "--workers", "3",
-                            "--processes", "--compare-ids"])
+                            "--processes", "--compare-ids", "--cutout-size", "32"])
     assert args == (Path("ls"), Path("desi"), tmp_path / "m")
     assert kwargs == {"progress": None, "radius": 2.0, "mode": "all", "how": "inner",
                       "margin": None, "margin_catalog": 5.0, "match_on": "position",
                       "compare_ids": True,
                       "keep_all_spectra": False, "suffixes": ("_a", "_b"),
                       "id_column": "TARGETID", "max_bytes": 512e6, "max_rows": 1_000_000,
-                      "scheduler": None, "workers": 3, "processes": True, "overwrite": False}
+                      "scheduler": None, "workers": 3, "processes": True, "overwrite": False,
+                      "cutout_size": 32}
 
 
 @pytest.mark.parametrize("form", [["--catalog", "{cat}"], ["-c", "{cat}"], ["{cat}"],

@@ -198,7 +198,8 @@ def test_cutouts_match_catalogue(small_survey):
 
 def test_simulation_summary(small_survey):
     summary = json.loads((small_survey / "simulation.json").read_text())
-    assert summary["config"] == {"n_galaxies": 200, "seed": 7, "cutout_size": 32, "dec_centre": 2.0}
+    assert summary["config"] == {"n_galaxies": 200, "seed": 7, "cutout_size": 32, "dec_centre": 2.0,
+                                 "bricks": 0}
     truth = _truth(small_survey)
     assert (truth["kind"] == "galaxy").sum() == 200
     assert set(summary["files"]) == {str(p.relative_to(small_survey))

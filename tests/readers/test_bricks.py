@@ -1,0 +1,275 @@
+"""Stamps cut from brick coadds against astropy's Cutout2D on the same decompressed image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.coordinates import SkyCoord
+from astropy.io import fits
+from astropy.nddata import Cutout2D
+from astropy.wcs import WCS
+
+from astroembed.errors import InputError
+from astroembed.readers.bricks import cut_stamps, find_bricks, is_brick_directory
+
+PIXSCALE = 0.262 / 3600.0
+REAL_CUTOUT = (Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "real"
+               / "legacysurvey" / "cutout_ra357.9087_dec-54.8817_grz.fits")
+
+
+def tan_header(ra: float, dec: float, width: int, height: int) -> fits.Header:
+    h = fits.Header()
+    for k, v in dict(CTYPE1="RA---TAN", CTYPE2="DEC--TAN", CRVAL1=ra, CRVAL2=dec,
+                     CRPIX1=(width + 1) / 2, CRPIX2=(height + 1) / 2, CD1_1=-PIXSCALE,
+                     CD1_2=0.0, CD2_1=0.0, CD2_2=PIXSCALE, RADESYS="ICRS").items():
+        h[k] = v
+    return h
+
+
+def write_brick_files(root: Path, brick: str, header: fits.Header,
+                      planes: dict[str, np.ndarray]) -> dict[str, Path]:
+    """The bands as the data centre lays them out: RICE row tiles, empty primary HDU."""
+    out = {}
+    for band, data in planes.items():
+        path = root / "coadd" / brick[:3] / brick / f"legacysurvey-{brick}-image-{band}.fits.fz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        hdu = fits.CompImageHDU(data.astype(np.float32), header=header,
+                                compression_type="RICE_1", tile_shape=(1, data.shape[1]))
+        fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path)
+        out[band] = path
+    return out
+
+
+def synthetic_brick(root: Path, brick: str, ra: float, dec: float, width: int = 120,
+                    height: int = 100, seed: int = 0) -> dict[str, Path]:
+    rng = np.random.default_rng(seed)
+    planes = {b: rng.normal(0, 1, (height, width)) + k for k, b in enumerate("grz")}
+    return write_brick_files(root, brick, tan_header(ra, dec, width, height), planes)
+
+
+def decompressed(path: Path) -> tuple[np.ndarray, WCS]:
+    with fits.open(path) as hdul:
+        return np.array(hdul[1].data), WCS(hdul[1].header)
+
+
+def check_against_cutout2d(files: dict[str, Path], brick: str, ra, dec, size: int) -> None:
+    """Bounds, offsets, coverage and pixels of every stamp equal what Cutout2D gives."""
+    stamps = cut_stamps(brick, files, ra, dec, size)
+    assert stamps.images.shape == (len(ra), 3, size, size)
+    assert stamps.images.dtype == np.float32
+    for k, band in enumerate("grz"):
+        data, wcs = decompressed(files[band])
+        for i, (a, d) in enumerate(zip(ra, dec)):
+            c = Cutout2D(data, SkyCoord(a, d, unit="deg"), (size, size), wcs=wcs,
+                         mode="partial", fill_value=0)
+            x0 = c.slices_original[1].start - c.slices_cutout[1].start
+            y0 = c.slices_original[0].start - c.slices_cutout[0].start
+            assert (stamps.x0[i], stamps.y0[i]) == (x0, y0)
+            assert np.array_equal(stamps.images[i, k], c.data)
+            inside = ((c.slices_cutout[0].stop - c.slices_cutout[0].start)
+                      * (c.slices_cutout[1].stop - c.slices_cutout[1].start))
+            assert stamps.covered[i] == pytest.approx(inside / size**2)
+            # pixels from the brick are the brick's own, by NumPy indexing of the image
+            ys, xs = c.slices_original
+            sub = stamps.images[i, k][c.slices_cutout]
+            assert np.array_equal(sub, data[ys, xs])
+            px, py = wcs.world_to_pixel(SkyCoord(a, d, unit="deg"))
+            centre = (size - 1) / 2
+            assert abs(stamps.offset_x[i] - (px - x0 - centre)) < 0.01
+            assert abs(stamps.offset_y[i] - (py - y0 - centre)) < 0.01
+
+
+def pixel_to_sky(files, x, y):
+    _, wcs = decompressed(files["g"])
+    sky = wcs.pixel_to_world(np.asarray(x, float), np.asarray(y, float))
+    return np.mod(sky.ra.deg, 360.0), sky.dec.deg
+
+
+@pytest.mark.parametrize("size", [15, 16])
+def test_interior_and_edges_match_cutout2d(tmp_path, size):
+    files = synthetic_brick(tmp_path, "1500p020", 150.0, 2.0)
+    # interior, the four edges and a corner, at fractional pixel positions
+    x = [60.3, 0.2, 119.4, 50.7, 70.1, 1.4]
+    y = [49.8, 50.6, 40.2, 0.1, 99.3, 98.9]
+    ra, dec = pixel_to_sky(files, x, y)
+    check_against_cutout2d(files, "1500p020", ra, dec, size)
+    stamps = cut_stamps("1500p020", files, ra, dec, size)
+    assert stamps.covered[0] == 1.0
+    assert (stamps.covered[1:] < 1.0).all()
+    # the filled part is zero, never shifted brick pixels
+    assert (stamps.images[1, :, :, : size // 2 - 1] == 0).all()
+
+
+def test_ra_wrap(tmp_path):
+    files = synthetic_brick(tmp_path, "0000p000", 0.0, 0.0, seed=1)
+    ra = np.array([359.9990, 0.0010, 0.0, 359.99575, 0.0043])
+    dec = np.array([0.001, -0.002, 0.0, 0.0, 0.0012])
+    check_against_cutout2d(files, "0000p000", ra, dec, 21)
+
+
+def test_high_declination(tmp_path):
+    files = synthetic_brick(tmp_path, "1200p880", 120.0, 88.0, seed=2)
+    x, y = [10.5, 60.0, 118.7], [90.2, 50.0, 3.3]
+    ra, dec = pixel_to_sky(files, x, y)
+    assert (dec > 87.99).all()
+    check_against_cutout2d(files, "1200p880", ra, dec, 24)
+
+
+def test_find_bricks_layout(tmp_path):
+    files = synthetic_brick(tmp_path, "1500p020", 150.0, 2.0)
+    (tmp_path / "coadd" / "150" / "1500p020" / "legacysurvey-1500p020-invvar-g.fits.fz").write_bytes(b"x")
+    (tmp_path / "stray-image-g.fits").write_bytes(b"x")
+    assert find_bricks(tmp_path) == {"1500p020": files}
+    assert find_bricks(tmp_path / "coadd") == {"1500p020": files}
+    assert is_brick_directory(tmp_path)
+    assert not is_brick_directory(tmp_path / "coadd" / "150" / "1500p020" / "nothing")
+
+
+@pytest.mark.skipif(not REAL_CUTOUT.is_file(), reason="real fixtures (../shared) are absent")
+def test_real_cutout_as_a_brick(tmp_path):
+    with fits.open(REAL_CUTOUT) as hdul:
+        cube = np.array(hdul[0].data, dtype=np.float32)
+        header = WCS(hdul[0].header, naxis=2).to_header()
+    brick = "3579m550"
+    files = write_brick_files(tmp_path, brick, header,
+                              {b: cube[k] for k, b in enumerate("grz")})
+    assert find_bricks(tmp_path)[brick] == files
+    x, y = [127.5, 130.2, 3.0, 250.6], [127.5, 100.9, 200.4, 5.5]
+    ra, dec = pixel_to_sky(files, x, y)
+    check_against_cutout2d(files, brick, ra, dec, 64)
+    stamps = cut_stamps(brick, files, [357.9087], [-54.8817], 256)
+    assert stamps.covered[0] == 1.0
+    # nearly lossless quantization keeps the real pixels to within their noise
+    assert np.allclose(stamps.images[0], cube, atol=0.05 * np.std(cube))
+
+
+def test_truncated_file(tmp_path):
+    files = synthetic_brick(tmp_path, "1500p020", 150.0, 2.0)
+    raw = files["r"].read_bytes()
+    files["r"].write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(InputError, match=r"image-r\.fits\.fz.*truncated.*again"):
+        cut_stamps("1500p020", files, [150.0], [2.0], 16)
+
+
+def test_missing_band(tmp_path):
+    files = synthetic_brick(tmp_path, "1500p020", 150.0, 2.0)
+    files["z"].unlink()
+    found = find_bricks(tmp_path)["1500p020"]
+    with pytest.raises(InputError, match=r"image-z\.fits\.fz: brick 1500p020 has no z image"):
+        cut_stamps("1500p020", found, [150.0], [2.0], 16)
+
+
+def test_no_wcs(tmp_path):
+    planes = {b: np.ones((50, 50)) for b in "grz"}
+    files = write_brick_files(tmp_path, "1500p020", fits.Header(), planes)
+    with pytest.raises(InputError, match=r"image-g\.fits\.fz: no usable sky WCS.*TAN WCS"):
+        cut_stamps("1500p020", files, [150.0], [2.0], 16)
+
+
+def test_object_outside_the_brick(tmp_path):
+    files = synthetic_brick(tmp_path, "1500p020", 150.0, 2.0)
+    with pytest.raises(InputError, match=r"RA 151\.000000, Dec 2\.000000 lies outside brick "
+                                         r"1500p020.*BRICKNAME"):
+        cut_stamps("1500p020", files, [150.0, 151.0], [2.0, 2.0], 16)
+
+
+def test_simulated_brick(tmp_path):
+    from astroembed.simulation.bricks import write_brick
+
+    ra = np.array([150.0, 150.003, 150.0069])
+    dec = np.array([2.0, 1.998, 2.0041])
+    fluxes = {b: np.array([40.0, 25.0, 30.0]) for b in "grz"}
+    files = write_brick(tmp_path, "1500p020", 150.0, 2.0, ra, dec, fluxes,
+                        r_eff=np.array([0.8, 1.5, 0.5]), n=np.array([1.0, 4.0, 1.0]),
+                        q=np.array([0.8, 0.5, 1.0]), pa=np.array([0.0, 45.0, 0.0]),
+                        is_point=np.array([False, False, True]),
+                        rng=np.random.default_rng(3), width=200)
+    assert find_bricks(tmp_path) == {"1500p020": files}
+    for band, path in files.items():
+        with fits.open(path) as hdul:
+            assert isinstance(hdul[1], fits.CompImageHDU)
+            assert hdul[1].compression_type == "RICE_1"
+            assert WCS(hdul[1].header).wcs.ctype[0] == "RA---TAN"
+        assert path.with_name(path.name.replace("-image-", "-invvar-")).is_file()
+    assert (tmp_path / "coadd/150/1500p020/legacysurvey-1500p020-maskbits.fits.fz").is_file()
+    check_against_cutout2d(files, "1500p020", ra, dec, 25)
+    stamps = cut_stamps("1500p020", files, ra, dec, 25)
+    # each object's light peaks at its own position (within a pixel of the stamp centre)
+    for i in range(2):
+        peak = np.unravel_index(np.argmax(stamps.images[i, 1]), (25, 25))
+        assert abs(peak[0] - (12 + stamps.offset_y[i])) <= 1.0
+        assert abs(peak[1] - (12 + stamps.offset_x[i])) <= 1.0
+
+
+def two_bricks(root: Path) -> dict[str, dict[str, Path]]:
+    """Two overlapping 120 x 100 bricks side by side in RA (centres 0.0065 deg apart)."""
+    return {"1500p020": synthetic_brick(root, "1500p020", 150.0, 2.0, seed=4),
+            "1501p020": synthetic_brick(root, "1501p020", 150.0065, 2.0, seed=5)}
+
+
+def cutout2d_stamp(files: dict[str, Path], ra: float, dec: float, size: int) -> np.ndarray:
+    planes = []
+    for band in "grz":
+        data, wcs = decompressed(files[band])
+        planes.append(Cutout2D(data, SkyCoord(ra, dec, unit="deg"), (size, size), wcs=wcs,
+                               mode="partial", fill_value=0).data)
+    return np.stack(planes)
+
+
+def test_attach_by_brickname_and_by_position(tmp_path):
+    import pyarrow as pa
+
+    from astroembed.readers.bricks import attach_brick_stamps
+
+    bricks = two_bricks(tmp_path)
+    # row 0 lies on both bricks, nearer the centre of 1501p020, but its BRICKNAME says
+    # 1500p020; row 1 has no name: the brick holding it farthest from the edges wins;
+    # row 2 is on no brick
+    ra = [150.0040, 150.0043, 151.0]
+    dec = [2.0, 2.0005, 2.0]
+    for third in ("9999p999", "1500p020"):  # a brick absent, or one not holding it
+        catalog = pa.table({"RA": ra, "DEC": dec, "BRICKNAME": ["1500p020", None, third]})
+        out = attach_brick_stamps(catalog, tmp_path, 16)
+        assert out.column("stamp_brick").to_pylist() == ["1500p020", "1501p020", None]
+    # a BRICKNAME that does not hold the position counts as absent
+    catalog = pa.table({"RA": [150.0040, 150.0065], "DEC": [2.0, 2.0],
+                        "BRICKNAME": ["1500p020", "1500p020"]})
+    assert attach_brick_stamps(catalog, tmp_path, 16).column("stamp_brick").to_pylist() == [
+        "1500p020", "1501p020"]
+    storage = out.column("image").combine_chunks().storage
+    images = storage.flatten().to_numpy().reshape(-1, 3, 16, 16)
+    for i in (0, 1):
+        brick = out.column("stamp_brick")[i].as_py()
+        assert np.array_equal(images[i], cutout2d_stamp(bricks[brick], ra[i], dec[i], 16))
+    assert out.column("image").null_count == 1 and not out.column("image")[2].is_valid
+    covered = out.column("stamp_covered_fraction").to_pylist()
+    assert covered[0] < 1.0 and covered[1] == 1.0 and covered[2] is None
+    assert out.schema.field("image").type.shape == [3, 16, 16]
+
+
+def test_attach_without_brick_images(tmp_path):
+    import pyarrow as pa
+
+    from astroembed.readers.bricks import attach_brick_stamps
+
+    with pytest.raises(InputError, match="no brick images"):
+        attach_brick_stamps(pa.table({"RA": [1.0], "DEC": [2.0]}), tmp_path, 16)
+
+
+def test_a_brick_directory_is_one_input(tmp_path):
+    from astroembed.readers import detect_kind, read_any
+    from astroembed.readers.inventory import input_files
+
+    root = tmp_path / "legacysurvey"
+    synthetic_brick(root, "1500p020", 150.0, 2.0)
+    sweep = root / "sweep" / "sweep-150p000-160p005.fits"
+    sweep.parent.mkdir()
+    sweep.write_bytes(b"placeholder")
+    assert input_files([tmp_path]) == [root, sweep]
+    assert input_files([root / "coadd"]) == [root / "coadd"]
+    assert detect_kind(root) == detect_kind(root / "coadd") == "ls_bricks"
+    kind, table = read_any(root)
+    assert kind == "ls_bricks"
+    assert table.to_pylist() == [{"BRICKNAME": "1500p020", "BANDS": "grz"}]
