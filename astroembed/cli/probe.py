@@ -79,25 +79,27 @@ def render(doc: dict) -> None:
              else f"astroclip protocol: 80/20 split, {doc.get('n_test')} test rows")
     table = Table(title=f"probe of {doc['target']}: {doc['n_rows']} rows, {split}; k-NN "
                         f"k={doc['k']}, {doc['metric']} (baselines euclidean), {doc['index']}",
-                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+    # Fits 80 columns with the coverage and CRPS columns: the fold spread is shown for R²
+    # only (every metric's spread is in --json and the report).
     cols = ["features", "method", "R²"]
-    cols += ["σ_NMAD", "outliers", "bias"] if doc["redshift"] else ["RMSE"]
+    cols += ["σ_NMAD", "outl.", "bias"] if doc["redshift"] else ["RMSE"]
     first = doc["results"][0] if doc["results"] else {}
     labels = [k[len("coverage_"):] for k in first
               if k.startswith("coverage_") and not k.endswith("_std")]
-    cols += ([f"cover {'/'.join(labels)}", "CRPS"] if labels else [])
+    cols += ([f"cov {'/'.join(labels)}", "CRPS"] if labels else [])
     for c in cols:
         table.add_column(c, justify="left" if c in ("features", "method") else "right", no_wrap=True)
     for r in doc["results"]:
         row = [r["features"], r["method"], number(r["r2"], std=r["r2_std"])]
         if doc["redshift"]:
-            row += [number(r["sigma_nmad"], std=r["sigma_nmad_std"]),
-                    number(r["outlier_fraction"], ".3f"), number(r["bias"], "+.4f")]
+            row += [number(r["sigma_nmad"]), number(r["outlier_fraction"], ".3f"),
+                    number(r["bias"], "+.4f")]
         else:
             row.append(number(r["rmse"], ".4g", std=r["rmse_std"]))
         if labels:
             row += ["/".join(number(r.get(f"coverage_{lb}"), ".2f") for lb in labels),
-                    number(r.get("crps"), ".3g")]
+                    number(r.get("crps"), ".4f")]
         table.add_row(*row)
     console.print(table)
     sys.stdout.flush()  # the table before the notes below on a shared terminal
