@@ -54,3 +54,16 @@ def portable(value, work: str | os.PathLike | None = None):
     if isinstance(value, str):
         return portable_text(value, work)
     return value
+
+
+def cpu_name() -> str:
+    """The processor's model name as /proc/cpuinfo gives it (else what platform knows)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

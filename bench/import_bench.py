@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchpaths import portable
+from benchpaths import cpu_name, portable
 
 HERE = Path(__file__).resolve().parent
 SEED = 20240601
@@ -131,15 +131,7 @@ def machine() -> dict:
     import onnxruntime
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
             "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
             "load_avg_start": os.getloadavg()}
 

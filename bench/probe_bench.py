@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from benchpaths import portable
+from benchpaths import cpu_name, portable
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -269,15 +269,7 @@ def machine() -> dict:
     import faiss
     import sklearn
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
             "numpy": np.__version__, "scikit-learn": sklearn.__version__,
             "faiss": faiss.__version__, "load_avg_start": os.getloadavg()}
 
