@@ -72,8 +72,21 @@ def dask_client(scheduler: str | None, workers: int, processes: bool) -> Iterato
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
                                dashboard_address=None, silence_logs=logging.ERROR)
     with cluster:
+        _no_gc_diagnosis()
         with Client(cluster) as client:
             yield client
+
+
+def _no_gc_diagnosis() -> None:
+    """Stop distributed watching garbage collections in this process.
+
+    Its in-process scheduler and workers install a ``gc`` callback (it only logs long pauses);
+    Python swallows an exception raised inside such a callback ("Exception ignored in ..."), so
+    a Ctrl-C landing there would be lost and the run would go on instead of stopping.
+    """
+    from distributed.gc import disable_gc_diagnosis
+
+    disable_gc_diagnosis(force=True)
 
 
 def completed(client, fn, items: list, local: dict | None = None,

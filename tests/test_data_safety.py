@@ -457,3 +457,16 @@ def test_an_interrupted_run_is_logged_as_such_and_says_what_it_kept(run_survey, 
                            text=True, env=env, timeout=300)
     assert again.returncode == 0, again.stderr
     assert {p.name for p in out.iterdir()} == {"cat", ".cat.astroembed.lock"}
+
+
+def test_a_local_cluster_leaves_no_gc_callback_that_would_swallow_ctrl_c():
+    """Python ignores an exception raised inside a gc callback, so a SIGINT landing in one is
+    lost; distributed's in-process scheduler and workers install one."""
+    import gc
+
+    from astroembed.compute import dask_client
+
+    with dask_client(None, 1, processes=False):
+        watchers = [cb for cb in gc.callbacks
+                    if type(getattr(cb, "__self__", None)).__module__.startswith("distributed")]
+        assert not watchers
