@@ -334,3 +334,14 @@ def test_train_names_the_file_for_a_bad_value_read_from_it(tmp_path):
     config.write_text("batch_size = 0\n")
     with pytest.raises(astroembed.ConfigError, match="train.toml"):
         astroembed.train(tmp_path / "cat", tmp_path / "model", config=config)
+
+
+def test_every_command_has_its_call_checked_here():
+    """A new command gets a ``test_<command>`` above, or this fails naming it."""
+    import typer
+
+    commands = typer.main.get_command(app).commands
+    tested = {name[len("test_"):] for name in globals() if name.startswith("test_")}
+    missing = sorted(c for c in commands if c.replace("-", "_") not in tested)
+    assert not missing, f"commands without a call test: {missing}"
+    assert all(hasattr(astroembed, c.replace("-", "_")) for c in commands)
