@@ -66,6 +66,8 @@ def test_datacentre_example_uses_the_cluster_everywhere():
     cfg = load_run_config(PIPELINES / "datacentre.example.toml")
     assert len(cfg.images) == 2 and len(cfg.spectra) == 2
     assert any(p.endswith("zpix-main-bright.fits") for p in cfg.spectra)
+    assert any(p.endswith("/dr10/south") for p in cfg.images)  # the brick coadds' root
+    assert cfg.crossmatch.cutout_size == 152
     assert cfg.embed.model and Path(cfg.embed.model).is_absolute()
     scheduler = "tcp://scheduler.example.org:8786"
     assert cfg.compute.scheduler == cfg.crossmatch.scheduler == cfg.embed.scheduler == scheduler
