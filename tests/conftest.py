@@ -29,6 +29,17 @@ def small_survey(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def brick_survey(tmp_path_factory) -> Path:
+    """``small_survey`` plus one real-size brick coadd (image, invvar and maskbits files) for
+    its most populated brick; read-only."""
+    import astroembed
+
+    out = tmp_path_factory.mktemp("bricksim") / "survey"
+    astroembed.simulate(out, n_galaxies=200, seed=7, cutout_size=32, bricks=1)
+    return out
+
+
+@pytest.fixture(scope="session")
 def run_survey(tmp_path_factory) -> Path:
     """The simulated survey the ``astroembed run`` tests copy as their inputs (700 galaxies,
     32x32 cutouts: several tiles at max_rows 200, and seconds to cross-match and embed)."""
