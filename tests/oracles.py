@@ -1,7 +1,9 @@
-"""Test-owned geometry: the independent oracles the cross-match and tiling tests compare with.
+"""Test-owned geometry and catalog files: the independent oracles the cross-match, tiling and
+catalog tests compare with.
 
-Never imported by the package; written here from the textbook formulas so that a bug in
-``astroembed.matching.sky`` cannot hide behind the same bug in its oracle.
+Never imported by the package; written here from the textbook formulas (and pyarrow alone for
+the files) so that a bug in ``astroembed.matching.sky`` or the catalog writer cannot hide behind
+the same bug in its oracle.
 """
 
 from __future__ import annotations
@@ -51,3 +53,23 @@ def tile_with_pixels(catalog, order: int, pixel: int):
         if fld.name not in main.column_names:
             main = main.append_column(fld, pixels.column(fld.name))
     return main
+
+
+def single_table_copy(collection, out) -> None:
+    """The collection rewritten as earlier versions laid a catalog out (pyarrow only): one
+    table per tile with every column, pixels included, ``hats.properties`` at the top."""
+    import shutil
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    collection, out = Path(collection), Path(out)
+    for f in sorted((collection / "main" / "dataset").rglob("Npix=*.parquet")):
+        order, pixel = int(f.parent.parent.name.split("=")[1]), int(f.stem.split("=")[1])
+        table = tile_with_pixels(collection, order, pixel).drop_columns(["ROW_ID"])
+        dest = out / "dataset" / f.relative_to(collection / "main" / "dataset")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, dest)
+    props = (collection / "main" / "hats.properties").read_text()
+    (out / "hats.properties").write_text(props)
+    shutil.copy(collection / "main" / "astroembed_provenance.json", out)

@@ -50,7 +50,7 @@ def crossmatch(
     import astroembed
 
     with user_errors():
-        with progress_bars() as progress:
+        with progress_bars(as_json) as progress:
             summary = astroembed.crossmatch(
                 images, spectra, out, progress=progress, radius=radius, mode=mode, how=how,
                 margin=margin, margin_catalog=margin_catalog, match_on=match_on,

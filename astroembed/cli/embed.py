@@ -44,7 +44,7 @@ def embed(
 
     with user_errors():
         try:
-            with progress_bars() as progress:
+            with progress_bars(as_json) as progress:
                 summary = astroembed.embed(
                     catalog, progress=progress, tiles=tuple(tile or ()),
                     model=str(model) if model is not None else None, name=name,

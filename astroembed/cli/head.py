@@ -8,7 +8,7 @@ import typer
 
 from astroembed.cli.app import app, user_errors
 from astroembed.cli.options import IdColumn, catalog_option, json_flag, split_choices
-from astroembed.cli.render import show
+from astroembed.cli.render import break_lines, show
 
 AsJson = json_flag("Print the rows as JSON on stdout (vectors as their length and first values).")
 Catalog = catalog_option("A catalog written by astroembed.")
@@ -52,20 +52,49 @@ def cell(value: object) -> str:
 
 
 def render(result: dict) -> None:
-    """The rows as a table, titled with where they came from."""
-    from rich import box
+    """The rows as a table, titled with where they came from. Columns that do not fit the
+    terminal's width go on to further tables of the same rows, each led by the ID column;
+    only a column too wide for the terminal beside the ID column wraps."""
     from rich.console import Console
-    from rich.table import Table
 
     where = (f" in tile {result['tile'][0]}/{result['tile'][1]}" if result["tile"] else
              f" within {result['cone'][2]}\" of ({result['cone'][0]}, {result['cone'][1]})"
              if result["cone"] else "")
-    table = Table(title=f"{result['path']}: {len(result['rows'])} of {result['total_rows']} "
-                        f"rows{where}", title_justify="left", box=box.SIMPLE_HEAD,
-                  pad_edge=False)
-    vectors = {k for row in result["rows"] for k, v in row.items() if isinstance(v, dict)}
+    title = f"{result['path']}: {len(result['rows'])} of {result['total_rows']} rows{where}"
+    cells = {name: [cell(row[name]) for row in result["rows"]] for name in result["columns"]}
+    console = Console(highlight=False, markup=False)
+    unlimited = console.options.update_width(10**6)
+    key = [result["id_column"]] if result.get("id_column") in cells else []
+    blocks: list[list[str]] = []
     for name in result["columns"]:
-        table.add_column(name, overflow="fold", no_wrap=name not in vectors)
-    for row in result["rows"]:
-        table.add_row(*(cell(row[name]) for name in result["columns"]))
-    Console(highlight=False).print(table)
+        if blocks and name in blocks[-1]:  # the ID column, leading this table already
+            continue
+        wider = blocks[-1] + [name] if blocks else [name]
+        if blocks and (set(blocks[-1]) <= set(key) or console.measure(
+                _table(wider, cells), options=unlimited).maximum <= console.width):
+            blocks[-1].append(name)
+        else:
+            blocks.append([k for k in key if blocks and k != name] + [name])
+    console.print(title)
+    for names in blocks:
+        table = _table(names, cells)
+        over = console.measure(table, options=unlimited).maximum - console.width
+        if over > 0:  # one column wider than the terminal by itself: its values wrap
+            last = names[-1]
+            room = max(len(v) for v in [last, *cells[last]]) - over
+            table = _table(names, {**cells, last: [break_lines(v, max(room, 10))
+                                                   for v in cells[last]]})
+        console.print(table)
+
+
+def _table(names: list[str], cells: dict[str, list[str]]):
+    """The rows' values of ``names``, each on as many lines as it holds."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in names:
+        table.add_column(name, no_wrap=True)
+    for i in range(len(next(iter(cells.values()), []))):
+        table.add_row(*(cells[name][i] for name in names))
+    return table

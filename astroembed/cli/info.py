@@ -47,20 +47,49 @@ def info(
 
 
 def render_schema(facts: dict) -> None:
-    """Every column as a table row: name, type, unit, meaning; pixel columns marked."""
-    from rich import box
+    """Every column as a table row: name, type, unit, meaning; pixel columns marked. At a
+    terminal too narrow for the whole table, type, unit and meaning wrap, the meaning given
+    twice the room of each of the others; a name wraps only when very long."""
     from rich.console import Console
+
+    from astroembed.cli.render import break_lines, share_widths
+
+    headers = ("column", "type", "unit", "meaning", "part")
+    rows = [(c["name"], c["type"], c.get("unit") or "", c.get("description") or "",
+             c.get("part", "main")) for c in facts["columns"]]
+    title = (f"{facts['path']}: {len(facts['columns'])} columns (pixels: in the extension "
+             "`pixels`, joined on ROW_ID)")
+    console = Console(highlight=False, markup=False)
+    natural = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    whole = _schema_table(title, headers, rows, natural)
+    over = console.measure(whole, options=console.options.update_width(10**6)).maximum \
+        - console.width
+    if over <= 0:
+        console.print(whole)
+        return
+    wrapping = [0, 1, 2, 3]
+    room = sum(natural[i] for i in wrapping) - over
+    shared = share_widths([natural[i] for i in wrapping], [3, 1, 1, 2],
+                          [len(headers[i]) for i in wrapping], room)
+    widths = list(natural)
+    for i, width in zip(wrapping, shared):
+        widths[i] = width
+    rows = [tuple(break_lines(v, widths[i]) if i in wrapping else v for i, v in enumerate(r))
+            for r in rows]
+    console.print(_schema_table(title, headers, rows, widths))
+
+
+def _schema_table(title: str, headers: tuple[str, ...], rows: list[tuple[str, ...]],
+                  widths: list[int]):
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=f"{facts['path']}: {len(facts['columns'])} columns (pixels: in the "
-                        "extension `pixels`, joined on ROW_ID)", title_justify="left",
-                  box=box.SIMPLE_HEAD, pad_edge=False)
-    for name in ("column", "type", "unit", "meaning", "part"):
-        table.add_column(name, overflow="fold", no_wrap=name == "column")
-    for c in facts["columns"]:
-        table.add_row(c["name"], c["type"], c.get("unit") or "", c.get("description") or "",
-                      c.get("part", "main"))
-    Console(highlight=False).print(table)
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for name, width in zip(headers, widths):
+        table.add_column(name, width=width, no_wrap=True, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 def render(facts: dict) -> None:

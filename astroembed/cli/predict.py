@@ -37,7 +37,7 @@ def predict(
     import astroembed
 
     with user_errors():
-        with progress_bars() as progress:
+        with progress_bars(as_json) as progress:
             summary = astroembed.predict(catalog, probe_path, column=column, overwrite=overwrite,
                                          progress=progress, levels=split_levels(level))
         show(summary, as_json, render)

@@ -56,7 +56,7 @@ def probe(
     from astroembed.config import INTERVAL_LEVELS, PROBE_METHODS
 
     with user_errors():
-        with progress_bars() as progress:
+        with progress_bars(as_json) as progress:
             doc = astroembed.probe(
                 catalog, target=target, progress=progress, embedding=split_choices(embedding),
                 method=split_choices(method, PROBE_METHODS), folds=folds, k=k, metric=metric,

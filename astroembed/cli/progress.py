@@ -1,5 +1,7 @@
-"""Progress on stderr for long commands: nothing with -q, and nothing until the first update,
-so an error found while checking the arguments stays one line."""
+"""Progress on stderr for long commands, for a person at a terminal: nothing with -q, with
+--json (a program reads the output) or when stderr is not a terminal (a log file, a pipe), and
+nothing until the first update, so an error found while checking the arguments stays one
+line."""
 
 from __future__ import annotations
 
@@ -12,11 +14,12 @@ Update = Callable[..., None]
 
 
 @contextlib.contextmanager
-def progress_bars(show: bool = True) -> Iterator[Update | None]:
+def progress_bars(as_json: bool) -> Iterator[Update | None]:
     """Yield the ``progress(stage, done, total, metrics=None)`` callback the API functions
-    take (None with -q, or when ``show`` is False): one bar per stage, rows/s on a stage
-    named ``rows`` and the running loss when ``metrics`` carry one."""
-    if quiet() or not show:
+    take (None with -q, with ``as_json``, or when stderr is not a terminal): one bar per
+    stage, rows/s on a stage named ``rows`` and the running loss when ``metrics`` carry
+    one."""
+    if quiet() or as_json or not stderr().is_terminal:
         yield None
         return
     bars: dict[str, int] = {}

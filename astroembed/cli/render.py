@@ -63,3 +63,48 @@ def number(value: float | None, spec: str = ".4f", std: float | None = None) -> 
         return "-"
     text = format(value, spec)
     return f"{text}±{format(std, spec)}" if std is not None else text
+
+
+def break_lines(text: str, width: int) -> str:
+    """``text`` as lines of at most ``width`` characters, broken after a space, comma, slash,
+    underscore, ``<``, ``>`` or a hyphen between letters where it can be, inside a word only
+    where one part is longer than ``width``."""
+    import re
+
+    width = max(width, 1)
+    lines: list[str] = []
+    line = ""
+    for part in re.findall(r".+?(?:[\s,/_<>]+|(?<=[A-Za-z])-(?=[A-Za-z])|$)", text):
+        if len((line + part).rstrip()) <= width:
+            line += part
+            continue
+        if line.strip():
+            lines.append(line.rstrip())
+        part = part.lstrip()
+        while len(part.rstrip()) > width:
+            lines.append(part[:width])
+            part = part[width:]
+        line = part
+    if line.strip() or not lines:
+        lines.append(line.rstrip())
+    return "\n".join(lines)
+
+
+def share_widths(natural: list[int], weights: list[int], least: list[int],
+                 available: int) -> list[int]:
+    """Widths for columns that may wrap, summing to at most ``available`` where it allows:
+    each column its ``natural`` width when that is within its share (``weights``) of what is
+    left, the others that share, none less than its ``least``."""
+    widths = list(natural)
+    left = [i for i in range(len(natural))]
+    while left:
+        total = sum(weights[i] for i in left)
+        within = [i for i in left if natural[i] <= available * weights[i] / total]
+        if not within:
+            for i in left:
+                widths[i] = max(least[i], available * weights[i] // total)
+            break
+        for i in within:
+            available -= natural[i]
+            left.remove(i)
+    return widths

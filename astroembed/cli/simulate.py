@@ -35,7 +35,7 @@ def simulate(
     import astroembed
 
     with user_errors():
-        with progress_bars(show=not as_json) as progress:  # --json: a machine reads it
+        with progress_bars(as_json) as progress:
             summary = astroembed.simulate(out, n_galaxies=n_galaxies, seed=seed,
                                           cutout_size=cutout_size, overwrite=overwrite,
                                           progress=progress, bricks=bricks)

@@ -39,7 +39,7 @@ def train(
     import astroembed
 
     with user_errors():
-        with progress_bars() as progress:
+        with progress_bars(as_json) as progress:
             summary = astroembed.train(
                 catalog, out, config=config, resume=resume, progress=progress, seed=seed,
                 pretrain_epochs=pretrain_epochs, align_epochs=align_epochs, batch_size=batch_size,

@@ -228,22 +228,6 @@ def test_run_refuses_to_update_a_single_table_catalog(run_survey, tmp_path):
     assert {p: p.read_bytes() for p in old.rglob("*") if p.is_file()} == before
 
 
-def _as_single_table(collection: Path, out: Path) -> None:
-    """The collection rewritten as earlier versions laid a catalog out (pyarrow only): one
-    table per tile with every column, pixels included, ``hats.properties`` at the top."""
-    from oracles import tile_with_pixels
-
-    for f in sorted((collection / "main" / "dataset").rglob("Npix=*.parquet")):
-        order, pixel = int(f.parent.parent.name.split("=")[1]), int(f.stem.split("=")[1])
-        table = tile_with_pixels(collection, order, pixel).drop_columns(["ROW_ID"])
-        dest = out / "dataset" / f.relative_to(collection / "main" / "dataset")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, dest)
-    props = (collection / "main" / "hats.properties").read_text()
-    (out / "hats.properties").write_text(props)
-    shutil.copy(collection / "main" / "astroembed_provenance.json", out)
-
-
 def _rows_by_position(table) -> dict:
     keys = zip(table.column("_healpix_29").to_pylist(), table.column("TARGETID").to_pylist())
     return {k: i for i, k in enumerate(keys)}
@@ -251,11 +235,11 @@ def _rows_by_position(table) -> dict:
 
 def test_convert_keeps_every_row_embedding_and_prediction(embedded, tmp_path):
     import pyarrow as pa
-    from oracles import tile_with_pixels
+    from oracles import single_table_copy, tile_with_pixels
 
     collection, _ = embedded
     old = tmp_path / "old"
-    _as_single_table(collection, old)
+    single_table_copy(collection, old)
     # a prediction column as `predict` writes it, in every tile
     for f in sorted((old / "dataset").rglob("Npix=*.parquet")):
         t = pq.read_table(f)
@@ -281,9 +265,11 @@ def test_convert_keeps_every_row_embedding_and_prediction(embedded, tmp_path):
 
 
 def test_a_failed_conversion_leaves_the_old_catalog_as_it_was(embedded, tmp_path):
+    from oracles import single_table_copy
+
     collection, _ = embedded
     old = tmp_path / "old"
-    _as_single_table(collection, old)
+    single_table_copy(collection, old)
     last = sorted((old / "dataset").rglob("Npix=*.parquet"))[-1]
     last.write_bytes(b"PAR1 not parquet")
     before = {p: p.read_bytes() for p in old.rglob("*") if p.is_file()}

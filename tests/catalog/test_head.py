@@ -129,6 +129,32 @@ def test_info_schema_gives_unit_and_meaning(embedded_catalog):
     assert "nanomaggy" in lines["FLUX_G_left"] and lines["flux"].rstrip().endswith("pixels")
 
 
+def test_head_and_schema_fit_80_columns_and_keep_the_ids_whole(embedded_catalog):
+    """At COLUMNS=80 no line is longer, every column is shown and every ID is whole; a wide
+    terminal has every column in one table."""
+    doc = _json("head", "-c", embedded_catalog, "--rows", "4")
+    narrow = runner.invoke(app, ["head", "-c", str(embedded_catalog), "--rows", "4"],
+                           env={"COLUMNS": "80"}).stdout
+    wide = runner.invoke(app, ["head", "-c", str(embedded_catalog), "--rows", "4"],
+                         env={"COLUMNS": "300"}).stdout
+    assert max(len(line) for line in narrow.splitlines()) <= 80, narrow
+    words = narrow.split()
+    tables = len([line for line in narrow.splitlines() if set(line.strip()) == {"─"}])
+    for row in doc["rows"]:
+        assert words.count(str(row["TARGETID"])) == tables  # whole, once a table
+    assert set(doc["columns"]) <= set(words)
+    header = next(line for line in wide.splitlines() if "TARGETID" in line)
+    assert header.split() == doc["columns"]
+    assert len([line for line in wide.splitlines() if set(line.strip()) == {"─"}]) == 1
+    names = [c["name"] for c in _json("info", "-c", embedded_catalog)["columns"]]
+    schema = runner.invoke(app, ["info", "-c", str(embedded_catalog), "--schema"],
+                           env={"COLUMNS": "80"}).stdout
+    assert max(len(line) for line in schema.splitlines()) <= 80, schema
+    firsts = [line.split()[0] for line in schema.splitlines()
+              if line.rstrip().endswith(("main", "pixels"))]
+    assert firsts == names
+
+
 def test_a_prediction_column_with_unreadable_probe_metadata_is_still_described():
     from astroembed.catalog.schema import describe_field
 

@@ -326,11 +326,12 @@ def test_progress_counts_rise_to_every_object_and_fibre(tmp_path):
 
 
 def test_simulate_draws_its_bars_on_stderr_and_none_with_json_or_quiet(tmp_path):
+    """At a terminal (``TTY_COMPATIBLE=1`` tells rich that CliRunner's stderr is one)."""
     from typer.testing import CliRunner
 
     from astroembed.cli import app
 
-    runner = CliRunner()
+    runner = CliRunner(env={"TTY_COMPATIBLE": "1"})
     args = ["--n-galaxies", "30", "--seed", "2", "--cutout-size", "16"]
     shown = runner.invoke(app, ["simulate", str(tmp_path / "a"), *args])
     assert shown.exit_code == 0, shown.output
