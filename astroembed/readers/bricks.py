@@ -184,22 +184,22 @@ def _same_grid(bands: Sequence[_Band]) -> None:
                              "download the brick's files again.")
 
 
-def _read_rows(band: _Band, rows: list[tuple[int, int]]) -> dict[tuple[int, int], np.ndarray]:
-    """Decompress only the row ranges ``rows`` of a band (full width: tiles are rows)."""
+def _read_rows(band: _Band, rows: list[tuple[int, int]], dtype=np.float32):
+    """Decompress only the row ranges ``rows`` of a band (full width: tiles are rows), one
+    range at a time, so only one range's pixels are held at once: yields (r0, block)."""
     import warnings
 
-    out = {}
     for r0, r1 in rows:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                out[(r0, r1)] = np.asarray(band.hdu.section[r0:r1, :], dtype=np.float32)
+                block = np.asarray(band.hdu.section[r0:r1, :], dtype=dtype)
         except Exception as exc:
             raise InputError(
                 f"{band.path}: rows {r0}..{r1 - 1} cannot be read "
                 f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
                 "). The file may be truncated or corrupt; download or copy it again.") from None
-    return out
+        yield r0, block
 
 
 def _merged_rows(y0: np.ndarray, size: int, height: int) -> list[tuple[int, int]]:
@@ -254,8 +254,8 @@ def cut_stamps(brick: str, files: dict[str, Path], ra: Sequence[float], dec: Seq
         images = np.zeros((n, 3, size, size), dtype=np.float32)
         rows = _merged_rows(y0, size, height)
         for k, band in enumerate(bands):
-            blocks = _read_rows(band, rows)
-            for (r0, r1), block in blocks.items():
+            for r0, block in _read_rows(band, rows):
+                r1 = r0 + block.shape[0]
                 for i in np.flatnonzero((y0 < r1) & (y0 + size > r0)):
                     _paste(images[i, k], block, r0, int(x0[i]), int(y0[i]), width)
     inside_x = np.clip(x0 + size, 0, width) - np.clip(x0, 0, width)
