@@ -18,8 +18,16 @@ brick: pixels the brick does not have are 0 and ``covered`` says which fraction 
 came from the brick. ``offset_x``/``offset_y`` are the object's position minus the stamp
 centre ``(N - 1) / 2``, in pixels (x along RA axis 1 of the image, y along Dec axis 2).
 
+Where the brick's ``-maskbits`` file or ``-invvar-<band>`` files sit beside the images,
+``masked`` is the fraction of the stamp's pixels that hold no usable data: any mask bit set,
+or inverse variance 0 in any band whose invvar file is there, or outside the brick. Without
+any of those files it is None (unknown, not 0). Note that in the survey's mask bit 0
+(NPRIMARY) marks pixels outside the brick's own unique area, so near a brick edge the
+overlap with its neighbour counts as masked.
+
 Only the rows of pixels that the stamps need are decompressed (section access on the
-compressed HDU), and each band file is opened once per call.
+compressed HDU), and each file (images, inverse variances, mask bits) is opened once per
+call.
 """
 
 from __future__ import annotations
@@ -112,6 +120,9 @@ class BrickStamps:
     offset_y: np.ndarray  # (n,) object y - stamp centre y, pixels
     x0: np.ndarray  # (n,) brick column of stamp pixel 0 (may be negative)
     y0: np.ndarray  # (n,) brick row of stamp pixel 0 (may be negative)
+    # (n,) fraction of stamp pixels masked, no data or off the brick; None without the
+    # brick's maskbits/invvar files
+    masked: np.ndarray | None = None
 
 
 def stamp_bounds(x: np.ndarray, y: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -170,6 +181,21 @@ def _band_files(brick: str, files: dict[str, Path]) -> list[Path]:
     return [Path(files[b]) for b in BRICK_BANDS]
 
 
+def _mask_files(brick: str, files: dict[str, Path]) -> list[tuple[str, Path]]:
+    """(product, file) of the brick's mask bits and g, r, z inverse variances that sit
+    beside its g image (compressed ``.fits.fz`` or plain ``.fits``)."""
+    folder = Path(files["g"]).parent
+    found = []
+    for product, band in (("maskbits", ""), ("invvar", "g"), ("invvar", "r"), ("invvar", "z")):
+        stem = f"legacysurvey-{brick}-" + (product if product == "maskbits" else
+                                           f"{product}-{band}")
+        path = next((folder / (stem + ext) for ext in (".fits.fz", ".fits")
+                     if (folder / (stem + ext)).is_file()), None)
+        if path is not None:
+            found.append((product, path))
+    return found
+
+
 def _same_grid(bands: Sequence[_Band]) -> None:
     """All bands of a brick share one pixel grid (else the stamps would not align)."""
     first = bands[0]
@@ -194,6 +220,8 @@ def _read_rows(band: _Band, rows: list[tuple[int, int]], dtype=np.float32):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 block = np.asarray(band.hdu.section[r0:r1, :], dtype=dtype)
+                if block.shape != (r1 - r0, band.shape[1]):
+                    raise ValueError(f"got {block.shape[0]} x {block.shape[1]} pixels")
         except Exception as exc:
             raise InputError(
                 f"{band.path}: rows {r0}..{r1 - 1} cannot be read "
@@ -238,7 +266,8 @@ def cut_stamps(brick: str, files: dict[str, Path], ra: Sequence[float], dec: Seq
     dec = np.atleast_1d(np.asarray(dec, np.float64))
     with contextlib.ExitStack() as stack:
         bands = [_open_band(path, stack) for path in _band_files(brick, files)]
-        _same_grid(bands)
+        masks = [(product, _open_band(path, stack)) for product, path in _mask_files(brick, files)]
+        _same_grid(bands + [band for _, band in masks])
         height, width = bands[0].shape
         x, y = _pixel_positions(bands[0], ra, dec)
         outside = ~((x >= -0.5) & (x < width - 0.5) & (y >= -0.5) & (y < height - 0.5))
@@ -258,11 +287,23 @@ def cut_stamps(brick: str, files: dict[str, Path], ra: Sequence[float], dec: Seq
                 r1 = r0 + block.shape[0]
                 for i in np.flatnonzero((y0 < r1) & (y0 + size > r0)):
                     _paste(images[i, k], block, r0, int(x0[i]), int(y0[i]), width)
+        masked = None
+        if masks:
+            # usable pixels: on the brick and unmasked (what stays False counts as masked)
+            usable = np.zeros((n, size, size), dtype=bool)
+            for r0, r1 in rows:
+                bad = np.zeros((r1 - r0, width), dtype=bool)
+                for product, band in masks:
+                    (_, block), = _read_rows(band, [(r0, r1)], dtype=None)
+                    bad |= (block != 0) if product == "maskbits" else ~(block > 0)
+                for i in np.flatnonzero((y0 < r1) & (y0 + size > r0)):
+                    _paste(usable[i], ~bad, r0, int(x0[i]), int(y0[i]), width)
+            masked = 1.0 - usable.sum(axis=(1, 2)) / float(size * size)
     inside_x = np.clip(x0 + size, 0, width) - np.clip(x0, 0, width)
     inside_y = np.clip(y0 + size, 0, height) - np.clip(y0, 0, height)
     covered = (inside_x * inside_y) / float(size * size)
     centre = (size - 1) / 2.0
-    return BrickStamps(images, covered, x - x0 - centre, y - y0 - centre, x0, y0)
+    return BrickStamps(images, covered, x - x0 - centre, y - y0 - centre, x0, y0, masked)
 
 
 def _paste(stamp: np.ndarray, block: np.ndarray, r0: int, x0: int, y0: int, width: int) -> None:
@@ -321,8 +362,10 @@ def assign_bricks(ra: np.ndarray, dec: np.ndarray, bricks: dict[str, dict[str, P
 def attach_brick_stamps(catalog, roots: str | os.PathLike | Sequence[str | os.PathLike],
                         size: int):
     """Add brick stamps to catalog rows: ``image`` (3, size, size) g, r, z nanomaggies,
-    ``stamp_covered_fraction`` (float32, 0..1), ``stamp_brick`` (string) and
-    ``stamp_offset_x``/``stamp_offset_y`` (float32, pixels: object minus stamp centre).
+    ``stamp_covered_fraction`` (float32, 0..1), ``stamp_brick`` (string),
+    ``stamp_offset_x``/``stamp_offset_y`` (float32, pixels: object minus stamp centre) and
+    ``stamp_masked_fraction`` (float32, 0..1; null where the brick has no maskbits/invvar
+    files).
 
     Rows that no brick under ``roots`` (one directory or several; where two hold a brick,
     the first wins) holds get nulls. Each brick's files are opened once.
@@ -348,12 +391,16 @@ def attach_brick_stamps(catalog, roots: str | os.PathLike | Sequence[str | os.Pa
     covered = np.zeros(n, dtype=np.float32)
     off_x = np.zeros(n, dtype=np.float32)
     off_y = np.zeros(n, dtype=np.float32)
+    masked = np.zeros(n, dtype=np.float32)
+    masked_known = np.zeros(n, dtype=bool)
     has = chosen != None  # noqa: E711 (element-wise on an object array)
     for brick in sorted(set(chosen[has])):
         rows = np.flatnonzero(chosen == brick)
         stamps = cut_stamps(brick, bricks[brick], ra[rows], dec[rows], size)
         images[rows], covered[rows] = stamps.images, stamps.covered
         off_x[rows], off_y[rows] = stamps.offset_x, stamps.offset_y
+        if stamps.masked is not None:
+            masked[rows], masked_known[rows] = stamps.masked, True
     missing = pa.array(~has)
     image = images_to_arrow(images)
     image = pa.ExtensionArray.from_storage(
@@ -365,6 +412,7 @@ def attach_brick_stamps(catalog, roots: str | os.PathLike | Sequence[str | os.Pa
         "stamp_brick": pa.array(list(chosen), type=pa.string()),
         "stamp_offset_x": pa.array(off_x, mask=~has),
         "stamp_offset_y": pa.array(off_y, mask=~has),
+        "stamp_masked_fraction": pa.array(masked, mask=~masked_known),
     }
     out = catalog.drop_columns([c for c in columns if c in catalog.column_names])
     for name, column in columns.items():
