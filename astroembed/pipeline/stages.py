@@ -86,9 +86,12 @@ def failing_input(err: AstroembedError, files: list[str]) -> str | None:
 # ----------------------------------------------------------------------------- stages
 
 def crossmatch_stage(cfg: RunConfig, catalog: Path, state: dict | None, files: list[str],
-                      diff: InputDiff, dry_run: bool, progress) -> dict:
+                      diff: InputDiff, dry_run: bool, progress,
+                      skip_bad_bricks: bool = False) -> dict:
     """Full cross-match (first run, changed settings, no usable state) or an update of the
-    tiles that changed inputs reach; the stage's report."""
+    tiles that changed inputs reach; the stage's report. With ``skip_bad_bricks`` a bad brick
+    coadd file leaves its objects without a brick stamp (the report's ``skipped_bricks``)
+    instead of failing the stage."""
     from astroembed.matching.orchestrate import LayoutTooSmall, crossmatch, crossmatch_update
 
     images, spectra = side_lists(cfg, files)
@@ -114,7 +117,7 @@ def crossmatch_stage(cfg: RunConfig, catalog: Path, state: dict | None, files: l
         try:
             report = crossmatch_update(xcfg, [tuple(t) for t in state["layout"]], known,
                                        set(diff.new) | set(diff.changed), stale, progress,
-                                       dry_run=dry_run)
+                                       dry_run=dry_run, skip_bad_bricks=skip_bad_bricks)
         except LayoutTooSmall as err:
             reason = f"{err}; re-tiling"
         else:
@@ -131,7 +134,8 @@ def crossmatch_stage(cfg: RunConfig, catalog: Path, state: dict | None, files: l
     event("crossmatch_full", "crossmatch: full run (%s)", reason, stage="crossmatch", reason=reason)
     if dry_run:
         return {"mode": "full", "reason": reason, "tiles": "all"}
-    summary = crossmatch(dataclasses.replace(xcfg, overwrite=catalog.exists()), progress)
+    summary = crossmatch(dataclasses.replace(xcfg, overwrite=catalog.exists()), progress,
+                         skip_bad_bricks=skip_bad_bricks)
     summary.update(mode="full", reason=reason)
     return summary
 

@@ -48,6 +48,7 @@ __all__ = [
     "BrickStamps",
     "assign_bricks",
     "attach_brick_stamps",
+    "brick_files",
     "brick_path",
     "cut_stamps",
     "find_bricks",
@@ -84,6 +85,13 @@ def find_bricks(root: str | os.PathLike) -> dict[str, dict[str, Path]]:
         if m and path.parent.name == m["brick"] and path.parent.parent.name == m["brick"][:3]:
             found.setdefault(m["brick"], {})[m["band"]] = path
     return found
+
+
+def brick_files(root: str | os.PathLike) -> list[Path]:
+    """Every file under ``root``'s ``coadd/`` (images, inverse variances, mask bits), sorted:
+    what a brick directory holds as an input."""
+    base = _coadd_root(Path(root)) / "coadd"
+    return sorted(p for p in base.rglob("*") if p.is_file())
 
 
 def read_brick_index(path: str | os.PathLike):
@@ -315,24 +323,41 @@ def _paste(stamp: np.ndarray, block: np.ndarray, r0: int, x0: int, y0: int, widt
         stamp[ya - y0:yb - y0, xa - x0:xb - x0] = block[ya - r0:yb - r0, xa:xb]
 
 
-def _brick_grids(bricks: dict[str, dict[str, Path]]) -> dict[str, tuple[object, tuple[int, int]]]:
-    """Brick -> (WCS, (height, width)) of its g image (headers only)."""
+def _error_file(err: InputError) -> str:
+    """The file an error of this module names (its messages start with the path, an HDU
+    in brackets after it where the error is about one)."""
+    return re.sub(r"\[[^\]/]*\]$", "", str(err).split(": ", 1)[0])
+
+
+def _brick_grids(bricks: dict[str, dict[str, Path]], skipped: dict[str, str] | None = None
+                 ) -> dict[str, tuple[object, tuple[int, int]]]:
+    """Brick -> (WCS, (height, width)) of its first g, r or z image (headers only).
+
+    With ``skipped`` (file -> why), a brick whose header cannot be used is recorded there and
+    left out instead of raising."""
     grids = {}
     for brick, files in bricks.items():
-        with contextlib.ExitStack() as stack:
-            band = _open_band(_band_files(brick, files)[0], stack)
-            grids[brick] = (band.wcs, band.shape)
+        first = next((Path(files[b]) for b in BRICK_BANDS if b in files), None)
+        try:
+            with contextlib.ExitStack() as stack:
+                band = _open_band(first or _band_files(brick, files)[0], stack)
+                grids[brick] = (band.wcs, band.shape)
+        except InputError as err:
+            if skipped is None:
+                raise
+            skipped[_error_file(err)] = str(err)
     return grids
 
 
 def assign_bricks(ra: np.ndarray, dec: np.ndarray, bricks: dict[str, dict[str, Path]],
-                  names: Sequence[str | None] | None = None) -> np.ndarray:
+                  names: Sequence[str | None] | None = None,
+                  skipped: dict[str, str] | None = None) -> np.ndarray:
     """The brick each object's stamp comes from (object array; None where no brick has it).
 
     ``names`` (a catalog's BRICKNAME) decides where given, present under the directory and
     holding the position (Tractor assigns each object to the brick whose unique area holds
     it). Otherwise the brick whose image holds the position farthest from its edges (the
-    most complete stamp).
+    most complete stamp). ``skipped``: as in :func:`attach_brick_stamps`.
     """
     from astropy.coordinates import SkyCoord
 
@@ -345,7 +370,7 @@ def assign_bricks(ra: np.ndarray, dec: np.ndarray, bricks: dict[str, dict[str, P
              (names if names is not None else [None] * ra.size)]
     best = np.full(ra.size, -np.inf)
     sky = SkyCoord(ra, dec, unit="deg")
-    for brick, (wcs, (height, width)) in sorted(_brick_grids(bricks).items()):
+    for brick, (wcs, (height, width)) in sorted(_brick_grids(bricks, skipped).items()):
         x, y = (np.atleast_1d(np.asarray(v, np.float64)) for v in wcs.world_to_pixel(sky))
         with np.errstate(invalid="ignore"):
             margin = np.minimum.reduce([x + 0.5, width - 0.5 - x, y + 0.5, height - 0.5 - y])
@@ -360,7 +385,7 @@ def assign_bricks(ra: np.ndarray, dec: np.ndarray, bricks: dict[str, dict[str, P
 
 
 def attach_brick_stamps(catalog, roots: str | os.PathLike | Sequence[str | os.PathLike],
-                        size: int):
+                        size: int, skipped: dict[str, str] | None = None):
     """Add brick stamps to catalog rows: ``image`` (3, size, size) g, r, z nanomaggies,
     ``stamp_covered_fraction`` (float32, 0..1), ``stamp_brick`` (string),
     ``stamp_offset_x``/``stamp_offset_y`` (float32, pixels: object minus stamp centre) and
@@ -369,6 +394,12 @@ def attach_brick_stamps(catalog, roots: str | os.PathLike | Sequence[str | os.Pa
 
     Rows that no brick under ``roots`` (one directory or several; where two hold a brick,
     the first wins) holds get nulls. Each brick's files are opened once.
+
+    A bad brick file (truncated, a band missing, no WCS, ...) raises InputError naming it;
+    with ``skipped`` (a dict) it is recorded there instead (file -> why) and the other bricks
+    go on: the rows of a brick whose stamps cannot be cut keep ``stamp_brick`` and get
+    ``stamp_covered_fraction`` 0 and a null image, offsets and masked fraction; a brick
+    whose header cannot be read takes no part in choosing bricks.
     """
     import pyarrow as pa
 
@@ -385,7 +416,7 @@ def attach_brick_stamps(catalog, roots: str | os.PathLike | Sequence[str | os.Pa
     ra, dec = _positions(catalog)
     name_col = find_column(catalog.column_names, "BRICKNAME")
     names = (catalog.column(name_col).to_pylist() if name_col is not None else None)
-    chosen = assign_bricks(ra, dec, bricks, names)
+    chosen = assign_bricks(ra, dec, bricks, names, skipped)
     n = catalog.num_rows
     images = np.zeros((n, 3, size, size), dtype=np.float32)
     covered = np.zeros(n, dtype=np.float32)
@@ -394,14 +425,23 @@ def attach_brick_stamps(catalog, roots: str | os.PathLike | Sequence[str | os.Pa
     masked = np.zeros(n, dtype=np.float32)
     masked_known = np.zeros(n, dtype=bool)
     has = chosen != None  # noqa: E711 (element-wise on an object array)
+    failed = np.zeros(n, dtype=bool)
     for brick in sorted(set(chosen[has])):
         rows = np.flatnonzero(chosen == brick)
-        stamps = cut_stamps(brick, bricks[brick], ra[rows], dec[rows], size)
+        try:
+            stamps = cut_stamps(brick, bricks[brick], ra[rows], dec[rows], size)
+        except InputError as err:
+            if skipped is None:
+                raise
+            skipped[_error_file(err)] = str(err)
+            failed[rows] = True
+            continue
         images[rows], covered[rows] = stamps.images, stamps.covered
         off_x[rows], off_y[rows] = stamps.offset_x, stamps.offset_y
         if stamps.masked is not None:
             masked[rows], masked_known[rows] = stamps.masked, True
-    missing = pa.array(~has)
+    stamped = has & ~failed
+    missing = pa.array(~stamped)
     image = images_to_arrow(images)
     image = pa.ExtensionArray.from_storage(
         image_type(size, size), pa.FixedSizeListArray.from_arrays(
@@ -410,8 +450,8 @@ def attach_brick_stamps(catalog, roots: str | os.PathLike | Sequence[str | os.Pa
         "image": image,
         "stamp_covered_fraction": pa.array(covered, mask=~has),
         "stamp_brick": pa.array(list(chosen), type=pa.string()),
-        "stamp_offset_x": pa.array(off_x, mask=~has),
-        "stamp_offset_y": pa.array(off_y, mask=~has),
+        "stamp_offset_x": pa.array(off_x, mask=~stamped),
+        "stamp_offset_y": pa.array(off_y, mask=~stamped),
         "stamp_masked_fraction": pa.array(masked, mask=~masked_known),
     }
     out = catalog.drop_columns([c for c in columns if c in catalog.column_names])

@@ -406,3 +406,46 @@ def test_simulated_brick_masks_saturated_pixels(tmp_path):
     stamps = cut_stamps("1500p020", files, ra, dec, 21)
     assert stamps.masked[0] > 0 and stamps.masked[1] == 0
     assert np.allclose(stamps.masked, masked_oracle(files, "1500p020", ra, dec, 21))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing band", "no wcs"])
+def test_attach_skips_a_bad_brick_when_asked(tmp_path, damage):
+    import pyarrow as pa
+
+    from astroembed.readers.bricks import attach_brick_stamps
+
+    good = synthetic_brick(tmp_path, "1500p020", 150.0, 2.0, seed=7)
+    bad = synthetic_brick(tmp_path, "1510p020", 151.0, 2.0, seed=8)
+    if damage == "truncated":
+        broken = bad["r"]
+        broken.write_bytes(broken.read_bytes()[:3000])
+    elif damage == "missing band":
+        bad["z"].unlink()
+        broken = bad["z"]
+    else:
+        broken = bad["g"]
+        planes = {b: np.ones((100, 120)) for b in "g"}
+        broken.unlink()
+        write_brick_files(tmp_path, "1510p020", fits.Header(), planes)
+    catalog = pa.table({"RA": [150.0, 151.0, 150.001], "DEC": [2.0, 2.0, 2.001],
+                        "BRICKNAME": ["1500p020", "1510p020", "1500p020"]})
+    with pytest.raises(InputError, match=str(broken.name).replace(".", r"\.")):
+        attach_brick_stamps(catalog, tmp_path, 16)
+    skipped: dict[str, str] = {}
+    out = attach_brick_stamps(catalog, tmp_path, 16, skipped)
+    assert list(skipped) == [str(broken)]
+    assert "again" in skipped[str(broken)] or "download" in skipped[str(broken)]
+    images = out.column("image").combine_chunks()
+    assert images.is_valid().to_pylist() == [True, False, True]
+    pixels = images.storage.values.to_numpy().reshape(-1, 3, 16, 16)  # null rows included
+    for i in (0, 2):
+        assert np.array_equal(pixels[i], cutout2d_stamp(good, catalog["RA"][i].as_py(),
+                                                        catalog["DEC"][i].as_py(), 16))
+    assert out.column("stamp_offset_x").is_valid().to_pylist() == [True, False, True]
+    covered = out.column("stamp_covered_fraction").to_pylist()
+    if damage == "no wcs":  # its header is unusable: the brick takes no part at all
+        assert out.column("stamp_brick").to_pylist() == ["1500p020", None, "1500p020"]
+        assert covered[1] is None
+    else:
+        assert out.column("stamp_brick").to_pylist() == ["1500p020", "1510p020", "1500p020"]
+        assert covered[1] == 0.0
