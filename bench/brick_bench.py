@@ -30,8 +30,9 @@ Two ways, alternated, each repeat in its own process:
   images, and the inverse variances and mask bits where the path reads those too).
 
 ``ratio = path seconds / floor seconds`` (medians over the repeats; target <= 1.5).
-Memory: each process's ``getrusage`` high-water mark (``ru_maxrss``), and the same right
-after its imports, so the part the work added shows.
+Memory: each process's peak resident set (``VmHWM`` in /proc/self/status, the high-water
+mark ``ru_maxrss`` gives but without the forking parent's), and the same right after its
+imports, so the part the work added shows.
 """
 
 from __future__ import annotations
@@ -156,6 +157,14 @@ def make_plan(work: Path, root: Path, n_objects: int, n_bricks: int, per_brick: 
 
 
 def _rss_mb() -> float:
+    """This process's peak resident memory, MB: VmHWM, which starts afresh at exec (Linux's
+    ru_maxrss keeps the forking parent's mark, here the harness's after writing bricks)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -196,7 +205,7 @@ def child(kind: str, plan_path: Path) -> dict:
                 n += len(g["ra"])
         seconds = time.perf_counter() - start
     return {"kind": kind, "stamps": n, "seconds": seconds, "products": products,
-            "maxrss_mb": round(_rss_mb(), 1), "rss_after_imports_mb": round(after_imports, 1)}
+            "peak_rss_mb": round(_rss_mb(), 1), "rss_after_imports_mb": round(after_imports, 1)}
 
 
 def _products_read(table) -> list[str]:
@@ -229,7 +238,10 @@ def harness(opts) -> dict:
     for rep in range(opts.repeat):
         for kind in ("path", "floor"):  # alternated, so drifts hit both alike
             print(f"{kind} {rep + 1}/{opts.repeat} ...", file=sys.stderr, flush=True)
+            load = os.getloadavg()[0]
             r = run_child(kind, plan, products)
+            # 1-minute load average before and after: above the cores, others shared them
+            r["load_before"], r["load_after"] = round(load, 2), round(os.getloadavg()[0], 2)
             if kind == "path":
                 products = r["products"]  # the floor reads the files the path read
             r["stamps_per_second"] = round(r["stamps"] / r["seconds"], 1)
@@ -252,14 +264,14 @@ def harness(opts) -> dict:
         "floor_stamps_per_second": round(opts.objects / med["floor"], 1),
         "ratio": round(med["path"] / med["floor"], 3),
         "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
-        "path_peak_rss_mb": statistics.median(r["maxrss_mb"] for r in runs["path"]),
-        "floor_peak_rss_mb": statistics.median(r["maxrss_mb"] for r in runs["floor"]),
+        "path_peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in runs["path"]),
+        "floor_peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in runs["floor"]),
         "path_rss_after_imports_mb": statistics.median(
             r["rss_after_imports_mb"] for r in runs["path"]),
         "floor_rss_after_imports_mb": statistics.median(
             r["rss_after_imports_mb"] for r in runs["floor"]),
-        "memory": "ru_maxrss (getrusage high-water mark) of each child process, median over "
-                  "the repeats; rss_after_imports is the same mark right after the imports",
+        "memory": "peak RSS (VmHWM) of each child process, median over the repeats; "
+                  "rss_after_imports is the same mark right after the imports",
         "runs": runs, "note": opts.note,
     }
     return portable(report, work)
