@@ -102,6 +102,9 @@ def crossmatch_stage(cfg: RunConfig, catalog: Path, state: dict | None, files: l
         reason = "no earlier run recorded in the catalog" if catalog.exists() else "new catalog"
     elif state.get("crossmatch") != fingerprint:
         reason = "the cross-match settings changed"
+    elif _bricks_changed(diff, state):
+        # a brick directory sends no rows to tiles, so no tile would be redone for it
+        reason = "brick coadds changed"
     if reason is None and not diff.any:
         event("crossmatch_nothing_to_do", "crossmatch: no new, changed or removed input "
               "files; nothing to do", stage="crossmatch")
@@ -138,6 +141,16 @@ def crossmatch_stage(cfg: RunConfig, catalog: Path, state: dict | None, files: l
                          skip_bad_bricks=skip_bad_bricks)
     summary.update(mode="full", reason=reason)
     return summary
+
+
+def _bricks_changed(diff: InputDiff, state: dict) -> bool:
+    """A brick directory is new, changed or removed (one that went away left no tiles on
+    record, as a brick directory never has any)."""
+    import os
+
+    tiles = state.get("input_tiles", {})
+    return (any(os.path.isdir(p) for p in (*diff.new, *diff.changed))
+            or any(not tiles.get(p) and not os.path.exists(p) for p in diff.removed))
 
 
 def embed_stage(cfg: RunConfig, progress) -> dict:

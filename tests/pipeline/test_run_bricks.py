@@ -141,3 +141,32 @@ def test_a_truncated_brick_fails_the_run_or_costs_only_its_stamps(pipeline, smal
             assert np.array_equal(image, brick_stamp(bricks[name], ra, dec))
             assert main.column("stamp_covered_fraction")[k].as_py() > 0
     assert all(stamped.values()), stamped
+
+
+def test_a_repaired_brick_file_is_a_changed_input(pipeline, tmp_path):
+    """The brick directory is one input, fingerprinted by its files: nothing new after a
+    skip run, and a repaired file redoes the tiles, its objects then getting stamps."""
+    from astroembed.simulation.bricks import write_brick  # noqa: F401 (the files' writer)
+
+    config, bricks, bad_brick, bad = pipeline
+    catalog = tmp_path / "out" / "cat"
+    assert cli("-q", "run", config, "--on-error", "skip").returncode == 4
+    again = cli("run", config, "--on-error", "skip", "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["outcome"] == "nothing to do"
+
+    with fits.open(bricks[bad_brick]["g"]) as hdul:  # a band of the same brick, as a stand-in
+        data, header = np.array(hdul[1].data), hdul[1].header
+    hdu = fits.CompImageHDU(data, header=header, compression_type="RICE_1",
+                            tile_shape=(1, data.shape[1]))
+    bad.unlink()
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(bad)
+    fixed = cli("run", config, "--json")
+    assert fixed.returncode == 0, fixed.stderr
+    report = json.loads(fixed.stdout)
+    assert report["inputs"]["changed"] == [str(tmp_path / "in" / "legacysurvey")]
+    main = pq.ParquetDataset(catalog / "main" / "dataset").read()
+    names = main.column("stamp_brick").to_pylist()
+    covered = main.column("stamp_covered_fraction").to_pylist()
+    mine = [c for n, c in zip(names, covered) if n == bad_brick]
+    assert mine and all(c > 0 for c in mine)
