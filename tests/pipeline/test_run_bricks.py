@@ -146,8 +146,6 @@ def test_a_truncated_brick_fails_the_run_or_costs_only_its_stamps(pipeline, smal
 def test_a_repaired_brick_file_is_a_changed_input(pipeline, tmp_path):
     """The brick directory is one input, fingerprinted by its files: nothing new after a
     skip run, and a repaired file redoes the tiles, its objects then getting stamps."""
-    from astroembed.simulation.bricks import write_brick  # noqa: F401 (the files' writer)
-
     config, bricks, bad_brick, bad = pipeline
     catalog = tmp_path / "out" / "cat"
     assert cli("-q", "run", config, "--on-error", "skip").returncode == 4
@@ -155,7 +153,8 @@ def test_a_repaired_brick_file_is_a_changed_input(pipeline, tmp_path):
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["outcome"] == "nothing to do"
 
-    with fits.open(bricks[bad_brick]["g"]) as hdul:  # a band of the same brick, as a stand-in
+    # the repaired file: the same brick's g pixels on its grid, compressed as before
+    with fits.open(bricks[bad_brick]["g"]) as hdul:
         data, header = np.array(hdul[1].data), hdul[1].header
     hdu = fits.CompImageHDU(data, header=header, compression_type="RICE_1",
                             tile_shape=(1, data.shape[1]))
