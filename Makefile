@@ -8,7 +8,7 @@ DEMO   ?= demo-output
 # multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test test-fast test-gpu docs bench bench-crossmatch bench-encoders bench-embed bench-probe bench-demo model model-scores clean
+.PHONY: install demo test test-fast test-gpu docs bench bench-crossmatch bench-encoders bench-embed bench-probe bench-demo bench-bricks model model-scores clean
 
 install: $(STAMP)
 
@@ -50,10 +50,14 @@ docs: install
 # Benchmarks (bench/README.md has every result with its command). Cross-match peers: LSDB,
 # hats-import, astropy, STILTS, bare cKDTree.
 # STILTS comes from Debian (apt-get install -y stilts); without it that peer is reported as missing.
-# Each part alone: make bench-crossmatch | bench-embed | bench-encoders | bench-probe.
+# Each part alone: make bench-crossmatch | bench-embed | bench-encoders | bench-probe | bench-bricks.
 # bench-embed also measures how the pixel arrays are stored (bench/parquet_encoding.py).
 BENCH_SIZES ?= 1e5,1e6,1e7
-bench: bench-crossmatch bench-encoders bench-embed bench-probe bench-demo
+bench: bench-crossmatch bench-encoders bench-embed bench-probe bench-demo bench-bricks
+
+# Stamps cut from full-size simulated brick coadds against decompressing their rows alone.
+bench-bricks: install
+	$(PY) bench/brick_bench.py --objects 10000 --repeat 3
 
 bench-demo: install
 	$(PY) bench/demo_bench.py

@@ -63,6 +63,9 @@ LEFT = {
                                          "(the rest are 0)"),
     "stamp_offset_x": Column("pixel", "object's x (along RA) minus the stamp centre"),
     "stamp_offset_y": Column("pixel", "object's y (along Dec) minus the stamp centre"),
+    "stamp_masked_fraction": Column("", "fraction of the stamp's pixels masked (any mask "
+                                        "bit, or invvar 0 in a band) or off the brick (null: "
+                                        "the brick has no maskbits/invvar files)"),
 }
 
 #: DESI spectra and redshift columns (the cross-match's right side).

@@ -56,7 +56,7 @@ def run_command(
     config: Annotated[Path, typer.Argument(help="Pipeline TOML file (see pipelines/demo.toml).")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List new, changed and removed inputs and the tiles they touch; change nothing.")] = False,
     log_format: Annotated[str, typer.Option("--log-format", help="text | json (one object per line on stderr: time, level, event, message, stage, tile, file, counts, error).")] = "text",
-    on_error: Annotated[str, typer.Option("--on-error", help="fail: stop at an unreadable input file, catalog untouched. skip: leave it out, finish the rest, exit 4.")] = "fail",
+    on_error: Annotated[str, typer.Option("--on-error", help="fail: stop at an unreadable input file, catalog untouched. skip: leave it out (a bad brick coadd file: only its objects lose their brick stamps), finish the rest, exit 4.")] = "fail",
     as_json: AsJson = False,
 ) -> None:
     """Run a pipeline (crossmatch -> embed -> probe/predict) from a TOML file, incrementally.

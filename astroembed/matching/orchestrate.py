@@ -58,21 +58,25 @@ def _margins(cfg: CrossmatchConfig) -> tuple[float, float]:
     return left, right
 
 
-def _tile_options(cfg: CrossmatchConfig):
+def _tile_options(cfg: CrossmatchConfig, skip_bad_bricks: bool = False):
     from astroembed.matching.tilematch import TileOptions
 
     return TileOptions(radius=cfg.radius, mode=cfg.mode, how=cfg.how, match_on=cfg.match_on,
                        compare_ids=cfg.compare_ids, suffixes=tuple(cfg.suffixes),
-                       cutout_size=cfg.cutout_size)
+                       cutout_size=cfg.cutout_size, skip_bad_bricks=skip_bad_bricks)
 
 
 def crossmatch(cfg: CrossmatchConfig, progress: Progress | None = None,
-               layout: list[tuple[int, int]] | None = None) -> dict:
+               layout: list[tuple[int, int]] | None = None,
+               skip_bad_bricks: bool = False) -> dict:
     """Cross-match IMAGES (left) with SPECTRA (right) into the HATS catalog ``cfg.out``.
 
     ``layout`` forces the tiles (``astroembed run`` keeps a catalog's layout across updates);
     by default they adapt to the inputs. Returns a summary: rows in, matched, dropped per
     quality-cut reason, tiles, time, and ``input_tiles``: the tiles each input file reached.
+
+    A bad brick coadd file raises InputError naming it; with ``skip_bad_bricks`` its objects
+    get no brick stamp instead and the summary's ``skipped_bricks`` says file -> why.
     """
     from astroembed.catalog.writer import CatalogWriter
     from astroembed.catalog.lock import CatalogLock
@@ -102,7 +106,7 @@ def crossmatch(cfg: CrossmatchConfig, progress: Progress | None = None,
         try:
             plan, per_input, tile_results = _match_tiles(
                 cfg, inputs, staging, writer, plan, layout, run_id,
-                (left_margin, right_margin), progress)
+                (left_margin, right_margin), progress, skip_bad_bricks)
             summary = _summary(inputs, per_input, tile_results, plan, time.time() - start)
             provenance = {"command": "crossmatch", "config": resolved, "run_id": run_id,
                           "inputs": _input_records(inputs),
@@ -130,7 +134,7 @@ def crossmatch(cfg: CrossmatchConfig, progress: Progress | None = None,
 
 def _match_tiles(cfg: CrossmatchConfig, inputs, staging: Path, writer, plan, layout,
                  run_id: str, margins: tuple[float, float],
-                 progress: Progress | None) -> tuple:
+                 progress: Progress | None, skip_bad_bricks: bool = False) -> tuple:
     """Read, partition and match on the cluster; (plan, per-input results, tile results).
 
     A bad input is found while reading, before any tile exists: then nothing is left behind.
@@ -138,7 +142,7 @@ def _match_tiles(cfg: CrossmatchConfig, inputs, staging: Path, writer, plan, lay
     from astroembed.matching.partition import IMAGE_JOIN_ARCSEC, Plan, make_tiles
 
     left_margin, right_margin = margins
-    opts = _tile_options(cfg)
+    opts = _tile_options(cfg, skip_bad_bricks)
     try:
         input_bytes = sum(f.size for f in inputs)
         with compute_client(cfg.scheduler, cfg.workers, cfg.processes, input_bytes) as client:
@@ -212,7 +216,8 @@ class LayoutTooSmall(AstroembedError):
 
 def crossmatch_update(cfg: CrossmatchConfig, layout: list[tuple[int, int]],
                       known_tiles: dict[str, list], changed: set[str], stale: set[tuple[int, int]],
-                      progress: Progress | None = None, dry_run: bool = False) -> dict:
+                      progress: Progress | None = None, dry_run: bool = False,
+                      skip_bad_bricks: bool = False) -> dict:
     """Redo, in place, only the tiles of catalog ``cfg.out`` that changed inputs reach.
 
     ``changed``: paths of new or changed input files; ``stale``: tiles where removed or changed
@@ -222,7 +227,7 @@ def crossmatch_update(cfg: CrossmatchConfig, layout: list[tuple[int, int]],
     tile layout, so the result equals a full rebuild on that layout. Raises
     :class:`LayoutTooSmall` when a new left-side row is outside every tile. With ``dry_run``
     nothing in the catalog changes. The catalog is left marked incomplete (the embed stage
-    finishes it).
+    finishes it). ``skip_bad_bricks`` as in :func:`crossmatch`.
     """
     from astroembed.catalog.layout import pixel_tile_path, tile_path
     from astroembed.catalog.writer import mark_incomplete, refresh_pixels, update_provenance
@@ -240,7 +245,7 @@ def crossmatch_update(cfg: CrossmatchConfig, layout: list[tuple[int, int]],
                 image_margin=IMAGE_JOIN_ARCSEC * 1.01,
                 inputs=[dataclasses.asdict(f) for f in inputs], config_hash="update",
                 write_path=str(out))
-    opts = _tile_options(cfg)
+    opts = _tile_options(cfg, skip_bad_bricks)
     new = [f for f in inputs if f.path in changed]
     try:
         input_bytes = sum(f.size for f in inputs)
@@ -390,7 +395,9 @@ def _summary(inputs, per_input, tile_results, plan, seconds: float) -> dict:
         ids.update(t.id_comparison)
     right_role = next((role for role in ("spectra", "redshifts", "table") if rows_read[role]),
                       "spectra")
-    return {
+    skipped_bricks = {f: why for t in tile_results
+                      for f, why in sorted(getattr(t, "skipped_bricks", {}).items())}
+    summary = {
         "left_rows": rows_read["catalog"],
         "right_rows": rows_read[right_role],
         "right_usable": rows_read[right_role] - sum(dropped.values()),
@@ -402,3 +409,6 @@ def _summary(inputs, per_input, tile_results, plan, seconds: float) -> dict:
         "tiles_skipped": sum(t.skipped for t in tile_results),
         "seconds": round(seconds, 2),
     }
+    if skipped_bricks:  # only with skip_bad_bricks: the brick files left out, and why
+        summary["skipped_bricks"] = skipped_bricks
+    return summary

@@ -35,6 +35,9 @@ class TileOptions:
     compare_ids: bool
     suffixes: tuple[str, str]
     cutout_size: int = 64  # stamps cut from brick coadds
+    # a bad brick file leaves its objects without a brick stamp (recorded in
+    # TileResult.skipped_bricks) instead of failing the tile
+    skip_bad_bricks: bool = False
 
 
 @dataclass
@@ -47,6 +50,7 @@ class TileResult:
     dropped: Counter = field(default_factory=Counter)
     id_comparison: Counter = field(default_factory=Counter)
     skipped: bool = False
+    skipped_bricks: dict = field(default_factory=dict)  # brick file -> why it was not read
 
     def to_json(self) -> str:
         import json
@@ -79,13 +83,15 @@ def _has_role(plan: Plan | None, side: str, role: str) -> bool:
 
 
 def left_side(staging: str, tile: tuple[int, int], plan: Plan | None = None,
-              cutout_size: int = 64) -> pa.Table | None:
+              cutout_size: int = 64, skipped_bricks: dict[str, str] | None = None
+              ) -> pa.Table | None:
     """Catalog rows of the tile (own + margin) with cutouts attached where there are any
     (an all-null ``image`` column when the run has cutouts but none reach this tile).
 
     With brick coadds among the inputs, the tile's own rows get stamps cut from them
     (replacing any cutout) and the stamp columns; margin rows produce no output and get
-    nulls, so no stamp is cut twice.
+    nulls, so no stamp is cut twice. With ``skipped_bricks`` (a dict), a bad brick file is
+    recorded there (file -> why) and its objects get no brick stamp, instead of an error.
     """
     from astroembed.readers import attach_cutouts
 
@@ -102,18 +108,20 @@ def left_side(staging: str, tile: tuple[int, int], plan: Plan | None = None,
     bricks = [f["path"] for f in (plan.inputs if plan is not None else ())
               if f["side"] == "left" and f["role"] == "bricks"]
     if bricks:
-        catalog = _brick_stamps(catalog, bricks, cutout_size)
+        catalog = _brick_stamps(catalog, bricks, cutout_size, skipped_bricks)
     return catalog
 
 
-def _brick_stamps(catalog: pa.Table, roots: list[str], size: int) -> pa.Table:
+def _brick_stamps(catalog: pa.Table, roots: list[str], size: int,
+                  skipped: dict[str, str] | None = None) -> pa.Table:
     """Stamps from the brick directories ``roots`` for the own rows; margin rows get the
-    same columns, null. An object no brick holds keeps its cutout when that has the stamps'
+    same columns, null. An object without a brick stamp (no brick holds it, or its brick's
+    files are bad and ``skipped`` records them) keeps its cutout when that has the stamps'
     shape (one image column holds one shape)."""
     from astroembed.readers.bricks import attach_brick_stamps
 
     own = np.flatnonzero(~catalog.column("_margin").to_numpy(zero_copy_only=False))
-    stamped = attach_brick_stamps(catalog.take(pa.array(own)), roots, size)
+    stamped = attach_brick_stamps(catalog.take(pa.array(own)), roots, size, skipped)
     if "image" in catalog.column_names:
         stamped = _keep_cutouts(stamped, catalog.column("image").combine_chunks().take(
             pa.array(own)))
@@ -134,7 +142,7 @@ def _keep_cutouts(stamped: pa.Table, cutouts: pa.Array) -> pa.Table:
     image = stamped.column("image").combine_chunks()
     if cutouts.type != image.type:
         return stamped
-    use = (stamped.column("stamp_brick").is_null().to_numpy(zero_copy_only=False)
+    use = (image.is_null().to_numpy(zero_copy_only=False)
            & cutouts.is_valid().to_numpy(zero_copy_only=False))
     if not use.any():
         return stamped
@@ -279,7 +287,8 @@ def build_tile(tile: tuple[int, int], staging: str, catalog: str, plan: Plan,
         result.skipped = True
         return result
     result = TileResult(tile)
-    left = left_side(staging, tile, plan, opts.cutout_size)
+    left = left_side(staging, tile, plan, opts.cutout_size,
+                     result.skipped_bricks if opts.skip_bad_bricks else None)
     right = right_side(staging, tile, result.dropped, keep_all, plan)
     if left is None or left.num_rows == 0:
         done.parent.mkdir(parents=True, exist_ok=True)

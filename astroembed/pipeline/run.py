@@ -145,7 +145,8 @@ def _run_stages(cfg: RunConfig, catalog: Path, state: dict | None, report: dict,
                 for path in getattr(diff, kind):
                     event(f"input_{kind}", "input %s: %s", kind, path, file=path)
         try:
-            xm = crossmatch_stage(cfg, catalog, state, files, diff, dry_run, progress)
+            xm = crossmatch_stage(cfg, catalog, state, files, diff, dry_run, progress,
+                                  skip_bad_bricks=on_error == "skip")
             break
         except InputError as err:
             bad = failing_input(err, files)
@@ -157,6 +158,11 @@ def _run_stages(cfg: RunConfig, catalog: Path, state: dict | None, report: dict,
             event("input_skipped", "skipping %s: %s", bad, err, level=logging.WARNING,
                   file=bad, error=str(err))
     report["stages"]["crossmatch"] = {k: v for k, v in xm.items() if k != "input_tiles"}
+    # bad brick files cost only their objects' stamps: reported as skipped inputs
+    for bad, why in xm.get("skipped_bricks", {}).items():
+        skipped[bad] = why
+        event("input_skipped", "skipping %s: %s", bad, why, level=logging.WARNING,
+              file=bad, error=why)
     if dry_run:
         report["outcome"] = "dry run"
         return

@@ -86,9 +86,12 @@ def failing_input(err: AstroembedError, files: list[str]) -> str | None:
 # ----------------------------------------------------------------------------- stages
 
 def crossmatch_stage(cfg: RunConfig, catalog: Path, state: dict | None, files: list[str],
-                      diff: InputDiff, dry_run: bool, progress) -> dict:
+                      diff: InputDiff, dry_run: bool, progress,
+                      skip_bad_bricks: bool = False) -> dict:
     """Full cross-match (first run, changed settings, no usable state) or an update of the
-    tiles that changed inputs reach; the stage's report."""
+    tiles that changed inputs reach; the stage's report. With ``skip_bad_bricks`` a bad brick
+    coadd file leaves its objects without a brick stamp (the report's ``skipped_bricks``)
+    instead of failing the stage."""
     from astroembed.matching.orchestrate import LayoutTooSmall, crossmatch, crossmatch_update
 
     images, spectra = side_lists(cfg, files)
@@ -99,6 +102,9 @@ def crossmatch_stage(cfg: RunConfig, catalog: Path, state: dict | None, files: l
         reason = "no earlier run recorded in the catalog" if catalog.exists() else "new catalog"
     elif state.get("crossmatch") != fingerprint:
         reason = "the cross-match settings changed"
+    elif _bricks_changed(diff, state):
+        # a brick directory sends no rows to tiles, so no tile would be redone for it
+        reason = "brick coadds changed"
     if reason is None and not diff.any:
         event("crossmatch_nothing_to_do", "crossmatch: no new, changed or removed input "
               "files; nothing to do", stage="crossmatch")
@@ -114,7 +120,7 @@ def crossmatch_stage(cfg: RunConfig, catalog: Path, state: dict | None, files: l
         try:
             report = crossmatch_update(xcfg, [tuple(t) for t in state["layout"]], known,
                                        set(diff.new) | set(diff.changed), stale, progress,
-                                       dry_run=dry_run)
+                                       dry_run=dry_run, skip_bad_bricks=skip_bad_bricks)
         except LayoutTooSmall as err:
             reason = f"{err}; re-tiling"
         else:
@@ -131,9 +137,20 @@ def crossmatch_stage(cfg: RunConfig, catalog: Path, state: dict | None, files: l
     event("crossmatch_full", "crossmatch: full run (%s)", reason, stage="crossmatch", reason=reason)
     if dry_run:
         return {"mode": "full", "reason": reason, "tiles": "all"}
-    summary = crossmatch(dataclasses.replace(xcfg, overwrite=catalog.exists()), progress)
+    summary = crossmatch(dataclasses.replace(xcfg, overwrite=catalog.exists()), progress,
+                         skip_bad_bricks=skip_bad_bricks)
     summary.update(mode="full", reason=reason)
     return summary
+
+
+def _bricks_changed(diff: InputDiff, state: dict) -> bool:
+    """A brick directory is new, changed or removed (one that went away left no tiles on
+    record, as a brick directory never has any)."""
+    import os
+
+    tiles = state.get("input_tiles", {})
+    return (any(os.path.isdir(p) for p in (*diff.new, *diff.changed))
+            or any(not tiles.get(p) and not os.path.exists(p) for p in diff.removed))
 
 
 def embed_stage(cfg: RunConfig, progress) -> dict:

@@ -3,7 +3,9 @@ compare with it.
 
 The record holds each input file's size, mtime, SHA-256 and the tiles it reached, the tile
 layout and the cross-match settings' fingerprint. A file is changed when its size or mtime
-differ *and* its checksum does (a touched but identical file is not).
+differ *and* its checksum does (a touched but identical file is not). A directory of brick
+coadds is one input: its size is that of all its brick files together, its mtime their
+latest, its checksum one over their names and checksums.
 """
 
 from __future__ import annotations
@@ -39,11 +41,31 @@ def write_state(catalog: Path, state: dict) -> None:
 
 
 def sha256(path: str) -> str:
+    if os.path.isdir(path):
+        digest = hashlib.sha256()
+        for f in _directory_files(path):
+            digest.update(f"{f.relative_to(path).as_posix()}\0{sha256(str(f))}\n".encode())
+        return digest.hexdigest()
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(HASH_CHUNK):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _directory_files(path: str) -> list[Path]:
+    """The files a directory input stands for: a brick directory's coadd files."""
+    from astroembed.readers.bricks import brick_files
+
+    return brick_files(path)
+
+
+def _size_mtime(path: str) -> tuple[int, float]:
+    if not os.path.isdir(path):
+        st = os.stat(path)
+        return st.st_size, st.st_mtime
+    stats = [f.stat() for f in _directory_files(path)]
+    return sum(st.st_size for st in stats), max((st.st_mtime for st in stats), default=0.0)
 
 
 def crossmatch_fingerprint(cfg: RunConfig) -> str:
@@ -73,13 +95,13 @@ def diff_inputs(paths: list[str], known: dict[str, dict]) -> InputDiff:
     """Compare files with the last run's record (size and mtime first, checksum to confirm)."""
     prints, new, changed = {}, [], []
     for path in paths:
-        st = os.stat(path)
+        size, mtime = _size_mtime(path)
         old = known.get(path)
-        if old and old["size"] == st.st_size and old["mtime"] == st.st_mtime:
+        if old and old["size"] == size and old["mtime"] == mtime:
             prints[path] = dict(old)
             continue
         digest = sha256(path)
-        prints[path] = {"size": st.st_size, "mtime": st.st_mtime, "sha256": digest}
+        prints[path] = {"size": size, "mtime": mtime, "sha256": digest}
         if old is None:
             new.append(path)
         elif old.get("sha256") != digest:

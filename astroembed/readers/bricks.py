@@ -18,8 +18,16 @@ brick: pixels the brick does not have are 0 and ``covered`` says which fraction 
 came from the brick. ``offset_x``/``offset_y`` are the object's position minus the stamp
 centre ``(N - 1) / 2``, in pixels (x along RA axis 1 of the image, y along Dec axis 2).
 
+Where the brick's ``-maskbits`` file or ``-invvar-<band>`` files sit beside the images,
+``masked`` is the fraction of the stamp's pixels that hold no usable data: any mask bit set,
+or inverse variance 0 in any band whose invvar file is there, or outside the brick. Without
+any of those files it is None (unknown, not 0). Note that in the survey's mask bit 0
+(NPRIMARY) marks pixels outside the brick's own unique area, so near a brick edge the
+overlap with its neighbour counts as masked.
+
 Only the rows of pixels that the stamps need are decompressed (section access on the
-compressed HDU), and each band file is opened once per call.
+compressed HDU), and each file (images, inverse variances, mask bits) is opened once per
+call.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ __all__ = [
     "BrickStamps",
     "assign_bricks",
     "attach_brick_stamps",
+    "brick_files",
     "brick_path",
     "cut_stamps",
     "find_bricks",
@@ -78,6 +87,13 @@ def find_bricks(root: str | os.PathLike) -> dict[str, dict[str, Path]]:
     return found
 
 
+def brick_files(root: str | os.PathLike) -> list[Path]:
+    """Every file under ``root``'s ``coadd/`` (images, inverse variances, mask bits), sorted:
+    what a brick directory holds as an input."""
+    base = _coadd_root(Path(root)) / "coadd"
+    return sorted(p for p in base.rglob("*") if p.is_file())
+
+
 def read_brick_index(path: str | os.PathLike):
     """One row per brick under ``path``: ``BRICKNAME`` and the ``BANDS`` it has (e.g. 'grz').
 
@@ -112,6 +128,9 @@ class BrickStamps:
     offset_y: np.ndarray  # (n,) object y - stamp centre y, pixels
     x0: np.ndarray  # (n,) brick column of stamp pixel 0 (may be negative)
     y0: np.ndarray  # (n,) brick row of stamp pixel 0 (may be negative)
+    # (n,) fraction of stamp pixels masked, no data or off the brick; None without the
+    # brick's maskbits/invvar files
+    masked: np.ndarray | None = None
 
 
 def stamp_bounds(x: np.ndarray, y: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -140,7 +159,9 @@ def _open_band(path: Path, stack: contextlib.ExitStack) -> _Band:
 
     from astroembed.readers.fitsutil import open_fits
 
-    hdul = stack.enter_context(open_fits(path))
+    # mapped: a section read fetches each of its row tiles from the mapping, far cheaper
+    # than a read call per tile
+    hdul = stack.enter_context(open_fits(path, memmap=True))
     hdu = next((h for h in hdul if h.is_image and h.header.get("NAXIS", 0) == 2), None)
     if hdu is None:
         raise InputError(f"{path}: has no 2-D image HDU. A brick coadd holds one 2-D image "
@@ -170,6 +191,21 @@ def _band_files(brick: str, files: dict[str, Path]) -> list[Path]:
     return [Path(files[b]) for b in BRICK_BANDS]
 
 
+def _mask_files(brick: str, files: dict[str, Path]) -> list[tuple[str, Path]]:
+    """(product, file) of the brick's mask bits and g, r, z inverse variances that sit
+    beside its g image (compressed ``.fits.fz`` or plain ``.fits``)."""
+    folder = Path(files["g"]).parent
+    found = []
+    for product, band in (("maskbits", ""), ("invvar", "g"), ("invvar", "r"), ("invvar", "z")):
+        stem = f"legacysurvey-{brick}-" + (product if product == "maskbits" else
+                                           f"{product}-{band}")
+        path = next((folder / (stem + ext) for ext in (".fits.fz", ".fits")
+                     if (folder / (stem + ext)).is_file()), None)
+        if path is not None:
+            found.append((product, path))
+    return found
+
+
 def _same_grid(bands: Sequence[_Band]) -> None:
     """All bands of a brick share one pixel grid (else the stamps would not align)."""
     first = bands[0]
@@ -184,22 +220,24 @@ def _same_grid(bands: Sequence[_Band]) -> None:
                              "download the brick's files again.")
 
 
-def _read_rows(band: _Band, rows: list[tuple[int, int]]) -> dict[tuple[int, int], np.ndarray]:
-    """Decompress only the row ranges ``rows`` of a band (full width: tiles are rows)."""
+def _read_rows(band: _Band, rows: list[tuple[int, int]], dtype=np.float32):
+    """Decompress only the row ranges ``rows`` of a band (full width: tiles are rows), one
+    range at a time, so only one range's pixels are held at once: yields (r0, block)."""
     import warnings
 
-    out = {}
     for r0, r1 in rows:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                out[(r0, r1)] = np.asarray(band.hdu.section[r0:r1, :], dtype=np.float32)
+                block = np.asarray(band.hdu.section[r0:r1, :], dtype=dtype)
+                if block.shape != (r1 - r0, band.shape[1]):
+                    raise ValueError(f"got {block.shape[0]} x {block.shape[1]} pixels")
         except Exception as exc:
             raise InputError(
                 f"{band.path}: rows {r0}..{r1 - 1} cannot be read "
                 f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
                 "). The file may be truncated or corrupt; download or copy it again.") from None
-    return out
+        yield r0, block
 
 
 def _merged_rows(y0: np.ndarray, size: int, height: int) -> list[tuple[int, int]]:
@@ -238,7 +276,8 @@ def cut_stamps(brick: str, files: dict[str, Path], ra: Sequence[float], dec: Seq
     dec = np.atleast_1d(np.asarray(dec, np.float64))
     with contextlib.ExitStack() as stack:
         bands = [_open_band(path, stack) for path in _band_files(brick, files)]
-        _same_grid(bands)
+        masks = [(product, _open_band(path, stack)) for product, path in _mask_files(brick, files)]
+        _same_grid(bands + [band for _, band in masks])
         height, width = bands[0].shape
         x, y = _pixel_positions(bands[0], ra, dec)
         outside = ~((x >= -0.5) & (x < width - 0.5) & (y >= -0.5) & (y < height - 0.5))
@@ -254,15 +293,27 @@ def cut_stamps(brick: str, files: dict[str, Path], ra: Sequence[float], dec: Seq
         images = np.zeros((n, 3, size, size), dtype=np.float32)
         rows = _merged_rows(y0, size, height)
         for k, band in enumerate(bands):
-            blocks = _read_rows(band, rows)
-            for (r0, r1), block in blocks.items():
+            for r0, block in _read_rows(band, rows):
+                r1 = r0 + block.shape[0]
                 for i in np.flatnonzero((y0 < r1) & (y0 + size > r0)):
                     _paste(images[i, k], block, r0, int(x0[i]), int(y0[i]), width)
+        masked = None
+        if masks:
+            # usable pixels: on the brick and unmasked (what stays False counts as masked)
+            usable = np.zeros((n, size, size), dtype=bool)
+            for r0, r1 in rows:
+                bad = np.zeros((r1 - r0, width), dtype=bool)
+                for product, band in masks:
+                    (_, block), = _read_rows(band, [(r0, r1)], dtype=None)
+                    bad |= (block != 0) if product == "maskbits" else ~(block > 0)
+                for i in np.flatnonzero((y0 < r1) & (y0 + size > r0)):
+                    _paste(usable[i], ~bad, r0, int(x0[i]), int(y0[i]), width)
+            masked = 1.0 - usable.sum(axis=(1, 2)) / float(size * size)
     inside_x = np.clip(x0 + size, 0, width) - np.clip(x0, 0, width)
     inside_y = np.clip(y0 + size, 0, height) - np.clip(y0, 0, height)
     covered = (inside_x * inside_y) / float(size * size)
     centre = (size - 1) / 2.0
-    return BrickStamps(images, covered, x - x0 - centre, y - y0 - centre, x0, y0)
+    return BrickStamps(images, covered, x - x0 - centre, y - y0 - centre, x0, y0, masked)
 
 
 def _paste(stamp: np.ndarray, block: np.ndarray, r0: int, x0: int, y0: int, width: int) -> None:
@@ -274,24 +325,41 @@ def _paste(stamp: np.ndarray, block: np.ndarray, r0: int, x0: int, y0: int, widt
         stamp[ya - y0:yb - y0, xa - x0:xb - x0] = block[ya - r0:yb - r0, xa:xb]
 
 
-def _brick_grids(bricks: dict[str, dict[str, Path]]) -> dict[str, tuple[object, tuple[int, int]]]:
-    """Brick -> (WCS, (height, width)) of its g image (headers only)."""
+def _error_file(err: InputError) -> str:
+    """The file an error of this module names (its messages start with the path, an HDU
+    in brackets after it where the error is about one)."""
+    return re.sub(r"\[[^\]/]*\]$", "", str(err).split(": ", 1)[0])
+
+
+def _brick_grids(bricks: dict[str, dict[str, Path]], skipped: dict[str, str] | None = None
+                 ) -> dict[str, tuple[object, tuple[int, int]]]:
+    """Brick -> (WCS, (height, width)) of its first g, r or z image (headers only).
+
+    With ``skipped`` (file -> why), a brick whose header cannot be used is recorded there and
+    left out instead of raising."""
     grids = {}
     for brick, files in bricks.items():
-        with contextlib.ExitStack() as stack:
-            band = _open_band(_band_files(brick, files)[0], stack)
-            grids[brick] = (band.wcs, band.shape)
+        first = next((Path(files[b]) for b in BRICK_BANDS if b in files), None)
+        try:
+            with contextlib.ExitStack() as stack:
+                band = _open_band(first or _band_files(brick, files)[0], stack)
+                grids[brick] = (band.wcs, band.shape)
+        except InputError as err:
+            if skipped is None:
+                raise
+            skipped[_error_file(err)] = str(err)
     return grids
 
 
 def assign_bricks(ra: np.ndarray, dec: np.ndarray, bricks: dict[str, dict[str, Path]],
-                  names: Sequence[str | None] | None = None) -> np.ndarray:
+                  names: Sequence[str | None] | None = None,
+                  skipped: dict[str, str] | None = None) -> np.ndarray:
     """The brick each object's stamp comes from (object array; None where no brick has it).
 
     ``names`` (a catalog's BRICKNAME) decides where given, present under the directory and
     holding the position (Tractor assigns each object to the brick whose unique area holds
     it). Otherwise the brick whose image holds the position farthest from its edges (the
-    most complete stamp).
+    most complete stamp). ``skipped``: as in :func:`attach_brick_stamps`.
     """
     from astropy.coordinates import SkyCoord
 
@@ -304,7 +372,7 @@ def assign_bricks(ra: np.ndarray, dec: np.ndarray, bricks: dict[str, dict[str, P
              (names if names is not None else [None] * ra.size)]
     best = np.full(ra.size, -np.inf)
     sky = SkyCoord(ra, dec, unit="deg")
-    for brick, (wcs, (height, width)) in sorted(_brick_grids(bricks).items()):
+    for brick, (wcs, (height, width)) in sorted(_brick_grids(bricks, skipped).items()):
         x, y = (np.atleast_1d(np.asarray(v, np.float64)) for v in wcs.world_to_pixel(sky))
         with np.errstate(invalid="ignore"):
             margin = np.minimum.reduce([x + 0.5, width - 0.5 - x, y + 0.5, height - 0.5 - y])
@@ -319,13 +387,21 @@ def assign_bricks(ra: np.ndarray, dec: np.ndarray, bricks: dict[str, dict[str, P
 
 
 def attach_brick_stamps(catalog, roots: str | os.PathLike | Sequence[str | os.PathLike],
-                        size: int):
+                        size: int, skipped: dict[str, str] | None = None):
     """Add brick stamps to catalog rows: ``image`` (3, size, size) g, r, z nanomaggies,
-    ``stamp_covered_fraction`` (float32, 0..1), ``stamp_brick`` (string) and
-    ``stamp_offset_x``/``stamp_offset_y`` (float32, pixels: object minus stamp centre).
+    ``stamp_covered_fraction`` (float32, 0..1), ``stamp_brick`` (string),
+    ``stamp_offset_x``/``stamp_offset_y`` (float32, pixels: object minus stamp centre) and
+    ``stamp_masked_fraction`` (float32, 0..1; null where the brick has no maskbits/invvar
+    files).
 
     Rows that no brick under ``roots`` (one directory or several; where two hold a brick,
     the first wins) holds get nulls. Each brick's files are opened once.
+
+    A bad brick file (truncated, a band missing, no WCS, ...) raises InputError naming it;
+    with ``skipped`` (a dict) it is recorded there instead (file -> why) and the other bricks
+    go on: the rows of a brick whose stamps cannot be cut keep ``stamp_brick`` and get
+    ``stamp_covered_fraction`` 0 and a null image, offsets and masked fraction; a brick
+    whose header cannot be read takes no part in choosing bricks.
     """
     import pyarrow as pa
 
@@ -342,19 +418,32 @@ def attach_brick_stamps(catalog, roots: str | os.PathLike | Sequence[str | os.Pa
     ra, dec = _positions(catalog)
     name_col = find_column(catalog.column_names, "BRICKNAME")
     names = (catalog.column(name_col).to_pylist() if name_col is not None else None)
-    chosen = assign_bricks(ra, dec, bricks, names)
+    chosen = assign_bricks(ra, dec, bricks, names, skipped)
     n = catalog.num_rows
     images = np.zeros((n, 3, size, size), dtype=np.float32)
     covered = np.zeros(n, dtype=np.float32)
     off_x = np.zeros(n, dtype=np.float32)
     off_y = np.zeros(n, dtype=np.float32)
+    masked = np.zeros(n, dtype=np.float32)
+    masked_known = np.zeros(n, dtype=bool)
     has = chosen != None  # noqa: E711 (element-wise on an object array)
+    failed = np.zeros(n, dtype=bool)
     for brick in sorted(set(chosen[has])):
         rows = np.flatnonzero(chosen == brick)
-        stamps = cut_stamps(brick, bricks[brick], ra[rows], dec[rows], size)
+        try:
+            stamps = cut_stamps(brick, bricks[brick], ra[rows], dec[rows], size)
+        except InputError as err:
+            if skipped is None:
+                raise
+            skipped[_error_file(err)] = str(err)
+            failed[rows] = True
+            continue
         images[rows], covered[rows] = stamps.images, stamps.covered
         off_x[rows], off_y[rows] = stamps.offset_x, stamps.offset_y
-    missing = pa.array(~has)
+        if stamps.masked is not None:
+            masked[rows], masked_known[rows] = stamps.masked, True
+    stamped = has & ~failed
+    missing = pa.array(~stamped)
     image = images_to_arrow(images)
     image = pa.ExtensionArray.from_storage(
         image_type(size, size), pa.FixedSizeListArray.from_arrays(
@@ -363,8 +452,9 @@ def attach_brick_stamps(catalog, roots: str | os.PathLike | Sequence[str | os.Pa
         "image": image,
         "stamp_covered_fraction": pa.array(covered, mask=~has),
         "stamp_brick": pa.array(list(chosen), type=pa.string()),
-        "stamp_offset_x": pa.array(off_x, mask=~has),
-        "stamp_offset_y": pa.array(off_y, mask=~has),
+        "stamp_offset_x": pa.array(off_x, mask=~stamped),
+        "stamp_offset_y": pa.array(off_y, mask=~stamped),
+        "stamp_masked_fraction": pa.array(masked, mask=~masked_known),
     }
     out = catalog.drop_columns([c for c in columns if c in catalog.column_names])
     for name, column in columns.items():

@@ -116,11 +116,15 @@ def _check_structure(hdul: fits.HDUList, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def open_fits(path: str | os.PathLike) -> Iterator[fits.HDUList]:
+def open_fits(path: str | os.PathLike, memmap: bool = False) -> Iterator[fits.HDUList]:
     """Open a FITS file for reading, turning every way it can be broken into InputError.
 
     All headers are parsed up front and checked against the file length (see
     :func:`_check_structure`); data are read lazily through :func:`read_hdu_data`.
+    ``memmap`` maps the file instead of reading it: a compressed image read a few row tiles
+    at a time (``section``) then fetches each tile from the mapping rather than by a read
+    call of its own. The structure check comes first, so a mapping never reaches past the
+    end of a truncated file.
     """
     p = check_file(path)
     if not is_fits(p):
@@ -131,7 +135,7 @@ def open_fits(path: str | os.PathLike) -> Iterator[fits.HDUList]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            hdul = fits.open(p, memmap=False, lazy_load_hdus=False)
+            hdul = fits.open(p, memmap=memmap, lazy_load_hdus=False)
     except InputError:
         raise
     except Exception as exc:

@@ -7,6 +7,10 @@ HDU and a RICE tile-compressed image (one tile per row) with a TAN WCS centred o
 Sersic/point-source models and PSFs as the simulated cutouts, added into the brick, and the
 sky noise is drawn once over the whole image. Bricks are smaller than the real 3600 x 3600
 so tests stay fast.
+
+The inverse variance is the sky noise's, 1 / SKY_SIGMA^2. The mask bits (int16) set the
+survey's SATUR_G/R/Z bits where the noiseless model exceeds ``SATURATION`` nanomaggies in
+that band: the cores of the brightest stars, as a real coadd's saturated pixels.
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ from astroembed.catalog.atomic import atomic_path
 from astroembed.simulation import images as img
 
 STAMP = 64  # pixels rendered around each object before it is added into the brick
+# A pixel level (nanomaggies) above which a detector saturates: stars brighter than about
+# r = 16 reach it in their central pixel, as in the real coadds.
+SATURATION = 10.0
+SATUR_BITS = {"g": 1 << 2, "r": 1 << 3, "z": 1 << 4}  # DR9 maskbits SATUR_G, SATUR_R, SATUR_Z
 
 
 def brick_header(ra_centre: float, dec_centre: float, width: int):
@@ -92,14 +100,15 @@ def write_brick(root: str | os.PathLike, brick: str, ra_centre: float, dec_centr
                         np.asarray(r_eff)[near], np.asarray(n)[near], np.asarray(q)[near],
                         np.asarray(pa)[near], np.asarray(is_point)[near])
     written = {}
+    maskbits = np.zeros((width, width), dtype=np.int16)
     for k, band in enumerate(img.BANDS):
         sigma = img.SKY_SIGMA[band]
         image = (model[k] + rng.normal(0.0, sigma, model[k].shape)).astype(np.float32)
         written[band] = _write_compressed(brick_path(root, brick, band), image, header, band)
         invvar = np.full(image.shape, 1.0 / sigma**2, dtype=np.float32)
         _write_compressed(brick_path(root, brick, band, "invvar"), invvar, header, band)
-    _write_compressed(brick_path(root, brick, "", "maskbits"),
-                      np.zeros((width, width), dtype=np.int16), header, None)
+        maskbits[model[k] > SATURATION] |= SATUR_BITS[band]
+    _write_compressed(brick_path(root, brick, "", "maskbits"), maskbits, header, None)
     return written
 
 

@@ -273,3 +273,179 @@ def test_a_brick_directory_is_one_input(tmp_path):
     kind, table = read_any(root)
     assert kind == "ls_bricks"
     assert table.to_pylist() == [{"BRICKNAME": "1500p020", "BANDS": "grz"}]
+
+
+def write_mask_files(root: Path, brick: str, header: fits.Header, maskbits: np.ndarray | None,
+                     invvar: dict[str, np.ndarray]) -> None:
+    """Mask bits and inverse variances beside the images, compressed as the survey's."""
+    folder = root / "coadd" / brick[:3] / brick
+    planes = {f"invvar-{b}": (v.astype(np.float32), 2) for b, v in invvar.items()}
+    if maskbits is not None:
+        planes["maskbits"] = (maskbits.astype(np.int16), 1)
+    for name, (data, quantize) in planes.items():
+        # dither 2 keeps invvar's zeros exactly zero, as the data centre's files do
+        kw = {"quantize_method": quantize} if data.dtype.kind == "f" else {}
+        hdu = fits.CompImageHDU(data, header=header, compression_type="RICE_1",
+                                tile_shape=(1, data.shape[1]), **kw)
+        fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(
+            folder / f"legacysurvey-{brick}-{name}.fits.fz")
+
+
+def masked_oracle(files: dict[str, Path], brick: str, ra, dec, size: int) -> np.ndarray:
+    """Fraction of each stamp's pixels that are masked or off the brick, by plain NumPy over
+    the fully decompressed mask files and Cutout2D's bounds."""
+    folder = files["g"].parent
+    _, wcs = decompressed(files["g"])
+    shape = decompressed(files["g"])[0].shape
+    bad = np.zeros(shape, bool)
+    for path in sorted(folder.glob(f"legacysurvey-{brick}-*.fits.fz")):
+        if "-maskbits" in path.name:
+            bad |= decompressed(path)[0] != 0
+        elif "-invvar-" in path.name:
+            bad |= decompressed(path)[0] == 0
+    out = []
+    for a, d in zip(ra, dec):
+        c = Cutout2D((~bad).astype(np.uint8), SkyCoord(a, d, unit="deg"), (size, size),
+                     wcs=wcs, mode="partial", fill_value=0)
+        out.append(1.0 - c.data.sum() / size**2)
+    return np.array(out)
+
+
+def brick_with_masks(root: Path, with_maskbits: bool = True, invvar_bands: str = "grz"):
+    rng = np.random.default_rng(6)
+    files = synthetic_brick(root, "1500p020", 150.0, 2.0, seed=6)
+    maskbits = np.zeros((100, 120), np.int16)
+    maskbits[rng.random((100, 120)) < 0.05] = 1 << 3
+    maskbits[20:30, 40:70] |= 1 << 1  # a bright-star disc
+    invvar = {}
+    for k, b in enumerate(invvar_bands):
+        iv = rng.uniform(50.0, 200.0, (100, 120))
+        iv[rng.random((100, 120)) < 0.03 * (k + 1)] = 0.0
+        iv[:, 110 + k:] = 0.0  # no exposure along one side
+        invvar[b] = iv
+    write_mask_files(root, "1500p020", tan_header(150.0, 2.0, 120, 100),
+                     maskbits if with_maskbits else None, invvar)
+    return files
+
+
+@pytest.mark.parametrize("maskbits, bands", [(True, "grz"), (True, ""), (False, "grz"),
+                                             (False, "r")])
+def test_masked_fraction_against_numpy(tmp_path, maskbits, bands):
+    files = brick_with_masks(tmp_path, maskbits, bands)
+    x = [60.3, 0.2, 119.4, 50.7, 70.1, 1.4, 55.0, 112.0]
+    y = [49.8, 50.6, 40.2, 0.1, 99.3, 98.9, 25.2, 70.0]
+    ra, dec = pixel_to_sky(files, x, y)
+    stamps = cut_stamps("1500p020", files, ra, dec, 15)
+    expected = masked_oracle(files, "1500p020", ra, dec, 15)
+    assert stamps.masked is not None
+    assert np.allclose(stamps.masked, expected, rtol=0, atol=1e-12)
+    # off-brick pixels count as masked
+    assert (stamps.masked >= 1.0 - stamps.covered - 1e-12).all()
+    assert len(np.unique(stamps.masked)) > 3  # not all 0 or 1: the masks' pixels count
+    # the images are the same as without the mask files
+    check_against_cutout2d(files, "1500p020", ra, dec, 15)
+
+
+def test_masked_fraction_is_unknown_without_mask_files(tmp_path):
+    import pyarrow as pa
+
+    from astroembed.readers.bricks import attach_brick_stamps
+
+    files = synthetic_brick(tmp_path / "plain", "1500p020", 150.0, 2.0)
+    assert cut_stamps("1500p020", files, [150.0], [2.0], 16).masked is None
+    out = attach_brick_stamps(pa.table({"RA": [150.0, 151.0], "DEC": [2.0, 2.0]}),
+                              tmp_path / "plain", 16)
+    assert out.column("stamp_masked_fraction").to_pylist() == [None, None]
+    assert out.schema.field("stamp_masked_fraction").type == pa.float32()
+    masked = brick_with_masks(tmp_path / "masked")
+    ra, dec = pixel_to_sky(masked, [60.3, 119.4], [49.8, 40.2])
+    out = attach_brick_stamps(pa.table({"RA": [*ra, 151.0], "DEC": [*dec, 2.0]}),
+                              tmp_path / "masked", 16)
+    got = out.column("stamp_masked_fraction").to_pylist()
+    assert got[2] is None
+    assert np.allclose(got[:2], masked_oracle(masked, "1500p020", ra, dec, 16), atol=1e-6)
+
+
+def test_truncated_mask_file(tmp_path):
+    files = brick_with_masks(tmp_path)
+    path = files["g"].parent / "legacysurvey-1500p020-maskbits.fits.fz"
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(InputError, match=r"maskbits\.fits\.fz.*(truncated|download)"):
+        cut_stamps("1500p020", files, [150.0], [2.0], 16)
+
+
+def test_simulated_brick_masks_saturated_pixels(tmp_path):
+    from astroembed.simulation import images as img
+    from astroembed.simulation.bricks import SATURATION, write_brick
+
+    # a bright star (saturated core) and a faint galaxy
+    files = write_brick(tmp_path, "1500p020", 150.0, 2.0, np.array([150.0, 150.002]),
+                        np.array([2.0, 2.002]), {b: np.array([3000.0, 20.0]) for b in "grz"},
+                        r_eff=np.array([1.0, 1.0]), n=np.array([1.0, 1.0]),
+                        q=np.array([1.0, 0.7]), pa=np.array([0.0, 30.0]),
+                        is_point=np.array([True, False]), rng=np.random.default_rng(9),
+                        width=120)
+    folder = files["g"].parent
+    with fits.open(folder / "legacysurvey-1500p020-maskbits.fits.fz") as hdul:
+        assert isinstance(hdul[1], fits.CompImageHDU)
+        maskbits = np.array(hdul[1].data)
+    assert maskbits.dtype == np.int16
+    for k, band in enumerate("grz"):
+        image = decompressed(files[band])[0]
+        bit = (maskbits & (1 << (2 + k))) != 0  # DR9 SATUR_G, SATUR_R, SATUR_Z
+        margin = 10 * img.SKY_SIGMA[band]
+        assert bit.sum() > 0
+        assert (image[bit] > SATURATION - margin).all()
+        assert bit[image > SATURATION + margin].all()
+        invvar = decompressed(folder / f"legacysurvey-1500p020-invvar-{band}.fits.fz")[0]
+        assert np.allclose(invvar, 1.0 / img.SKY_SIGMA[band] ** 2, rtol=1e-3)
+    assert (maskbits & ~np.int16(0b11100)).max() == 0
+    # the star's stamp is partly masked, the galaxy's not at all
+    ra, dec = [150.0, 150.002], [2.0, 2.002]
+    stamps = cut_stamps("1500p020", files, ra, dec, 21)
+    assert stamps.masked[0] > 0 and stamps.masked[1] == 0
+    assert np.allclose(stamps.masked, masked_oracle(files, "1500p020", ra, dec, 21))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing band", "no wcs"])
+def test_attach_skips_a_bad_brick_when_asked(tmp_path, damage):
+    import pyarrow as pa
+
+    from astroembed.readers.bricks import attach_brick_stamps
+
+    good = synthetic_brick(tmp_path, "1500p020", 150.0, 2.0, seed=7)
+    bad = synthetic_brick(tmp_path, "1510p020", 151.0, 2.0, seed=8)
+    if damage == "truncated":
+        broken = bad["r"]
+        broken.write_bytes(broken.read_bytes()[:3000])
+    elif damage == "missing band":
+        bad["z"].unlink()
+        broken = bad["z"]
+    else:
+        broken = bad["g"]
+        planes = {b: np.ones((100, 120)) for b in "g"}
+        broken.unlink()
+        write_brick_files(tmp_path, "1510p020", fits.Header(), planes)
+    catalog = pa.table({"RA": [150.0, 151.0, 150.001], "DEC": [2.0, 2.0, 2.001],
+                        "BRICKNAME": ["1500p020", "1510p020", "1500p020"]})
+    with pytest.raises(InputError, match=str(broken.name).replace(".", r"\.")):
+        attach_brick_stamps(catalog, tmp_path, 16)
+    skipped: dict[str, str] = {}
+    out = attach_brick_stamps(catalog, tmp_path, 16, skipped)
+    assert list(skipped) == [str(broken)]
+    assert "again" in skipped[str(broken)] or "download" in skipped[str(broken)]
+    images = out.column("image").combine_chunks()
+    assert images.is_valid().to_pylist() == [True, False, True]
+    pixels = images.storage.values.to_numpy().reshape(-1, 3, 16, 16)  # null rows included
+    for i in (0, 2):
+        assert np.array_equal(pixels[i], cutout2d_stamp(good, catalog["RA"][i].as_py(),
+                                                        catalog["DEC"][i].as_py(), 16))
+    assert out.column("stamp_offset_x").is_valid().to_pylist() == [True, False, True]
+    covered = out.column("stamp_covered_fraction").to_pylist()
+    if damage == "no wcs":  # its header is unusable: the brick takes no part at all
+        assert out.column("stamp_brick").to_pylist() == ["1500p020", None, "1500p020"]
+        assert covered[1] is None
+    else:
+        assert out.column("stamp_brick").to_pylist() == ["1500p020", "1510p020", "1500p020"]
+        assert covered[1] == 0.0
