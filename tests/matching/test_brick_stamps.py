@@ -181,13 +181,15 @@ def test_stamp_columns_are_documented(with_bricks):
         assert (unit, meaning) == describe_field(stamp_columns[name]), name
 
 
-def test_simulated_survey_bricks(small_survey, tmp_path):
+def test_simulated_survey_bricks(small_survey, brick_survey):
     """``simulate(bricks=1)``: the same survey plus one real-size brick, in which every
     object of that brick has a complete stamp holding its catalogued flux."""
+    import json
+
     from astroembed.readers.bricks import cut_stamps, find_bricks
 
-    out = tmp_path / "survey"
-    summary = astroembed.simulate(out, n_galaxies=200, seed=7, cutout_size=32, bricks=1)
+    out = brick_survey
+    summary = json.loads((out / "simulation.json").read_text())
     bricks = find_bricks(out / "legacysurvey")
     assert len(bricks) == 1
     (name, files), = bricks.items()
