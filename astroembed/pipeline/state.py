@@ -4,8 +4,10 @@ compare with it.
 The record holds each input file's size, mtime, SHA-256 and the tiles it reached, the tile
 layout and the cross-match settings' fingerprint. A file is changed when its size or mtime
 differ *and* its checksum does (a touched but identical file is not). A directory of brick
-coadds is one input: its size is that of all its brick files together, its mtime their
-latest, its checksum one over their names and checksums.
+coadds is one input whose checksum is taken over its files' names, sizes and mtimes, not their
+bytes: a survey's coadd tree is tens of terabytes, too much to read on every run. A brick file
+rewritten with the same bytes therefore counts as a change (the cross-match is redone; nothing
+is lost).
 """
 
 from __future__ import annotations
@@ -41,11 +43,9 @@ def write_state(catalog: Path, state: dict) -> None:
 
 
 def sha256(path: str) -> str:
+    """A file's SHA-256; for a brick directory, one over its files' listing (see above)."""
     if os.path.isdir(path):
-        digest = hashlib.sha256()
-        for f in _directory_files(path):
-            digest.update(f"{f.relative_to(path).as_posix()}\0{sha256(str(f))}\n".encode())
-        return digest.hexdigest()
+        return _listing_digest(path)
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(HASH_CHUNK):
@@ -58,6 +58,15 @@ def _directory_files(path: str) -> list[Path]:
     from astroembed.readers.bricks import brick_files
 
     return brick_files(path)
+
+
+def _listing_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    for f in _directory_files(path):
+        st = f.stat()
+        digest.update(f"{f.relative_to(path).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n"
+                      .encode())
+    return digest.hexdigest()
 
 
 def _size_mtime(path: str) -> tuple[int, float]:
@@ -97,7 +106,8 @@ def diff_inputs(paths: list[str], known: dict[str, dict]) -> InputDiff:
     for path in paths:
         size, mtime = _size_mtime(path)
         old = known.get(path)
-        if old and old["size"] == size and old["mtime"] == mtime:
+        # a directory's listing digest is cheap and also sees a file swapped for another
+        if old and old["size"] == size and old["mtime"] == mtime and not os.path.isdir(path):
             prints[path] = dict(old)
             continue
         digest = sha256(path)

@@ -169,3 +169,31 @@ def test_a_repaired_brick_file_is_a_changed_input(pipeline, tmp_path):
     covered = main.column("stamp_covered_fraction").to_pylist()
     mine = [c for n, c in zip(names, covered) if n == bad_brick]
     assert mine and all(c > 0 for c in mine)
+
+
+def test_a_brick_directory_is_compared_by_its_listing(tmp_path):
+    """Names, sizes and mtimes of the coadd files decide (the bytes of a coadd tree are too
+    many to read each run): a copy with the same listing is unchanged; a renamed, resized
+    or re-dated file, or one more file, is a change."""
+    from astroembed.pipeline.state import diff_inputs
+
+    root = tmp_path / "ls"
+    brick = root / "coadd" / "011" / "0116p000"
+    brick.mkdir(parents=True)
+    for band in "grz":
+        (brick / f"legacysurvey-0116p000-image-{band}.fits.fz").write_bytes(band.encode() * 100)
+    known = diff_inputs([str(root)], {}).fingerprints
+    assert diff_inputs([str(root)], known).changed == []
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)  # copy2: same sizes and mtimes
+    assert diff_inputs([str(copy)], {str(copy): known[str(root)]}).changed == []
+
+    g = brick / "legacysurvey-0116p000-image-g.fits.fz"
+    st = g.stat()
+    for change in (lambda: os.utime(g, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9)),
+                   lambda: g.write_bytes(b"g" * 101),
+                   lambda: g.rename(brick / "legacysurvey-0116p000-image-i.fits.fz"),
+                   lambda: (brick / "legacysurvey-0116p000-maskbits.fits.fz").write_bytes(b"")):
+        before = diff_inputs([str(root)], {}).fingerprints
+        change()
+        assert diff_inputs([str(root)], before).changed == [str(root)]
