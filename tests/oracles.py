@@ -73,3 +73,20 @@ def single_table_copy(collection, out) -> None:
     props = (collection / "main" / "hats.properties").read_text()
     (out / "hats.properties").write_text(props)
     shutil.copy(collection / "main" / "astroembed_provenance.json", out)
+
+
+def cutout2d_stamp(files: dict, ra: float, dec: float, size: int) -> np.ndarray:
+    """A brick's (3, size, size) g, r, z stamp by astropy's Cutout2D of each decompressed
+    band (0 outside the brick): the oracle for stamps cut from brick coadds."""
+    from astropy.coordinates import SkyCoord
+    from astropy.io import fits
+    from astropy.nddata import Cutout2D
+    from astropy.wcs import WCS
+
+    planes = []
+    for band in "grz":
+        with fits.open(files[band]) as hdul:
+            data, wcs = np.array(hdul[1].data), WCS(hdul[1].header)
+        planes.append(Cutout2D(data, SkyCoord(ra, dec, unit="deg"), (size, size), wcs=wcs,
+                               mode="partial", fill_value=0).data)
+    return np.stack(planes)

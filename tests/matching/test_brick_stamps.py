@@ -17,6 +17,7 @@ from astropy.wcs import WCS
 import astroembed
 from astroembed.readers import read_catalog
 from astroembed.simulation.bricks import write_brick
+from oracles import cutout2d_stamp
 
 SIZE = 24
 
@@ -30,13 +31,7 @@ def sweep_rows(survey: Path) -> pa.Table:
 
 def stamp_of(files: dict[str, Path], ra: float, dec: float, size: int = SIZE) -> np.ndarray:
     """The oracle: astropy's Cutout2D of each decompressed band, 0 outside the brick."""
-    planes = []
-    for band in "grz":
-        with fits.open(files[band]) as hdul:
-            data, wcs = np.array(hdul[1].data), WCS(hdul[1].header)
-        planes.append(Cutout2D(data, SkyCoord(ra, dec, unit="deg"), (size, size), wcs=wcs,
-                               mode="partial", fill_value=0).data)
-    return np.stack(planes)
+    return cutout2d_stamp(files, ra, dec, size)
 
 
 @pytest.fixture(scope="module")

@@ -19,10 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from astropy.coordinates import SkyCoord
+from oracles import cutout2d_stamp
 from astropy.io import fits
-from astropy.nddata import Cutout2D
-from astropy.wcs import WCS
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZE = 32  # the survey's cutout size: an object whose brick is bad keeps its cutout
@@ -43,13 +41,7 @@ def sweep_rows(survey: Path) -> pa.Table:
 
 
 def brick_stamp(files: dict[str, Path], ra: float, dec: float) -> np.ndarray:
-    planes = []
-    for band in "grz":
-        with fits.open(files[band]) as hdul:
-            data, wcs = np.array(hdul[1].data), WCS(hdul[1].header)
-        planes.append(Cutout2D(data, SkyCoord(ra, dec, unit="deg"), (SIZE, SIZE), wcs=wcs,
-                               mode="partial", fill_value=0).data)
-    return np.stack(planes)
+    return cutout2d_stamp(files, ra, dec, SIZE)
 
 
 @pytest.fixture()
