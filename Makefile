@@ -25,11 +25,12 @@ demo: install
 	$(VENV)/bin/astroembed embed --catalog $(DEMO)/matched
 	$(VENV)/bin/astroembed probe --catalog $(DEMO)/matched --target redshift --method all --out $(DEMO)/probe --save $(DEMO)/z_probe --overwrite
 
+# The tests run on every core (pytest-xdist); `.venv/bin/python -m pytest` runs them in one process.
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n auto -m "not slow"
 
 # The checks that need a GPU, on a machine with one: a separate environment with the GPU build of
 # onnxruntime (the CPU and GPU builds never share an environment), `astroembed doctor` on CUDA,
