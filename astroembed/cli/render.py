@@ -68,7 +68,8 @@ def number(value: float | None, spec: str = ".4f", std: float | None = None) -> 
 def break_lines(text: str, width: int) -> str:
     """``text`` as lines of at most ``width`` characters, broken after a space, comma, slash,
     underscore, ``<``, ``>`` or a hyphen between letters where it can be, inside a word only
-    where one part is longer than ``width``."""
+    where one part is longer than ``width``. Rich's own wrapping breaks at spaces only, so
+    a type such as ``fixed_size_list<element: float>[7781]`` was folded mid-word."""
     import re
 
     width = max(width, 1)
