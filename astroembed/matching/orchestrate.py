@@ -396,7 +396,7 @@ def _summary(inputs, per_input, tile_results, plan, seconds: float) -> dict:
     right_role = next((role for role in ("spectra", "redshifts", "table") if rows_read[role]),
                       "spectra")
     skipped_bricks = {f: why for t in tile_results
-                      for f, why in sorted(getattr(t, "skipped_bricks", {}).items())}
+                      for f, why in sorted(t.skipped_bricks.items())}
     summary = {
         "left_rows": rows_read["catalog"],
         "right_rows": rows_read[right_role],

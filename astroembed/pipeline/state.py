@@ -43,9 +43,7 @@ def write_state(catalog: Path, state: dict) -> None:
 
 
 def sha256(path: str) -> str:
-    """A file's SHA-256; for a brick directory, one over its files' listing (see above)."""
-    if os.path.isdir(path):
-        return _listing_digest(path)
+    """A file's SHA-256."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(HASH_CHUNK):
@@ -53,28 +51,18 @@ def sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _directory_files(path: str) -> list[Path]:
-    """The files a directory input stands for: a brick directory's coadd files."""
+def _directory_print(path: str) -> dict:
+    """A brick directory's record, from one pass over its coadd files: their total size,
+    latest mtime and a SHA-256 over their names, sizes and mtimes (see above)."""
     from astroembed.readers.bricks import brick_files
 
-    return brick_files(path)
-
-
-def _listing_digest(path: str) -> str:
-    digest = hashlib.sha256()
-    for f in _directory_files(path):
+    digest, size, mtime = hashlib.sha256(), 0, 0.0
+    for f in brick_files(path):
         st = f.stat()
         digest.update(f"{f.relative_to(path).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n"
                       .encode())
-    return digest.hexdigest()
-
-
-def _size_mtime(path: str) -> tuple[int, float]:
-    if not os.path.isdir(path):
-        st = os.stat(path)
-        return st.st_size, st.st_mtime
-    stats = [f.stat() for f in _directory_files(path)]
-    return sum(st.st_size for st in stats), max((st.st_mtime for st in stats), default=0.0)
+        size, mtime = size + st.st_size, max(mtime, st.st_mtime)
+    return {"size": size, "mtime": mtime, "sha256": digest.hexdigest()}
 
 
 def crossmatch_fingerprint(cfg: RunConfig) -> str:
@@ -104,17 +92,18 @@ def diff_inputs(paths: list[str], known: dict[str, dict]) -> InputDiff:
     """Compare files with the last run's record (size and mtime first, checksum to confirm)."""
     prints, new, changed = {}, [], []
     for path in paths:
-        size, mtime = _size_mtime(path)
         old = known.get(path)
-        # a directory's listing digest is cheap and also sees a file swapped for another
-        if old and old["size"] == size and old["mtime"] == mtime and not os.path.isdir(path):
-            prints[path] = dict(old)
-            continue
-        digest = sha256(path)
-        prints[path] = {"size": size, "mtime": mtime, "sha256": digest}
+        if os.path.isdir(path):  # its listing is its checksum: always taken, and cheap
+            prints[path] = _directory_print(path)
+        else:
+            st = os.stat(path)
+            if old and old["size"] == st.st_size and old["mtime"] == st.st_mtime:
+                prints[path] = dict(old)
+                continue
+            prints[path] = {"size": st.st_size, "mtime": st.st_mtime, "sha256": sha256(path)}
         if old is None:
             new.append(path)
-        elif old.get("sha256") != digest:
+        elif old.get("sha256") != prints[path]["sha256"]:
             changed.append(path)
     removed = sorted(set(known) - set(paths))
     return InputDiff(prints, new, changed, removed)
